@@ -1,0 +1,97 @@
+"""Every setting, declared once: its environment variable, type, default and why.
+
+One `Settings` is built per process (`Settings.from_env()`) and passed down; nothing else reads
+the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def _setting(env: str, default: Any, why: str) -> Any:
+    return field(default=default, metadata={"env": env, "why": why})
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap: str = _setting(
+        "ELVES_KAFKA", "127.0.0.1:19092", "Kafka bootstrap servers (the local broker by default)."
+    )
+    topic_prefix: str = _setting(
+        "ELVES_TOPIC_PREFIX", "elves.", "One prefix for every topic, so stacks can share a broker."
+    )
+    state_dir: Path = _setting(
+        "ELVES_STATE_DIR", Path("state"), "Where local data lives: Kafka logs, chDB, agent outbox."
+    )
+    clickhouse_dsn: str = _setting(
+        "ELVES_CLICKHOUSE", "", "ClickHouse DSN; empty means embedded chDB under the state dir."
+    )
+    gateway_host: str = _setting("ELVES_GATEWAY_HOST", "127.0.0.1", "Where the gateway listens.")
+    gateway_port: int = _setting("ELVES_GATEWAY_PORT", 8390, "Gateway port.")
+    gateway_url: str = _setting(
+        "ELVES_GATEWAY_URL", "", "Gateway URL for the CLI; empty means host and port above."
+    )
+    task_timeout_s: int = _setting("ELVES_TASK_TIMEOUT", 90, "ELVES' default task timeout.")
+    task_grace_s: float = _setting(
+        "ELVES_TASK_GRACE", 5.0, "Added to a task's timeout for its deadline: agent kill + report."
+    )
+    max_params_bytes: int = _setting(
+        "ELVES_MAX_PARAMS", 64 * 1024, "Largest params a task may carry (JSON bytes)."
+    )
+    heartbeat_s: float = _setting(
+        "ELVES_HEARTBEAT", 60.0, "Agent heartbeat interval (ELVES: 60 s; local setups use 1-2 s)."
+    )
+    missed_beats: int = _setting(
+        "ELVES_MISSED_BEATS", 3, "An agent is down after this many missed heartbeats."
+    )
+    agent_id: str = _setting(
+        "ELVES_AGENT_ID", "", "This agent's id; empty means the one kept in its state dir."
+    )
+    apps_dir: Path = _setting(
+        "ELVES_APPS_DIR", Path("apps/samples"), "Where the agent finds installed apps."
+    )
+    max_output_bytes: int = _setting(
+        "ELVES_MAX_OUTPUT", 1024 * 1024, "Cap on a worker's captured stdout; the rest is dropped."
+    )
+    watcher_batch: int = _setting(
+        "ELVES_WATCHER_BATCH", 500, "Events per ClickHouse insert at most."
+    )
+    watcher_flush_s: float = _setting(
+        "ELVES_WATCHER_FLUSH", 0.5, "Longest an event waits in the watcher before its insert."
+    )
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = source.get(f.metadata["env"])
+            if raw is None:
+                continue
+            kind = type(f.default)
+            values[f.name] = kind(raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def dispatch_topic(self, agent_id: str) -> str:
+        return self.topic(f"dispatch.{agent_id}")
+
+    @property
+    def audit_dsn(self) -> str:
+        return self.clickhouse_dsn or f"chdb://{self.state_dir.resolve() / 'audit'}"
+
+    @property
+    def base_url(self) -> str:
+        return self.gateway_url or f"http://{self.gateway_host}:{self.gateway_port}"
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, why) of every setting, for the README and `elves config`."""
+    return [(f.metadata["env"], str(f.default), f.metadata["why"]) for f in fields(Settings)]

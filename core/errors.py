@@ -1,0 +1,89 @@
+"""Every error a user can cause, with a stable code.
+
+Codes follow ELVES' families where one exists (403.x bad parameter, 414.1 agent offline, ...), so
+that people who know ELVES recognise them; new ones are named in the same style.
+"""
+
+from __future__ import annotations
+
+
+class ElvesError(Exception):
+    """Base of every Elves error: a stable `code`, an HTTP status and whether a retry may help."""
+
+    code = "500"
+    status = 500
+    retriable = False
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message, **self.details}
+
+
+class BadRequest(ElvesError):
+    code = "403.0"
+    status = 400
+
+
+class MissingField(BadRequest):
+    code = "403.1"
+
+
+class WrongType(BadRequest):
+    code = "403.2"
+
+
+class ParamsTooLarge(BadRequest):
+    code = "403.3"
+    status = 413
+
+
+class BadJson(BadRequest):
+    code = "403.4"
+
+
+class BadSql(BadRequest):
+    code = "403.5"
+
+
+class NotFound(ElvesError):
+    code = "404.0"
+    status = 404
+
+
+class TaskNotFound(NotFound):
+    code = "404.1"
+
+
+class UnknownAgent(ElvesError):
+    code = "414.2"
+    status = 404
+
+
+class AgentOffline(ElvesError):
+    code = "414.1"
+    status = 409
+
+
+class TaskTimeout(ElvesError):
+    """The instant call waited its whole timeout; the task goes on and can be looked up by id."""
+
+    code = "408.1"
+    status = 504
+    retriable = True
+
+
+class DecodeError(ElvesError):
+    """A message on a topic that is not a known event: it goes to the dead-letter topic."""
+
+    code = "422.1"
+    status = 422
+
+
+class Unavailable(ElvesError):
+    code = "503.1"
+    status = 503
+    retriable = True

@@ -1,0 +1,53 @@
+"""Thin helpers around confluent-kafka: one way to build producers and consumers, and the DLQ."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, Message, Producer
+
+from elves.config import Settings
+
+
+def producer(settings: Settings, **extra: Any) -> Producer:
+    # Idempotence and acks=all per DESIGN.md; linger 0 because the instant path is latency-bound.
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 0,
+    }
+    conf.update(extra)
+    return Producer(conf)
+
+
+def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        # The broker answers a fetch as soon as one byte is there; this bounds an idle poll.
+        "fetch.wait.max.ms": 100,
+        "topic.metadata.refresh.interval.ms": 2000,
+    }
+    conf.update(extra)
+    return Consumer(conf)
+
+
+def dead_letter(
+    prod: Producer, settings: Settings, msg: Message, reason: str, origin: str
+) -> None:
+    """Send an undecodable or invalid message to the DLQ with why and where it came from."""
+    prod.produce(
+        settings.topic("dlq"),
+        key=msg.key(),
+        value=msg.value(),
+        headers={
+            "reason": reason.encode(),
+            "origin": origin.encode(),
+            "topic": (msg.topic() or "").encode(),
+            "partition": str(msg.partition()).encode(),
+            "offset": str(msg.offset()).encode(),
+        },
+    )

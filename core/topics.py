@@ -1,0 +1,72 @@
+"""The topics of Elves, declared in one place, and their explicit creation.
+
+Compaction where a topic is state (the latest heartbeat and liveness of each agent); deletion
+with retention where it is history (the audit keeps that in ClickHouse).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from elves.config import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # without the prefix
+    partitions: int
+    compacted: bool = False
+
+
+CORE_TOPICS = (
+    TopicSpec("commands", partitions=4),
+    TopicSpec("tasks", partitions=4),
+    TopicSpec("results", partitions=4),
+    # One partition: liveness is decided by one stream instance that sees every agent.
+    TopicSpec("heartbeats", partitions=1, compacted=True),
+    TopicSpec("agents", partitions=1, compacted=True),
+    TopicSpec("dlq", partitions=1),
+)
+
+DISPATCH_PARTITIONS = 1  # one agent consumes its topic alone; order per agent is kept
+
+
+def _config(spec: TopicSpec) -> dict[str, str]:
+    if spec.compacted:
+        return {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+    return {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)}
+
+
+def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CORE_TOPICS) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [
+        NewTopic(
+            settings.topic(s.name),
+            num_partitions=s.partitions,
+            replication_factor=1,
+            config=_config(s),
+        )
+        for s in specs
+        if settings.topic(s.name) not in existing
+    ]
+    if not wanted:
+        return []
+    created = []
+    for name, future in admin.create_topics(wanted, operation_timeout=10).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            # Another process may have created it between our listing and our request.
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise
+    return created
+
+
+def ensure_dispatch_topic(settings: Settings, agent_id: str) -> None:
+    ensure_topics(settings, (TopicSpec(f"dispatch.{agent_id}", DISPATCH_PARTITIONS),))
