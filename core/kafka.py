@@ -16,6 +16,9 @@ def producer(settings: Settings, **extra: Any) -> Producer:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 0,
+        # murmur2 as Java and aiokafka (Faust) use: a key lands on the same partition whoever
+        # produces it, so commands, results and the tables stay co-partitioned.
+        "partitioner": "murmur2_random",
     }
     conf.update(extra)
     return Producer(conf)

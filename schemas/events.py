@@ -140,6 +140,21 @@ class TaskTimedOut:
 
 
 @dataclass(frozen=True)
+class DeadlinePassed:
+    """The streams' clock saw an attempt's deadline pass (on `results`, keyed by task id).
+
+    A fact from the clock, not a verdict: the task fold turns it into `TaskTimedOut` only if no
+    result came first, so the clock and the agent never race on the task's state.
+    """
+
+    event_id: str
+    occurred_at: int
+    task_id: str
+    attempt: int
+    deadline_at: int
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     event_id: str
     occurred_at: int
@@ -178,6 +193,7 @@ Event = (
     | TaskSucceeded
     | TaskFailed
     | TaskTimedOut
+    | DeadlinePassed
     | Heartbeat
     | AgentUp
     | AgentDown
@@ -196,6 +212,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TaskSucceeded,
         TaskFailed,
         TaskTimedOut,
+        DeadlinePassed,
         Heartbeat,
         AgentUp,
         AgentDown,

@@ -1,0 +1,292 @@
+"""The Starlette gateway: explicit routes, one lifespan holding the clients, one error handler.
+
+It owns the embedded ClickHouse (chDB allows one process per path), so the watcher runs here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from confluent_kafka import Producer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from elves.api.audit import AuditStore
+from elves.api.listener import Listener
+from elves.api.openapi import OPENAPI
+from elves.api.requests import parse_instant, parse_json_body
+from elves.api.watcher import Watcher
+from elves.config import Settings
+from elves.errors import ElvesError, NotFound, TaskNotFound, TaskTimeout
+from elves.kafka import producer
+from elves.schemas.codec import CODEC
+from elves.schemas.events import (
+    EVENT_TYPES,
+    Event,
+    TaskRejected,
+    TaskResultReported,
+    TaskSubmitted,
+    TaskTimedOut,
+    new_id,
+)
+from elves.streams.tasks import model as tasks
+from elves.topics import ensure_topics
+
+# How long past a task's own timeout the instant call waits: the streams' grace plus a margin.
+REPLY_MARGIN_S = 2.0
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    producer: Producer
+    listener: Listener
+    store: AuditStore
+    watcher: Watcher
+
+
+def _gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+async def exec_instant(request: Request) -> JSONResponse:
+    gw = _gateway(request)
+    req = parse_instant(parse_json_body(await request.body()), gw.settings)
+    task_id = new_id()
+    submitted_at = int(time.time() * 1000)
+    command = TaskSubmitted(
+        event_id=new_id(),
+        occurred_at=submitted_at,
+        task_id=task_id,
+        agent_id=req.agent,
+        app=req.app,
+        func=req.func,
+        params=req.params,
+        timeout_s=req.timeout_s,
+        proxy=req.proxy,
+        mode="CSNP",
+        requested_by=request.headers.get("x-elves-client"),
+    )
+    pending = gw.listener.expect(task_id)
+    try:
+        gw.producer.produce(
+            gw.settings.topic("commands"), key=task_id.encode(), value=CODEC.encode(command)
+        )
+        gw.producer.poll(0)
+        wait_s = req.timeout_s + gw.settings.task_grace_s + REPLY_MARGIN_S
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(pending.future), wait_s)
+        except TimeoutError:
+            raise TaskTimeout(
+                f"no result within {wait_s:.0f} s; the task goes on: look it up by id",
+                task_id=task_id,
+            ) from None
+    finally:
+        gw.listener.forget(task_id)
+    timings = _timings(submitted_at, pending.seen, outcome)
+    return JSONResponse(_outcome(task_id, outcome, timings), status_code=_status(outcome))
+
+
+def _outcome(task_id: str, event: Event, timings: dict[str, int]) -> dict[str, Any]:
+    if isinstance(event, TaskRejected):
+        return {
+            "task_id": task_id,
+            "status": "rejected",
+            "error": {"code": event.code, "message": event.reason, "task_id": task_id},
+        }
+    if isinstance(event, TaskTimedOut):
+        return {
+            "task_id": task_id,
+            "status": "timed_out",
+            "worker_flag": -1,
+            "worker_message": "no result by the deadline",
+            "error": {"code": "408.2", "message": "the task timed out", "task_id": task_id},
+        }
+    assert isinstance(event, TaskResultReported)
+    return {
+        "task_id": task_id,
+        "status": "succeeded" if event.worker_flag == 1 else "failed",
+        "worker_flag": event.worker_flag,
+        "worker_message": event.worker_message,
+        "worker_costtime": event.worker_costtime,
+        "truncated": event.truncated,
+        "timings_ms": timings,
+    }
+
+
+def _status(event: Event) -> int:
+    if isinstance(event, TaskRejected):
+        return 409 if event.code == "414.1" else 404 if event.code == "414.2" else 400
+    if isinstance(event, TaskTimedOut):
+        return 504
+    return 200
+
+
+def _timings(submitted_at: int, seen: dict[str, int], outcome: Event) -> dict[str, int]:
+    """Where an instant call's time went, from the events' own clocks (one host, one clock)."""
+    if not isinstance(outcome, TaskResultReported):
+        return {}
+    accepted = seen.get("TaskAccepted", submitted_at)
+    started = seen.get("TaskStarted", accepted)
+    replied = seen.get("replied", outcome.occurred_at)
+    return {
+        "gateway_to_dispatch": accepted - submitted_at,
+        "dispatch_to_agent": started - accepted,
+        "app_run": outcome.worker_costtime,
+        "result_to_reply": replied - outcome.occurred_at,
+        "total": replied - submitted_at,
+    }
+
+
+def _to_event(row: dict[str, Any]) -> Event | None:
+    cls = EVENT_TYPES.get(str(row["type"]))
+    if cls is None:
+        return None
+    return cls(**json.loads(row["payload"]))
+
+
+async def get_task(request: Request) -> JSONResponse:
+    gw = _gateway(request)
+    task_id = request.path_params["task_id"]
+    rows = await asyncio.to_thread(gw.store.task_events, task_id)
+    if not rows:
+        raise TaskNotFound(f"no task with id {task_id}", task_id=task_id)
+    events = [e for e in (_to_event(r) for r in rows) if e is not None]
+    state = tasks.fold(events)
+    return JSONResponse(
+        {
+            "task_id": task_id,
+            "state": asdict(state) if state is not None else None,
+            "lifecycle": [
+                {
+                    "type": r["type"],
+                    "topic": r["topic"],
+                    "occurred_at": str(r["occurred_at"]),
+                    "payload": json.loads(r["payload"]),
+                }
+                for r in rows
+            ],
+        }
+    )
+
+
+async def list_agents(request: Request) -> JSONResponse:
+    gw = _gateway(request)
+    return JSONResponse({"agents": [_agent_json(a) for a in gw.listener.agents()]})
+
+
+async def get_agent(request: Request) -> JSONResponse:
+    gw = _gateway(request)
+    agent = gw.listener.agent(request.path_params["agent_id"])
+    if agent is None:
+        raise NotFound(f"no agent {request.path_params['agent_id']}")
+    return JSONResponse(_agent_json(agent))
+
+
+def _agent_json(agent: Any) -> dict[str, Any]:
+    data = asdict(agent)
+    data["status"] = "up" if agent.up else "down"
+    return data
+
+
+async def audit(request: Request) -> JSONResponse:
+    gw = _gateway(request)
+    if request.method == "POST":
+        sql = str(parse_json_body(await request.body()).get("sql", ""))
+    else:
+        sql = request.query_params.get("sql", "")
+    columns, rows = await asyncio.to_thread(gw.store.query, sql)
+    return JSONResponse({"columns": columns, "rows": [[_plain(v) for v in r] for r in rows]})
+
+
+def _plain(value: Any) -> Any:
+    """ClickHouse values as JSON: numbers, strings and None stay, the rest become text."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+async def health(request: Request) -> JSONResponse:
+    gw = _gateway(request)
+    return JSONResponse(
+        {"status": "ok", "kafka": gw.settings.bootstrap, "audit": gw.settings.audit_dsn}
+    )
+
+
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(OPENAPI)
+
+
+async def on_elves_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ElvesError)
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+
+
+async def on_not_found(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": "404.0", "message": f"no route {request.method} {request.url.path}"}},
+        status_code=404,
+    )
+
+
+async def on_method(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": "405.0", "message": f"{request.method} not allowed here"}},
+        status_code=405,
+    )
+
+
+ROUTES = [
+    Route("/health", health),
+    Route("/openapi.json", openapi),
+    Route("/api/v1/tasks/instant", exec_instant, methods=["POST"]),
+    Route("/api/v1/tasks/{task_id}", get_task),
+    Route("/api/v1/agents", list_agents),
+    Route("/api/v1/agents/{agent_id}", get_agent),
+    Route("/api/v1/audit", audit, methods=["GET", "POST"]),
+]
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ensure_topics(settings)
+        store = AuditStore(settings.audit_dsn)
+        watcher = Watcher(settings, store)
+        listener = Listener(settings)
+        prod = producer(settings)
+        await asyncio.to_thread(listener.start)
+        watcher.start()
+        app.state.gateway = Gateway(settings, prod, listener, store, watcher)
+        try:
+            yield
+        finally:
+            prod.flush(10)
+            listener.stop()
+            watcher.stop()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={ElvesError: on_elves_error, 404: on_not_found, 405: on_method},
+    )
+
+
+def run(settings: Settings) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_level="warning",
+    )

@@ -1,0 +1,154 @@
+"""What the gateway hears from Kafka: outcomes for waiting instant calls, and the agents view.
+
+One consumer thread, assigned (no group) to every partition of `tasks` and `results` at their
+end (only outcomes from now on matter) and of `heartbeats` and `agents` from their beginning
+(both compacted: the latest word on every agent). Instant calls register a future *before* the
+command is produced, so no outcome can slip past.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+
+from elves.config import Settings
+from elves.errors import DecodeError
+from elves.kafka import consumer
+from elves.schemas.codec import CODEC
+from elves.schemas.events import (
+    AgentDown,
+    AgentUp,
+    Event,
+    Heartbeat,
+    TaskAccepted,
+    TaskRejected,
+    TaskResultReported,
+    TaskStarted,
+    TaskTimedOut,
+)
+from elves.streams.agents import model as agents
+
+log = logging.getLogger("elves.api")
+
+OUTCOMES = (TaskRejected, TaskResultReported, TaskTimedOut)
+
+
+@dataclass
+class Pending:
+    future: asyncio.Future[Event]
+    loop: asyncio.AbstractEventLoop
+    seen: dict[str, int] = field(default_factory=dict)  # event type -> occurred_at, for timings
+
+
+class Listener:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pending: dict[str, Pending] = {}
+        self._agents: dict[str, agents.AgentState] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gateway-listener", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the gateway's Kafka listener did not get its partitions")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def expect(self, task_id: str) -> Pending:
+        loop = asyncio.get_running_loop()
+        pending = Pending(loop.create_future(), loop)
+        with self._lock:
+            self._pending[task_id] = pending
+        return pending
+
+    def forget(self, task_id: str) -> None:
+        with self._lock:
+            self._pending.pop(task_id, None)
+
+    def agents(self) -> list[agents.AgentState]:
+        with self._lock:
+            return sorted(self._agents.values(), key=lambda a: a.agent_id)
+
+    def agent(self, agent_id: str) -> agents.AgentState | None:
+        with self._lock:
+            return self._agents.get(agent_id)
+
+    def _assignments(self) -> list[TopicPartition]:
+        s = self.settings
+        c = consumer(s, f"{s.topic_prefix}gateway-{uuid.uuid4().hex[:8]}")
+        try:
+            meta = c.list_topics(timeout=10).topics
+        finally:
+            c.close()
+        parts = []
+        for name, offset in (
+            ("tasks", OFFSET_END),
+            ("results", OFFSET_END),
+            ("heartbeats", OFFSET_BEGINNING),
+            ("agents", OFFSET_BEGINNING),
+        ):
+            topic = s.topic(name)
+            for p in meta[topic].partitions:
+                parts.append(TopicPartition(topic, p, offset))
+        return parts
+
+    def _run(self) -> None:
+        s = self.settings
+        c = consumer(s, f"{s.topic_prefix}gateway-{uuid.uuid4().hex[:8]}")
+        c.assign(self._assignments())
+        # Resolve the END offsets before saying ready: whatever is produced after start() is seen.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            c.poll(0.05)
+            if all(tp.offset >= 0 for tp in c.position(c.assignment())):
+                break
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                msg = c.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                try:
+                    event = CODEC.decode(msg.value())
+                except DecodeError:
+                    continue  # the streams put bad messages in the DLQ; the gateway only listens
+                self._on_event(event)
+        finally:
+            c.close()
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Heartbeat | AgentUp | AgentDown):
+            with self._lock:
+                new = agents.apply(self._agents.get(event.agent_id), event)
+                if new is not None:
+                    self._agents[event.agent_id] = new
+            return
+        task_id = getattr(event, "task_id", None)
+        if task_id is None:
+            return
+        with self._lock:
+            pending = self._pending.get(task_id)
+        if pending is None:
+            return
+        pending.seen[type(event).__name__] = event.occurred_at
+        if isinstance(event, TaskAccepted | TaskStarted):
+            return
+        if isinstance(event, OUTCOMES):
+            pending.seen["replied"] = int(time.time() * 1000)
+            pending.loop.call_soon_threadsafe(_resolve, pending.future, event)
+
+
+def _resolve(future: asyncio.Future[Event], event: Event) -> None:
+    if not future.done():
+        future.set_result(event)

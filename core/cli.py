@@ -1,0 +1,201 @@
+"""The `elves` command: run the parts of the platform, and talk to a running gateway."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+
+from elves.config import Settings
+from elves.table import render
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _client(settings: Settings, timeout: float = 30.0) -> httpx.Client:
+    return httpx.Client(base_url=settings.base_url, timeout=timeout)
+
+
+def _fail(response: httpx.Response) -> int:
+    try:
+        error = response.json().get("error", {})
+        _out(f"error [{error.get('code')}]: {error.get('message')}")
+        if error.get("task_id"):
+            _out(f"task id: {error['task_id']}  (look it up with: elves task {error['task_id']})")
+    except ValueError:
+        _out(f"error: HTTP {response.status_code}: {response.text[:200]}")
+    return 1
+
+
+def _params(pairs: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"-p takes key=value, not {pair!r}")
+        try:
+            params[key] = json.loads(value)  # numbers, booleans and JSON stay typed
+        except ValueError:
+            params[key] = value
+    return params
+
+
+def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
+    body = {
+        "agent": args.agent,
+        "app": args.app,
+        "func": args.func,
+        "params": _params(args.param),
+        "timeout": args.timeout,
+    }
+    with _client(settings, timeout=args.timeout + 15) as client:
+        response = client.post("/api/v1/tasks/instant", json=body)
+    data = response.json()
+    if args.json:
+        _out(json.dumps(data, indent=2))
+    if response.status_code != 200:
+        return 1 if args.json else _fail(response)
+    if not args.json:
+        rows = [
+            ["task", data["task_id"]],
+            ["status", data["status"]],
+            ["worker_flag", data["worker_flag"]],
+            ["worker_costtime", f"{data['worker_costtime']} ms"],
+            ["worker_message", data["worker_message"]],
+        ]
+        _out(render(["field", "value"], rows, max_width=200))
+    return 0 if data["worker_flag"] == 1 else 2
+
+
+def _when(millis: int) -> str:
+    return dt.datetime.fromtimestamp(millis / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(settings) as client:
+        response = client.get("/api/v1/agents")
+    if response.status_code != 200:
+        return _fail(response)
+    rows = [
+        [
+            a["agent_id"],
+            a["status"],
+            a["hostname"],
+            _when(a["last_seen_at"]),
+            ", ".join(f"{k}:{v}" for k, v in sorted(a["apps"].items())),
+        ]
+        for a in response.json()["agents"]
+    ]
+    _out(render(["agent", "status", "host", "last heartbeat (UTC)", "apps"], rows, 80))
+    return 0
+
+
+def cmd_task(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(settings) as client:
+        response = client.get(f"/api/v1/tasks/{args.task_id}")
+    if response.status_code != 200:
+        return _fail(response)
+    data = response.json()
+    state = data["state"] or {}
+    _out(render(["field", "value"], sorted(state.items()), max_width=120))
+    _out("")
+    rows = [[e["occurred_at"], e["type"], e["topic"]] for e in data["lifecycle"]]
+    _out(render(["time", "event", "topic"], rows))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(settings) as client:
+        response = client.post("/api/v1/audit", json={"sql": args.sql})
+    if response.status_code != 200:
+        return _fail(response)
+    data = response.json()
+    _out(render(data["columns"], data["rows"]))
+    return 0
+
+
+def cmd_streams(args: argparse.Namespace, settings: Settings) -> int:
+    from elves.streams.app import run
+
+    sys.argv = [sys.argv[0], "worker"]  # Faust's worker reads its own command line
+    run(settings, loglevel=args.loglevel)
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    from elves.api.app import run
+
+    run(settings)
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
+    from elves.agent.daemon import main
+
+    return main(settings)
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from elves.up import up
+
+    return up(settings, agents=args.agents)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="elves", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start Kafka, streams, gateway+watcher and a local agent")
+    up.add_argument("--agents", type=int, default=1, help="how many local agents")
+    up.set_defaults(handler=cmd_up)
+
+    streams = sub.add_parser("streams", help="run the Faust streams worker")
+    streams.add_argument("--loglevel", default="warn", choices=["debug", "info", "warn", "error"])
+    streams.set_defaults(handler=cmd_streams)
+    sub.add_parser("gateway", help="run the REST gateway and the watcher").set_defaults(
+        handler=cmd_gateway
+    )
+    sub.add_parser("agent", help="run an agent on this host").set_defaults(handler=cmd_agent)
+
+    ex = sub.add_parser("exec", help="run an instant task and print its result")
+    ex.add_argument("agent")
+    ex.add_argument("app")
+    ex.add_argument("func")
+    ex.add_argument("-p", "--param", action="append", default=[], help="key=value (repeat)")
+    ex.add_argument("-t", "--timeout", type=int, default=90)
+    ex.add_argument("--json", action="store_true", help="print the raw JSON reply")
+    ex.set_defaults(handler=cmd_exec)
+
+    sub.add_parser("agents", help="list agents").set_defaults(handler=cmd_agents)
+    task = sub.add_parser("task", help="show a task and its lifecycle")
+    task.add_argument("task_id")
+    task.set_defaults(handler=cmd_task)
+    audit = sub.add_parser("audit", help="run read-only SQL over the audit events table")
+    audit.add_argument("sql")
+    audit.set_defaults(handler=cmd_audit)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings.from_env(dict(os.environ))
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except httpx.ConnectError:
+        _out(f"error [503.1]: no gateway at {settings.base_url} (is `elves up` running?)")
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,249 @@
+"""The Faust worker: topics and tables declared in one place, the pure folds wired to them.
+
+Two stream agents:
+- `task_lifecycle` reads `commands` and `results` (co-partitioned by task id) and folds them
+  into the `tasks` table with `streams.tasks.model`; it writes the lifecycle to `tasks` and each
+  dispatch to its agent's own topic.
+- `agent_liveness` reads `heartbeats` and its own `agents` output into the `agents` table.
+Two timers are the only clock: one announces passed deadlines (as `DeadlinePassed` on `results`,
+so the task fold decides, never the timer), one notices silent agents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+
+from elves.config import Settings
+from elves.errors import DecodeError
+from elves.schemas.codec import CODEC
+from elves.schemas.events import (
+    AgentDown,
+    AgentUp,
+    DeadlinePassed,
+    Event,
+    Heartbeat,
+    TaskDispatched,
+    TaskResultReported,
+    TaskStarted,
+    TaskSubmitted,
+)
+from elves.streams.agents import model as agents
+from elves.streams.tasks import model as tasks
+
+log = logging.getLogger("elves.streams")
+
+CLOCK_TICK_S = 0.2
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _task_state(raw: dict[str, Any] | None) -> tasks.TaskState | None:
+    return None if raw is None else tasks.TaskState(**raw)
+
+
+def _agent_state(raw: dict[str, Any] | None) -> agents.AgentState | None:
+    return None if raw is None else agents.AgentState(**raw)
+
+
+def build_app(settings: Settings) -> faust.App:
+    app = faust.App(
+        f"{settings.topic_prefix}streams",
+        broker=f"kafka://{settings.bootstrap}",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        store="memory://",
+        datadir=str(settings.state_dir / "streams"),
+        topic_replication_factor=1,
+        producer_acks=-1,
+        # The instant path is latency-bound: never sit on an event waiting for a batch.
+        stream_wait_empty=False,
+        broker_commit_interval=0.5,
+        logging_config=None,
+    )
+    limits = tasks.Limits(
+        grace_ms=int(settings.task_grace_s * 1000), max_params_bytes=settings.max_params_bytes
+    )
+
+    def topic(name: str, partitions: int) -> faust.TopicT:
+        return app.topic(
+            settings.topic(name), partitions=partitions, key_type=bytes, value_type=bytes
+        )
+
+    task_inputs = app.topic(
+        settings.topic("commands"), settings.topic("results"), key_type=bytes, value_type=bytes
+    )
+    liveness_inputs = app.topic(
+        settings.topic("heartbeats"), settings.topic("agents"), key_type=bytes, value_type=bytes
+    )
+    tasks_topic = topic("tasks", 4)
+    results_topic = topic("results", 4)
+    agents_topic = topic("agents", 1)
+    dlq_topic = topic("dlq", 1)
+    dispatch_topics: dict[str, faust.TopicT] = {}
+
+    # Table rows are the folds' states as JSON: readable in the changelog, no pickles.
+    as_json = faust.Schema(key_serializer="json", value_serializer="json")
+    task_table = app.Table("tasks", partitions=4, schema=as_json)
+    agent_table = app.Table("agents", partitions=1, schema=as_json)
+    # Open attempts by task id -> deadline; the deadline clock scans only these.
+    open_deadlines: dict[str, tasks.TaskState] = {}
+    announced: set[str] = set()
+    noticed_down: set[str] = set()
+    index_built = False
+
+    async def dead_letter(event: faust.EventT, reason: str) -> None:
+        msg = event.message
+        log.warning("dead letter from %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+        await dlq_topic.send(
+            key=event.key,
+            value=event.value,
+            headers={
+                "reason": reason.encode(),
+                "origin": b"streams",
+                "topic": msg.topic.encode(),
+                "partition": str(msg.partition).encode(),
+                "offset": str(msg.offset).encode(),
+            },
+        )
+
+    async def emit(event: Event) -> None:
+        data = CODEC.encode(event)
+        if isinstance(event, TaskDispatched):
+            target = dispatch_topics.get(event.agent_id)
+            if target is None:
+                target = app.topic(
+                    settings.dispatch_topic(event.agent_id), key_type=bytes, value_type=bytes
+                )
+                dispatch_topics[event.agent_id] = target
+            await target.send(key=event.task_id.encode(), value=data)
+        elif isinstance(event, AgentUp | AgentDown):
+            await agents_topic.send(key=event.agent_id.encode(), value=data)
+        else:
+            await tasks_topic.send(key=event.task_id.encode(), value=data)  # type: ignore[union-attr]
+
+    def agent_status(agent_id: str) -> tasks.AgentStatus:
+        state = _agent_state(agent_table.get(agent_id))
+        if state is None:
+            return "unknown"
+        return "up" if state.up else "down"
+
+    async def decode(event: faust.EventT) -> Event | None:
+        try:
+            return CODEC.decode(event.value)
+        except DecodeError as exc:
+            await dead_letter(event, f"[{exc.code}] {exc.message}")
+            return None
+
+    @app.agent(task_inputs, name="task_lifecycle")
+    async def task_lifecycle(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for event in stream.events():
+            decoded = await decode(event)
+            if decoded is None:
+                continue
+            task_id = getattr(decoded, "task_id", None)
+            if task_id is None:
+                await dead_letter(event, f"unexpected {type(decoded).__name__} on a task topic")
+                continue
+            state = _task_state(task_table.get(task_id))
+            out: list[Event]
+            match decoded:
+                case TaskSubmitted():
+                    out = tasks.decide_submit(
+                        state, decoded, agent_status(decoded.agent_id), now_ms(), limits
+                    )
+                case TaskResultReported():
+                    out = tasks.decide_result(state, decoded)
+                case DeadlinePassed():
+                    out = tasks.decide_deadline(state, decoded)
+                case TaskStarted():
+                    out = []
+                case _:
+                    await dead_letter(event, f"unexpected {type(decoded).__name__} here")
+                    continue
+            new = state
+            for e in [decoded, *out]:
+                new = tasks.apply(new, e)
+            if new is not None and new != state:
+                task_table[task_id] = dataclasses.asdict(new)
+                if new.final:
+                    open_deadlines.pop(task_id, None)
+                else:
+                    open_deadlines[task_id] = new
+            for e in out:
+                await emit(e)
+            yield None
+
+    @app.agent(liveness_inputs, name="agent_liveness")
+    async def agent_liveness(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for event in stream.events():
+            decoded = await decode(event)
+            if decoded is None:
+                continue
+            if not isinstance(decoded, Heartbeat | AgentUp | AgentDown):
+                await dead_letter(event, f"unexpected {type(decoded).__name__} on liveness")
+                continue
+            state = _agent_state(agent_table.get(decoded.agent_id))
+            out = agents.decide_heartbeat(state, decoded) if isinstance(decoded, Heartbeat) else []
+            new = state
+            for e in [decoded, *out]:
+                new = agents.apply(new, e)
+            if new is not None and new != state:
+                agent_table[decoded.agent_id] = dataclasses.asdict(new)
+            for e in out:
+                await emit(e)
+            yield None
+
+    @app.timer(CLOCK_TICK_S)
+    async def deadline_clock() -> None:
+        nonlocal index_built
+        if not app.tables.recovery.completed.is_set():
+            return
+        if not index_built:
+            # After a restart the index is rebuilt once from the recovered table.
+            for key, raw in task_table.items():
+                state = _task_state(raw)
+                if state is not None and not state.final:
+                    open_deadlines[key] = state
+            index_built = True
+        for passed in tasks.overdue(list(open_deadlines.values()), now_ms()):
+            if passed.event_id in announced:
+                continue
+            announced.add(passed.event_id)
+            await results_topic.send(key=passed.task_id.encode(), value=CODEC.encode(passed))
+        announced.intersection_update(
+            {d.event_id for d in tasks.overdue(list(open_deadlines.values()), now_ms())}
+        )
+
+    @app.timer(CLOCK_TICK_S)
+    async def liveness_clock() -> None:
+        if not app.tables.recovery.completed.is_set():
+            return
+        now = now_ms()
+        for raw in list(agent_table.values()):
+            state = _agent_state(raw)
+            if state is None:
+                continue
+            for down in agents.decide_check(state, now, settings.missed_beats):
+                if down.event_id not in noticed_down:
+                    noticed_down.add(down.event_id)
+                    await emit(down)
+
+    return app
+
+
+def run(settings: Settings, loglevel: str = "warn") -> None:
+    """Run the streams worker until it is stopped (SIGINT/SIGTERM)."""
+    from faust.worker import Worker
+
+    (settings.state_dir / "streams").mkdir(parents=True, exist_ok=True)
+    app = build_app(settings)
+    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -1,0 +1,230 @@
+"""The task fold: pure rules of an instant task's lifecycle.
+
+submitted -> accepted | rejected -> dispatched -> running -> succeeded | failed | timed_out
+
+`decide_*` turn what arrives (a submission, a result, a passed deadline) into the events that
+follow; `apply` folds an event into the state. No Kafka, no clock, no I/O: `now` and every id
+arrive as arguments, and derived event ids come from the input's id, so a replayed input derives
+the very same events.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from elves.schemas.events import (
+    DeadlinePassed,
+    Event,
+    TaskAccepted,
+    TaskDispatched,
+    TaskFailed,
+    TaskRejected,
+    TaskResultReported,
+    TaskStarted,
+    TaskSubmitted,
+    TaskSucceeded,
+    TaskTimedOut,
+    derived_id,
+)
+
+Status = Literal[
+    "accepted", "rejected", "dispatched", "running", "succeeded", "failed", "timed_out"
+]
+FINAL: frozenset[str] = frozenset({"rejected", "succeeded", "failed", "timed_out"})
+AgentStatus = Literal["unknown", "up", "down"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    grace_ms: int  # deadline = dispatch time + timeout + grace: time for the kill and the report
+    max_params_bytes: int
+
+
+@dataclass(frozen=True)
+class TaskState:
+    task_id: str
+    agent_id: str
+    app: str
+    func: str
+    status: Status
+    attempt: int = 0
+    deadline_at: int = 0
+    worker_flag: int | None = None
+    worker_message: str = ""
+    worker_costtime: int = 0
+    reason: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+
+def _reject(cmd: TaskSubmitted, code: str, reason: str) -> list[Event]:
+    return [
+        TaskRejected(
+            event_id=derived_id(cmd.event_id, "rejected"),
+            occurred_at=cmd.occurred_at,
+            task_id=cmd.task_id,
+            agent_id=cmd.agent_id,
+            code=code,
+            reason=reason,
+        )
+    ]
+
+
+def validation_error(cmd: TaskSubmitted, limits: Limits) -> tuple[str, str] | None:
+    """(code, reason) of the first rule a submission breaks, or None. Same codes as the gateway."""
+    for name in ("task_id", "agent_id", "app", "func"):
+        if not getattr(cmd, name):
+            return "403.1", f"missing field: {name}"
+    if cmd.timeout_s <= 0:
+        return "403.2", f"timeout must be a positive number of seconds, not {cmd.timeout_s}"
+    if len(cmd.params.encode()) > limits.max_params_bytes:
+        return "403.3", f"params larger than {limits.max_params_bytes} bytes"
+    try:
+        params = json.loads(cmd.params)
+    except ValueError:
+        return "403.4", "params is not valid JSON"
+    if not isinstance(params, dict):
+        return "403.4", "params must be a JSON object"
+    return None
+
+
+def decide_submit(
+    state: TaskState | None,
+    cmd: TaskSubmitted,
+    agent: AgentStatus,
+    now: int,
+    limits: Limits,
+) -> list[Event]:
+    if state is not None:
+        return []  # the same task id again: already decided, nothing new happens
+    error = validation_error(cmd, limits)
+    if error is not None:
+        return _reject(cmd, *error)
+    if agent == "unknown":
+        return _reject(cmd, "414.2", f"unknown agent: {cmd.agent_id}")
+    if agent == "down":
+        return _reject(cmd, "414.1", f"agent offline: {cmd.agent_id}")
+    deadline = now + cmd.timeout_s * 1000 + limits.grace_ms
+    return [
+        TaskAccepted(
+            event_id=derived_id(cmd.event_id, "accepted"),
+            occurred_at=now,
+            task_id=cmd.task_id,
+            agent_id=cmd.agent_id,
+            app=cmd.app,
+            func=cmd.func,
+            deadline_at=deadline,
+        ),
+        TaskDispatched(
+            event_id=derived_id(cmd.event_id, "dispatched:1"),
+            occurred_at=now,
+            task_id=cmd.task_id,
+            attempt=1,
+            agent_id=cmd.agent_id,
+            app=cmd.app,
+            func=cmd.func,
+            params=cmd.params,
+            timeout_s=cmd.timeout_s,
+            deadline_at=deadline,
+            proxy=cmd.proxy,
+        ),
+    ]
+
+
+def decide_result(state: TaskState | None, result: TaskResultReported) -> list[Event]:
+    """A result ends an open attempt; a late, duplicate or stray result changes nothing."""
+    if state is None or state.final or result.attempt != state.attempt:
+        return []
+    common = {
+        "event_id": derived_id(result.event_id, "outcome"),
+        "occurred_at": result.occurred_at,
+        "task_id": result.task_id,
+        "attempt": result.attempt,
+        "agent_id": result.agent_id,
+        "worker_flag": result.worker_flag,
+        "worker_message": result.worker_message,
+        "worker_costtime": result.worker_costtime,
+    }
+    if result.worker_flag == 1:
+        return [TaskSucceeded(**common)]  # type: ignore[arg-type]
+    return [TaskFailed(**common)]  # type: ignore[arg-type]
+
+
+def decide_deadline(state: TaskState | None, passed: DeadlinePassed) -> list[Event]:
+    if state is None or state.final or passed.attempt != state.attempt:
+        return []
+    return [
+        TaskTimedOut(
+            event_id=derived_id(passed.event_id, "timed_out"),
+            occurred_at=passed.occurred_at,
+            task_id=state.task_id,
+            attempt=state.attempt,
+            agent_id=state.agent_id,
+            deadline_at=state.deadline_at,
+        )
+    ]
+
+
+def overdue(states: Iterable[TaskState], now: int) -> list[DeadlinePassed]:
+    """The clock's facts: every open attempt whose deadline is behind `now`."""
+    return [
+        DeadlinePassed(
+            # One id per attempt and deadline: the clock may say it twice, the log keeps one.
+            event_id=derived_id(f"{s.task_id}:{s.attempt}:{s.deadline_at}", "deadline"),
+            occurred_at=now,
+            task_id=s.task_id,
+            attempt=s.attempt,
+            deadline_at=s.deadline_at,
+        )
+        for s in states
+        if not s.final and s.deadline_at and s.deadline_at < now
+    ]
+
+
+def apply(state: TaskState | None, event: Event) -> TaskState | None:
+    match event:
+        case TaskSubmitted() if state is None:
+            return TaskState(event.task_id, event.agent_id, event.app, event.func, "accepted")
+        case TaskAccepted():
+            base = state or TaskState(
+                event.task_id, event.agent_id, event.app, event.func, "accepted"
+            )
+            return replace(base, status="accepted", deadline_at=event.deadline_at)
+        case TaskRejected():
+            base = state or TaskState(event.task_id, event.agent_id, "", "", "rejected")
+            return replace(base, status="rejected", reason=f"[{event.code}] {event.reason}")
+        case TaskDispatched() if state is not None and not state.final:
+            return replace(
+                state, status="dispatched", attempt=event.attempt, deadline_at=event.deadline_at
+            )
+        case TaskStarted() if state is not None and state.status == "dispatched":
+            if event.attempt == state.attempt:
+                return replace(state, status="running")
+        case TaskSucceeded() | TaskFailed() if state is not None and not state.final:
+            return replace(
+                state,
+                status="succeeded" if isinstance(event, TaskSucceeded) else "failed",
+                worker_flag=event.worker_flag,
+                worker_message=event.worker_message,
+                worker_costtime=event.worker_costtime,
+            )
+        case TaskTimedOut() if state is not None and not state.final:
+            return replace(
+                state,
+                status="timed_out",
+                worker_flag=-1,
+                reason=f"no result by the deadline of attempt {event.attempt}",
+            )
+    return state
+
+
+def fold(events: Iterable[Event]) -> TaskState | None:
+    state: TaskState | None = None
+    for event in events:
+        state = apply(state, event)
+    return state

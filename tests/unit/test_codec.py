@@ -1,0 +1,84 @@
+"""The codec: every schema round-trips; older writer versions are read with the newest."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from elves.errors import DecodeError
+from elves.schemas.codec import AVRO_DIR, CODEC, HEADER_SIZE, MAGIC, fingerprint
+from elves.schemas.events import EVENT_TYPES, TaskResultReported
+
+
+
+def sample(cls: type) -> object:
+    values: dict[str, object] = {}
+    for f in dataclasses.fields(cls):
+        if f.name == "occurred_at" or f.name.endswith("_at"):
+            values[f.name] = 1_700_000_000_123
+        elif f.type in ("int",):
+            values[f.name] = 7
+        elif f.type in ("float",):
+            values[f.name] = 1.5
+        elif f.type in ("bool",):
+            values[f.name] = True
+        elif "Mapping" in str(f.type):
+            values[f.name] = {"apptest": "1.0"}
+        else:
+            values[f.name] = f"{f.name}-value"
+    return cls(**values)
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
+def test_every_event_round_trips(name: str) -> None:
+    event = sample(EVENT_TYPES[name])
+    data = CODEC.encode(event)  # type: ignore[arg-type]
+    assert data[:2] == MAGIC
+    assert data[2:HEADER_SIZE] == CODEC.latest[name].fingerprint
+    assert CODEC.decode(data) == event
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
+def test_dataclass_fields_match_the_newest_schema(name: str) -> None:
+    newest = CODEC.latest[name]
+    schema = json.loads((AVRO_DIR / f"{name}.v{newest.version}.avsc").read_text())
+    assert [f["name"] for f in schema["fields"]] == [
+        f.name for f in dataclasses.fields(EVENT_TYPES[name])
+    ]
+
+
+def test_an_older_writer_version_is_read_with_the_newest() -> None:
+    v1 = {
+        "event_id": "e", "occurred_at": 1_700_000_000_000, "task_id": "t", "attempt": 1,
+        "agent_id": "a", "app": "apptest", "func": "helloword", "worker_flag": 1,
+        "worker_message": "toryzen", "worker_costtime": 3,
+    }
+    data = CODEC.encode_as("TaskResultReported", v1, version=1)
+    event = CODEC.decode(data)
+    assert isinstance(event, TaskResultReported)
+    assert event.truncated is False  # the v2 field's default
+    assert event.worker_message == "toryzen"
+
+
+def test_fingerprint_is_crc64_avro() -> None:
+    # The Avro specification's fingerprint of the schema "null" is 0x63dd24e7cc258f8a.
+    assert fingerprint('"null"') == (0x63DD24E7CC258F8A).to_bytes(8, "little")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"garbage", MAGIC + b"\x00" * 8 + b"x", None],
+    ids=["empty", "no-header", "unknown-fingerprint", "none"],
+)
+def test_undecodable_messages_raise_a_decode_error(data: bytes | None) -> None:
+    with pytest.raises(DecodeError) as err:
+        CODEC.decode(data)
+    assert err.value.code == "422.1"
+
+
+def test_a_known_fingerprint_with_a_broken_body_is_a_decode_error() -> None:
+    header = CODEC.encode(sample(EVENT_TYPES["Heartbeat"]))[:HEADER_SIZE]  # type: ignore[arg-type]
+    with pytest.raises(DecodeError):
+        CODEC.decode(header + b"\xff\xff\xff")

@@ -1,0 +1,134 @@
+"""The task fold, without Kafka."""
+
+from __future__ import annotations
+
+from elves.schemas.events import (
+    DeadlinePassed,
+    TaskAccepted,
+    TaskDispatched,
+    TaskFailed,
+    TaskRejected,
+    TaskResultReported,
+    TaskStarted,
+    TaskSubmitted,
+    TaskSucceeded,
+    TaskTimedOut,
+)
+from elves.streams.tasks import model
+
+LIMITS = model.Limits(grace_ms=5000, max_params_bytes=1000)
+NOW = 1_700_000_000_000
+
+
+def submit(**kw: object) -> TaskSubmitted:
+    base: dict[str, object] = dict(
+        event_id="e1", occurred_at=NOW, task_id="t1", agent_id="a1", app="apptest",
+        func="helloword", params='{"my": "toryzen"}', timeout_s=10,
+    )
+    base.update(kw)
+    return TaskSubmitted(**base)  # type: ignore[arg-type]
+
+
+def result(flag: int, attempt: int = 1, event_id: str = "r1") -> TaskResultReported:
+    return TaskResultReported(event_id, NOW + 50, "t1", attempt, "a1", "apptest", "helloword",
+                              flag, "toryzen", 12)
+
+
+def accepted_state() -> model.TaskState:
+    events = model.decide_submit(None, submit(), "up", NOW, LIMITS)
+    state = None
+    for e in [submit(), *events]:
+        state = model.apply(state, e)
+    assert state is not None
+    return state
+
+
+def test_submit_to_a_live_agent_is_accepted_and_dispatched_with_a_deadline() -> None:
+    events = model.decide_submit(None, submit(), "up", NOW, LIMITS)
+    assert [type(e) for e in events] == [TaskAccepted, TaskDispatched]
+    dispatched = events[1]
+    assert isinstance(dispatched, TaskDispatched)
+    assert dispatched.attempt == 1
+    assert dispatched.deadline_at == NOW + 10_000 + 5_000
+    assert accepted_state().status == "dispatched"
+
+
+def test_unknown_and_down_agents_are_rejected_with_stable_codes() -> None:
+    [unknown] = model.decide_submit(None, submit(), "unknown", NOW, LIMITS)
+    [down] = model.decide_submit(None, submit(), "down", NOW, LIMITS)
+    assert isinstance(unknown, TaskRejected) and unknown.code == "414.2"
+    assert isinstance(down, TaskRejected) and down.code == "414.1"
+    assert model.apply(None, down) is not None
+    assert model.apply(None, down).status == "rejected"  # type: ignore[union-attr]
+
+
+def test_invalid_submissions_are_rejected_before_dispatch() -> None:
+    cases = {
+        "403.1": submit(app=""),
+        "403.2": submit(timeout_s=0),
+        "403.3": submit(params='{"x": "' + "y" * 2000 + '"}'),
+        "403.4": submit(params="[1, 2]"),
+    }
+    for code, cmd in cases.items():
+        [event] = model.decide_submit(None, cmd, "up", NOW, LIMITS)
+        assert isinstance(event, TaskRejected) and event.code == code
+
+
+def test_a_repeated_submission_decides_nothing_new() -> None:
+    assert model.decide_submit(accepted_state(), submit(), "up", NOW, LIMITS) == []
+
+
+def test_derived_ids_are_the_same_on_replay() -> None:
+    first = model.decide_submit(None, submit(), "up", NOW, LIMITS)
+    again = model.decide_submit(None, submit(), "up", NOW, LIMITS)
+    assert [e.event_id for e in first] == [e.event_id for e in again]
+
+
+def test_results_end_the_task_by_worker_flag() -> None:
+    state = model.apply(accepted_state(), TaskStarted("s1", NOW + 5, "t1", 1, "a1", 42))
+    assert state is not None and state.status == "running"
+    [ok] = model.decide_result(state, result(1))
+    [bad] = model.decide_result(state, result(0))
+    [crash] = model.decide_result(state, result(-1))
+    assert isinstance(ok, TaskSucceeded)
+    assert isinstance(bad, TaskFailed) and bad.worker_flag == 0
+    assert isinstance(crash, TaskFailed) and crash.worker_flag == -1
+    final = model.apply(state, ok)
+    assert final is not None and final.status == "succeeded" and final.worker_message == "toryzen"
+
+
+def test_a_late_duplicate_or_stray_result_changes_nothing() -> None:
+    state = accepted_state()
+    [ok] = model.decide_result(state, result(1))
+    done = model.apply(state, ok)
+    assert model.decide_result(done, result(1, event_id="r2")) == []
+    assert model.decide_result(state, result(1, attempt=2)) == []
+    assert model.decide_result(None, result(1)) == []
+
+
+def test_a_passed_deadline_times_out_an_open_task_once() -> None:
+    state = accepted_state()
+    assert model.overdue([state], state.deadline_at) == []
+    [passed] = model.overdue([state], state.deadline_at + 1)
+    assert isinstance(passed, DeadlinePassed)
+    [timed_out] = model.decide_deadline(state, passed)
+    assert isinstance(timed_out, TaskTimedOut)
+    final = model.apply(state, timed_out)
+    assert final is not None and final.status == "timed_out" and final.final
+    assert model.decide_deadline(final, passed) == []
+    assert model.decide_result(final, result(1)) == []  # the result came too late
+
+
+def test_a_result_before_the_deadline_wins_over_the_clock() -> None:
+    state = accepted_state()
+    [passed] = model.overdue([state], state.deadline_at + 1)
+    [ok] = model.decide_result(state, result(1))
+    assert model.decide_deadline(model.apply(state, ok), passed) == []
+
+
+def test_fold_rebuilds_the_state_from_the_lifecycle() -> None:
+    events = [submit(), *model.decide_submit(None, submit(), "up", NOW, LIMITS)]
+    state = model.fold(events)
+    [ok] = model.decide_result(state, result(1))
+    final = model.fold([*events, ok])
+    assert final is not None and final.status == "succeeded"
