@@ -112,9 +112,10 @@ def _outcome(task_id: str, event: Event, timings: dict[str, int]) -> dict[str, A
             "error": {"code": "408.2", "message": "the task timed out", "task_id": task_id},
         }
     assert isinstance(event, TaskResultReported)
+    status = "succeeded" if event.worker_flag == 1 else "failed"
     return {
         "task_id": task_id,
-        "status": "succeeded" if event.worker_flag == 1 else "failed",
+        "status": "timed_out" if event.timed_out else status,
         "worker_flag": event.worker_flag,
         "worker_message": event.worker_message,
         "worker_costtime": event.worker_costtime,

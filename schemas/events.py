@@ -103,6 +103,7 @@ class TaskResultReported:
     worker_message: str
     worker_costtime: int
     truncated: bool = False  # since v2: the output went past the agent's cap
+    timed_out: bool = False  # since v2: the agent killed the worker at the task's timeout
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,17 @@ def decide_result(state: TaskState | None, result: TaskResultReported) -> list[E
     """A result ends an open attempt; a late, duplicate or stray result changes nothing."""
     if state is None or state.final or result.attempt != state.attempt:
         return []
+    if result.timed_out:
+        return [
+            TaskTimedOut(
+                event_id=derived_id(result.event_id, "outcome"),
+                occurred_at=result.occurred_at,
+                task_id=result.task_id,
+                attempt=result.attempt,
+                agent_id=result.agent_id,
+                deadline_at=state.deadline_at,
+            )
+        ]
     common = {
         "event_id": derived_id(result.event_id, "outcome"),
         "occurred_at": result.occurred_at,
@@ -159,7 +170,7 @@ def decide_deadline(state: TaskState | None, passed: DeadlinePassed) -> list[Eve
     if state is None or state.final or passed.attempt != state.attempt:
         return []
     return [
-        TaskTimedOut(
+        TaskTimedOut(  # no result at all: the agent is gone, or its report is stuck
             event_id=derived_id(passed.event_id, "timed_out"),
             occurred_at=passed.occurred_at,
             task_id=state.task_id,

@@ -132,3 +132,13 @@ def test_fold_rebuilds_the_state_from_the_lifecycle() -> None:
     [ok] = model.decide_result(state, result(1))
     final = model.fold([*events, ok])
     assert final is not None and final.status == "succeeded"
+
+
+def test_a_worker_killed_at_its_timeout_ends_the_task_timed_out() -> None:
+    state = accepted_state()
+    killed = TaskResultReported("r9", NOW + 10_000, "t1", 1, "a1", "apptest", "helloword",
+                                -1, "timeout after 10s", 10_000, timed_out=True)
+    [event] = model.decide_result(state, killed)
+    assert isinstance(event, TaskTimedOut)
+    final = model.apply(state, event)
+    assert final is not None and final.status == "timed_out" and final.worker_flag == -1

@@ -1,0 +1,147 @@
+"""A local platform as child processes: used by `elves up`, the integration tests and bench/.
+
+Each part (streams, gateway with the watcher, agents) runs as `python -m elves.cli <part>` with
+its settings passed through the environment and its output in <state>/logs/<part>.log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from elves.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "ELVES_KAFKA": settings.bootstrap,
+            "ELVES_TOPIC_PREFIX": settings.topic_prefix,
+            "ELVES_STATE_DIR": str(settings.state_dir),
+            "ELVES_GATEWAY_PORT": str(settings.gateway_port),
+            "ELVES_HEARTBEAT": str(settings.heartbeat_s),
+            "ELVES_MISSED_BEATS": str(settings.missed_beats),
+            "ELVES_TASK_GRACE": str(settings.task_grace_s),
+            "ELVES_APPS_DIR": str(settings.apps_dir),
+            "ELVES_WATCHER_FLUSH": str(settings.watcher_flush_s),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll `probe` until it returns something truthy; the only way to wait on another process."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+            if value:
+                return value
+        except (httpx.HTTPError, KeyError) as exc:
+            last = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what} (last error: {last!r})")
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        """Signal, wait, and kill if it would not go."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    client: httpx.Client
+    processes: list[Process] = field(default_factory=list)
+
+    def spawn(self, name: str, *args: str, **env: str) -> Process:
+        logs = self.settings.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / f"{name}.log"
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "elves.cli", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env_for(self.settings, **env),
+                start_new_session=True,
+            )
+        process = Process(name, popen, log)
+        self.processes.append(process)
+        return process
+
+    def spawn_agent(self, agent_id: str, **env: str) -> Process:
+        return self.spawn(f"agent-{agent_id}", "agent", ELVES_AGENT_ID=agent_id, **env)
+
+    def agent_status(self, agent_id: str) -> str | None:
+        response = self.client.get(f"/api/v1/agents/{agent_id}")
+        return str(response.json()["status"]) if response.status_code == 200 else None
+
+    def wait_agent(self, agent_id: str, status: str = "up", timeout: float = 30) -> None:
+        wait_for(f"agent {agent_id} {status}", lambda: self.agent_status(agent_id) == status, timeout)
+
+    def exec(self, agent: str, app: str, func: str, params: dict[str, Any] | None = None,
+             timeout: int = 20) -> httpx.Response:
+        body = {"agent": agent, "app": app, "func": func, "params": params or {}, "timeout": timeout}
+        return self.client.post("/api/v1/tasks/instant", json=body, timeout=timeout + 30)
+
+    def audit(self, sql: str) -> list[list[Any]]:
+        response = self.client.post("/api/v1/audit", json={"sql": sql})
+        assert response.status_code == 200, response.text
+        return list(response.json()["rows"])
+
+    def start(self, agent_ids: list[str], timeout: float = 90) -> None:
+        """Streams, gateway and agents; returns once the gateway answers and the agents are up."""
+        self.spawn("streams", "streams")
+        self.spawn("gateway", "gateway")
+        for agent_id in agent_ids:
+            self.spawn_agent(agent_id)
+
+        def healthy() -> bool:
+            for process in self.processes:
+                if process.popen.poll() is not None:
+                    raise RuntimeError(f"{process.name} exited: {process.tail()}")
+            return self.client.get("/health").status_code == 200
+
+        wait_for("the gateway", healthy, timeout)
+        for agent_id in agent_ids:
+            self.wait_agent(agent_id, "up", timeout)
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.client.close()
