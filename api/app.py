@@ -6,7 +6,7 @@ It owns the embedded ClickHouse (chDB allows one process per path), so the watch
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,6 +39,8 @@ from elves.schemas.events import (
 )
 from elves.streams.tasks import model as tasks
 from elves.topics import ensure_topics
+
+log = logging.getLogger("elves.api")
 
 # How long past a task's own timeout the instant call waits: the streams' grace plus a margin.
 REPLY_MARGIN_S = 2.0
@@ -152,7 +154,7 @@ def _to_event(row: dict[str, Any]) -> Event | None:
     cls = EVENT_TYPES.get(str(row["type"]))
     if cls is None:
         return None
-    return cls(**json.loads(row["payload"]))
+    return cls(**row["payload"])
 
 
 async def get_task(request: Request) -> JSONResponse:
@@ -168,13 +170,7 @@ async def get_task(request: Request) -> JSONResponse:
             "task_id": task_id,
             "state": asdict(state) if state is not None else None,
             "lifecycle": [
-                {
-                    "type": r["type"],
-                    "topic": r["topic"],
-                    "occurred_at": str(r["occurred_at"]),
-                    "payload": json.loads(r["payload"]),
-                }
-                for r in rows
+                {k: r[k] for k in ("type", "topic", "occurred_at", "payload")} for r in rows
             ],
         }
     )
@@ -232,6 +228,14 @@ async def on_elves_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
 
 
+async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"error": {"code": "500", "message": f"internal error: {type(exc).__name__}"}},
+        status_code=500,
+    )
+
+
 async def on_not_found(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         {"error": {"code": "404.0", "message": f"no route {request.method} {request.url.path}"}},
@@ -278,7 +282,12 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=ROUTES,
         lifespan=lifespan,
-        exception_handlers={ElvesError: on_elves_error, 404: on_not_found, 405: on_method},
+        exception_handlers={
+            ElvesError: on_elves_error,
+            404: on_not_found,
+            405: on_method,
+            Exception: on_unexpected,
+        },
     )
 
 

@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from elves.config import Settings
 from elves.errors import DecodeError
@@ -84,35 +84,27 @@ class Listener:
         with self._lock:
             return self._agents.get(agent_id)
 
-    def _assignments(self) -> list[TopicPartition]:
+    def _assignments(self, c: Consumer) -> list[TopicPartition]:
+        """Outcome topics from their current end (asked now, so nothing later is missed);
+        the compacted agent topics from their beginning."""
         s = self.settings
-        c = consumer(s, f"{s.topic_prefix}gateway-{uuid.uuid4().hex[:8]}")
-        try:
-            meta = c.list_topics(timeout=10).topics
-        finally:
-            c.close()
+        meta = c.list_topics(timeout=10).topics
         parts = []
-        for name, offset in (
-            ("tasks", OFFSET_END),
-            ("results", OFFSET_END),
-            ("heartbeats", OFFSET_BEGINNING),
-            ("agents", OFFSET_BEGINNING),
-        ):
+        for name in ("tasks", "results", "heartbeats", "agents"):
             topic = s.topic(name)
             for p in meta[topic].partitions:
-                parts.append(TopicPartition(topic, p, offset))
+                tp = TopicPartition(topic, p)
+                if name in ("tasks", "results"):
+                    _, high = c.get_watermark_offsets(tp, timeout=10)
+                    parts.append(TopicPartition(topic, p, high))
+                else:
+                    parts.append(TopicPartition(topic, p, OFFSET_BEGINNING))
         return parts
 
     def _run(self) -> None:
         s = self.settings
         c = consumer(s, f"{s.topic_prefix}gateway-{uuid.uuid4().hex[:8]}")
-        c.assign(self._assignments())
-        # Resolve the END offsets before saying ready: whatever is produced after start() is seen.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            c.poll(0.05)
-            if all(tp.offset >= 0 for tp in c.position(c.assignment())):
-                break
+        c.assign(self._assignments(c))
         self._ready.set()
         try:
             while not self._stop.is_set():

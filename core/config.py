@@ -54,6 +54,9 @@ class Settings:
     apps_dir: Path = _setting(
         "ELVES_APPS_DIR", Path("apps/samples"), "Where the agent finds installed apps."
     )
+    agent_workers: int = _setting(
+        "ELVES_AGENT_WORKERS", 4, "Tasks one agent runs at once; more wait on its topic."
+    )
     max_output_bytes: int = _setting(
         "ELVES_MAX_OUTPUT", 1024 * 1024, "Cap on a worker's captured stdout; the rest is dropped."
     )

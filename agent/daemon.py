@@ -1,0 +1,281 @@
+"""The agent daemon: the composition root of one host's agent.
+
+It heartbeats, consumes its own dispatch topic, runs each task as a process (forked from the warm
+fork server for Python apps) on a bounded pool, and reports through the durable outbox:
+`TaskStarted` once the process exists, `TaskResultReported` when it is over, both to `results`
+keyed by task id.
+
+Delivery: at-least-once with dedupe. A dispatch's offset is committed only after its
+`(task_id, attempt)` is claimed in the outbox database, so a crash before that means Kafka
+delivers it again, and a crash after means the claim makes the agent ignore it. A crash while a
+task runs loses that task's result; the center's deadline then times it out (no task stays
+running forever), rather than the agent running an ops action twice.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import signal
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from elves.agent.forkserver import ForkServer, ForkServerUnavailable
+from elves.agent.heartbeat import Heartbeater
+from elves.agent.identity import agent_id as load_agent_id
+from elves.agent.outbox import Outbox, Row
+from elves.agent.runner import FLAG_ERROR, Runner, RunResult, TaskSpec
+from elves.config import Settings
+from elves.errors import DecodeError
+from elves.kafka import consumer as make_consumer
+from elves.kafka import dead_letter
+from elves.kafka import producer as make_producer
+from elves.schemas.codec import CODEC, event_name
+from elves.schemas.events import TaskDispatched, TaskResultReported, TaskStarted, derived_id
+from elves.topics import ensure_dispatch_topic
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.2
+EXPIRED = "the dispatch reached the agent after its deadline; not run"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Agent:
+    """One agent. Build it, then `run(stop)` in the thread that should own the consumer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        workers: int = 4,
+        stop_grace_s: float = 10.0,
+        use_forkserver: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.agent_id = load_agent_id(settings)
+        self.workers = workers
+        self.stop_grace_s = stop_grace_s
+        self.results_topic = settings.topic("results")
+        self.origin = f"agent:{self.agent_id}"
+        self.outbox = Outbox(settings)
+        self.forkserver = ForkServer() if use_forkserver else None
+        self.runner = Runner(
+            settings.apps_dir, settings.max_output_bytes, forkserver=self.forkserver
+        )
+        self.ready = threading.Event()  # set once the consumer is subscribed (for tests, CLI)
+        self._kill = threading.Event()  # set when running tasks must be killed
+        self._slots = threading.Semaphore(workers)
+        self._futures: set[cf.Future[None]] = set()
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        ensure_dispatch_topic(self.settings, self.agent_id)
+        if self.forkserver is not None:
+            try:
+                self.forkserver.start()
+            except ForkServerUnavailable as exc:
+                log.warning("no fork server, every task is a fresh interpreter: %s", exc)
+                self.forkserver = self.runner.forkserver = None
+        self.outbox.start()
+        dlq = make_producer(self.settings)
+        beats_stop = threading.Event()
+        beats = threading.Thread(
+            target=Heartbeater(self.settings, self.agent_id).run,
+            args=(beats_stop,),
+            name="heartbeat",
+            daemon=True,
+        )
+        beats.start()
+        pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="task")
+        consumer = make_consumer(self.settings, f"elves-agent-{self.agent_id}")
+        consumer.subscribe([self.settings.dispatch_topic(self.agent_id)])
+        log.info(
+            "agent %s consuming %s", self.agent_id, self.settings.dispatch_topic(self.agent_id)
+        )
+        self.ready.set()
+        try:
+            self._consume(consumer, dlq, pool, stop)
+        finally:
+            self._shutdown(consumer, dlq, pool, beats, beats_stop)
+
+    def _consume(
+        self, consumer: Consumer, dlq: Producer, pool: cf.ThreadPoolExecutor, stop: threading.Event
+    ) -> None:
+        paused = False
+        while not stop.is_set():
+            dlq.poll(0)
+            if not self._slots.acquire(timeout=POLL_S):
+                # Every worker is busy: stop fetching but keep polling, so the group keeps us.
+                if not paused:
+                    consumer.pause(consumer.assignment())
+                    paused = True
+                self._unread(consumer, consumer.poll(0))
+                continue
+            if paused:
+                consumer.resume(consumer.assignment())
+                paused = False
+            submitted = False
+            try:
+                msg = consumer.poll(POLL_S)
+                if msg is None:
+                    continue
+                if msg.error() is not None:
+                    log.warning("consumer error: %s", msg.error())
+                    continue
+                submitted = self._handle(msg, dlq, pool)
+                consumer.commit(message=msg, asynchronous=True)
+            finally:
+                if not submitted:
+                    self._slots.release()
+
+    @staticmethod
+    def _unread(consumer: Consumer, msg: Message | None) -> None:
+        """Put back a message fetched while paused: the next poll after resume returns it."""
+        if msg is None or msg.error() is not None:
+            return
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is not None and partition is not None and offset is not None:
+            consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _handle(self, msg: Message, dlq: Producer, pool: cf.ThreadPoolExecutor) -> bool:
+        """Claim and submit one dispatch; True when a task was submitted (it holds a slot)."""
+        try:
+            event = CODEC.decode(msg.value())
+        except DecodeError as exc:
+            return self._reject(dlq, msg, exc.message)
+        if not isinstance(event, TaskDispatched):
+            return self._reject(dlq, msg, f"{event_name(event)} is not a TaskDispatched")
+        if event.agent_id != self.agent_id:
+            return self._reject(dlq, msg, f"dispatch for agent {event.agent_id!r}, not this one")
+        if event.deadline_at and _now_ms() > event.deadline_at:
+            expired = RunResult(FLAG_ERROR, EXPIRED, 0)
+            if self.outbox.claim(event.task_id, event.attempt, self._result_row(event, expired)):
+                log.warning("task %s attempt %s: %s", event.task_id, event.attempt, EXPIRED)
+            return False
+        if not self.outbox.claim(event.task_id, event.attempt):
+            log.info("task %s attempt %s already run; ignored", event.task_id, event.attempt)
+            return False
+        future = pool.submit(self._run_task, event)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+        return True
+
+    def _reject(self, dlq: Producer, msg: Message, reason: str) -> bool:
+        log.warning("dispatch to the DLQ: %s", reason)
+        dead_letter(dlq, self.settings, msg, reason, self.origin)
+        dlq.flush(5.0)  # before the offset is committed past it
+        return False
+
+    # --- one task -----------------------------------------------------------------------------
+
+    def _run_task(self, dispatch: TaskDispatched) -> None:
+        try:
+            spec = TaskSpec(
+                app=dispatch.app,
+                func=dispatch.func,
+                params=dispatch.params,
+                timeout_s=dispatch.timeout_s or self.settings.task_timeout_s,
+                proxy=dispatch.proxy,
+            )
+
+            def started(pid: int) -> None:
+                self.outbox.put(*self._started_row(dispatch, pid))
+
+            try:
+                result = self.runner.run(spec, on_start=started, cancel=self._kill)
+            except Exception as exc:  # noqa: BLE001 - an agent bug must still end in a result
+                log.exception("task %s: the agent failed to run it", dispatch.task_id)
+                result = RunResult(FLAG_ERROR, f"agent error: {exc!r}", 0)
+            self.outbox.put(*self._result_row(dispatch, result))
+            log.info(
+                "task %s attempt %s: flag %s in %s ms",
+                dispatch.task_id,
+                dispatch.attempt,
+                result.worker_flag,
+                result.worker_costtime,
+            )
+        finally:
+            self._slots.release()
+
+    def _started_row(self, dispatch: TaskDispatched, pid: int) -> Row:
+        event = TaskStarted(
+            event_id=derived_id(dispatch.event_id, "started"),
+            occurred_at=_now_ms(),
+            task_id=dispatch.task_id,
+            attempt=dispatch.attempt,
+            agent_id=self.agent_id,
+            pid=pid,
+        )
+        return self.results_topic, dispatch.task_id.encode(), CODEC.encode(event)
+
+    def _result_row(self, dispatch: TaskDispatched, result: RunResult) -> Row:
+        event = TaskResultReported(
+            event_id=derived_id(dispatch.event_id, "result"),
+            occurred_at=_now_ms(),
+            task_id=dispatch.task_id,
+            attempt=dispatch.attempt,
+            agent_id=self.agent_id,
+            app=dispatch.app,
+            func=dispatch.func,
+            worker_flag=result.worker_flag,
+            worker_message=result.worker_message,
+            worker_costtime=result.worker_costtime,
+            truncated=result.truncated,
+            timed_out=result.timed_out,
+        )
+        return self.results_topic, dispatch.task_id.encode(), CODEC.encode(event)
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def _shutdown(
+        self,
+        consumer: Consumer,
+        dlq: Producer,
+        pool: cf.ThreadPoolExecutor,
+        beats: threading.Thread,
+        beats_stop: threading.Event,
+    ) -> None:
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            log.debug("final commit: %s", exc)  # nothing new to commit is the usual case
+        consumer.close()
+        running = set(self._futures)
+        if running:
+            log.info("waiting up to %ss for %d running tasks", self.stop_grace_s, len(running))
+            _done, left = cf.wait(running, timeout=self.stop_grace_s)
+            if left:
+                log.warning("killing %d tasks that did not finish in time", len(left))
+                self._kill.set()
+        pool.shutdown(wait=True)
+        beats_stop.set()
+        beats.join()
+        dlq.flush(2.0)
+        self.outbox.close(timeout=5.0)
+        if self.forkserver is not None:
+            self.forkserver.close()
+        log.info("agent %s stopped", self.agent_id)
+
+
+def run(settings: Settings, stop: threading.Event) -> None:
+    """Run an agent with these settings until `stop` is set."""
+    Agent(settings, workers=settings.agent_workers).run(stop)
+
+
+def main(settings: Settings) -> int:
+    """`elves agent`: run until SIGTERM or SIGINT."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    run(settings, stop)
+    return 0

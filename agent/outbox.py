@@ -1,0 +1,253 @@
+"""The agent's durable outbox: what it must tell the center survives restarts and broker outages.
+
+`put(topic, key, value)` returns once the row is committed to SQLite (synchronous=FULL). A
+sender thread produces pending rows in the order they were put and deletes each one when its
+delivery report says the broker has it. A delivery that fails (the broker away for longer than
+`delivery_timeout_ms`) leaves its row in the table: the sender waits for everything in flight to
+settle, then starts again from the oldest row, so order is kept and nothing is lost. A retry
+may deliver a row twice; consumers drop repeats by `event_id`.
+
+The same database keeps the `(task_id, attempt)` pairs the agent has taken on (`claim`), so a
+dispatch that Kafka delivers again is not run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import KafkaError, Message, Producer
+from elves.config import Settings
+from elves.kafka import producer as make_producer
+
+log = logging.getLogger(__name__)
+
+BATCH = 500  # rows read and produced per round
+RETRY_PAUSE_S = 1.0  # after a failed delivery, before producing from the oldest row again
+RAN_KEEP_S = 8 * 24 * 3600  # longer than the dispatch topics' retention (7 days)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key BLOB,
+    value BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ran (
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    claimed_at INTEGER NOT NULL,
+    PRIMARY KEY (task_id, attempt)
+);
+"""
+
+Row = tuple[str, bytes | None, bytes]  # topic, key, value
+
+
+def default_path(settings: Settings) -> Path:
+    return Path(settings.state_dir) / "agent" / "outbox.sqlite"
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    return conn
+
+
+class Outbox:
+    """Open it, `start()` the sender, `put` and `claim` from any thread, `close()` at the end."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        path: Path | None = None,
+        *,
+        delivery_timeout_ms: int = 30_000,
+        producer_factory: Callable[[], Producer] | None = None,
+    ) -> None:
+        self.path = path or default_path(settings)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # put() is durable against power loss; the sender's deletes need not be (a lost delete
+        # only means one more delivery, which consumers drop by event_id).
+        self._writer = _connect(self.path, "FULL")
+        self._writer.executescript(_SCHEMA)
+        self._writer.execute(
+            "DELETE FROM ran WHERE claimed_at < ?", (int(time.time()) - RAN_KEEP_S,)
+        )
+        self._sender_db = _connect(self.path, "NORMAL")
+        self._lock = threading.Lock()  # one statement at a time on the writer connection
+        self._factory = producer_factory or (
+            lambda: make_producer(settings, **{"message.timeout.ms": delivery_timeout_ms})
+        )
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._drained = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._inflight: set[int] = set()
+        self._failed = False
+        self._fatal = False
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def put(self, topic: str, key: bytes | None, value: bytes) -> int:
+        """Store one message durably; returns its sequence number."""
+        return self.put_many([(topic, key, value)])[-1]
+
+    def put_many(self, rows: list[Row]) -> list[int]:
+        now = int(time.time() * 1000)
+        with self._lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                seqs = [
+                    int(
+                        self._writer.execute(
+                            "INSERT INTO outbox (topic, key, value, created_at) VALUES (?,?,?,?)",
+                            (topic, key, value, now),
+                        ).lastrowid
+                        or 0
+                    )
+                    for topic, key, value in rows
+                ]
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+        self._wake.set()
+        return seqs
+
+    def claim(self, task_id: str, attempt: int, *rows: Row) -> bool:
+        """Record that this agent takes on (task_id, attempt), with `rows` in the same commit.
+
+        False when it was claimed before: a redelivered dispatch, to be ignored.
+        """
+        with self._lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._writer.execute(
+                    "INSERT OR IGNORE INTO ran (task_id, attempt, claimed_at) VALUES (?,?,?)",
+                    (task_id, attempt, int(time.time())),
+                )
+                if cur.rowcount == 0:
+                    self._writer.execute("ROLLBACK")
+                    return False
+                now = int(time.time() * 1000)
+                self._writer.executemany(
+                    "INSERT INTO outbox (topic, key, value, created_at) VALUES (?,?,?,?)",
+                    [(topic, key, value, now) for topic, key, value in rows],
+                )
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+        if rows:
+            self._wake.set()
+        return True
+
+    def has_run(self, task_id: str, attempt: int) -> bool:
+        with self._lock:
+            row = self._writer.execute(
+                "SELECT 1 FROM ran WHERE task_id = ? AND attempt = ?", (task_id, attempt)
+            ).fetchone()
+        return row is not None
+
+    def pending(self) -> int:
+        with self._lock:
+            (count,) = self._writer.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        return int(count)
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._send_loop, name="outbox", daemon=True)
+            self._thread.start()
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Wait until every row is delivered; False if some are still pending at the timeout."""
+        end = time.monotonic() + timeout
+        with self._drained:
+            while self.pending():
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._drained.wait(left)
+        return True
+
+    def close(self, timeout: float = 5.0) -> int:
+        """Deliver what can be within `timeout`, stop the sender; returns the rows left."""
+        if self._thread is not None:
+            self.wait_empty(timeout)
+            self._closing.set()
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+        left = self.pending()
+        self._writer.close()
+        self._sender_db.close()
+        if left:
+            log.warning("outbox closed with %d undelivered rows; they go out on next start", left)
+        return left
+
+    def _send_loop(self) -> None:
+        prod = self._factory()
+        cursor = 0  # the highest seq handed to the producer
+        try:
+            while not self._closing.is_set():
+                self._wake.clear()
+                if self._failed and not self._inflight:
+                    # Everything in flight has settled: start over from the oldest row left.
+                    self._failed = False
+                    cursor = 0
+                    if self._fatal:
+                        # An idempotent producer with a fatal error refuses all; build a new one.
+                        self._fatal = False
+                        prod.flush(0)
+                        prod = self._factory()
+                    self._closing.wait(RETRY_PAUSE_S)
+                    continue
+                produced = 0 if self._failed else self._produce_from(prod, cursor)
+                if produced:
+                    cursor = produced
+                if self._inflight:
+                    prod.poll(0.05)
+                elif not produced:
+                    self._wake.wait(1.0)
+        finally:
+            prod.flush(1.0)  # reports that arrive now still delete their rows
+
+    def _produce_from(self, prod: Producer, cursor: int) -> int:
+        rows = self._sender_db.execute(
+            "SELECT seq, topic, key, value FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (cursor, BATCH),
+        ).fetchall()
+        last = 0
+        for seq, topic, key, value in rows:
+            try:
+                prod.produce(topic, value=value, key=key, on_delivery=self._reporter(seq))
+            except BufferError:
+                break  # the local queue is full; poll and go on from here next round
+            self._inflight.add(seq)
+            last = seq
+        return last
+
+    def _reporter(self, seq: int) -> Callable[[KafkaError | None, Message], None]:
+        def report(err: KafkaError | None, _msg: Message) -> None:
+            self._inflight.discard(seq)
+            if err is not None:
+                if not self._failed:
+                    log.warning("outbox delivery failed (kept for retry): %s", err)
+                self._failed = True
+                self._fatal = self._fatal or err.fatal()
+                return
+            self._sender_db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            if not self._inflight:
+                with self._drained:
+                    self._drained.notify_all()
+
+        return report

@@ -1,0 +1,313 @@
+"""The audit store: every event of every topic in ClickHouse, once, queryable with read-only SQL.
+
+Opened from a DSN through clickhouse-connect, the same code for both backends:
+- `chdb:///abs/path`: chDB, ClickHouse embedded in this process (`clickhouse_connect.get_client(
+  dsn="chdb:///abs/path")` returns its experimental `ChdbClient`). chDB hosts one engine path per
+  process and locks it on disk, so exactly one process opens it: in the embedded setup that is
+  the gateway, which runs the watcher thread (the only writer) and answers audit queries.
+- `http(s)://user:password@host:8123/db`: a ClickHouse server; the database defaults to `elves`.
+
+Two clients share the engine: a writer, and a reader whose session is `readonly=1`, so that no
+SQL a user sends can write, change settings or reach files and URLs through table functions.
+The reader is never given per-query `readonly`: clickhouse-connect 1.12's chDB backend applies
+such settings with `SET` and cannot restore them, which would leave the handle read-only.
+
+Rows are keyed by `event_id` (ReplacingMergeTree ORDER BY event_id) and the single writer checks
+which ids of a batch are stored before it inserts, so a replay adds no row; the replacing engine
+is the safety net should two writers ever race. Queries by task go through a bloom filter index
+on `task_id`: a task has a handful of events, so they touch a handful of granules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from elves.errors import BadSql, Unavailable
+
+COLUMNS = (
+    "event_id",
+    "type",
+    "topic",
+    "partition",
+    "offset",
+    "occurred_at",
+    "recorded_at",
+    "agent_id",
+    "task_id",
+    "app",
+    "payload",
+)
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS {db}.events (
+    event_id String,
+    type LowCardinality(String),
+    topic String,
+    partition UInt32,
+    offset UInt64,
+    occurred_at DateTime64(3, 'UTC'),
+    recorded_at DateTime64(3, 'UTC'),
+    agent_id String,
+    task_id String,
+    app String,
+    payload String,
+    INDEX task_idx task_id TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = ReplacingMergeTree
+ORDER BY event_id
+"""
+
+# Lifecycle order, for events of one task in the same millisecond.
+TYPE_ORDER = {
+    name: rank
+    for rank, name in enumerate(
+        (
+            "TaskSubmitted",
+            "TaskAccepted",
+            "TaskRejected",
+            "TaskDispatched",
+            "TaskStarted",
+            "TaskResultReported",
+            "TaskSucceeded",
+            "TaskFailed",
+            "TaskTimedOut",
+        )
+    )
+}
+
+# The reader's session: read-only first of all; bounds so that one query cannot stall the gateway.
+READER_SETTINGS = {"max_execution_time": 30, "max_result_rows": 100_000, "readonly": 1}
+READ_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN")
+_DEFAULT_DB = "elves"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CHECK_CHUNK = 1000  # ids per existence query, to keep the IN list modest
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One message of one topic, as the audit stores it (`recorded_at` is set on insert)."""
+
+    event_id: str
+    type: str
+    topic: str
+    partition: int
+    offset: int
+    occurred_at: int  # Unix milliseconds, as events carry it
+    agent_id: str
+    task_id: str
+    app: str
+    payload: str  # JSON
+
+
+def _utc(millis: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+
+
+def _iso(value: dt.datetime) -> str:
+    if value.tzinfo is None:  # chDB may hand back the zone-less form of a UTC column
+        value = value.replace(tzinfo=dt.UTC)
+    return value.isoformat(timespec="milliseconds")
+
+
+class AuditStore:
+    """The ClickHouse side of the audit: batched idempotent inserts and read-only queries."""
+
+    def __init__(self, dsn: str) -> None:
+        target = urlparse(dsn)
+        self.dsn = dsn
+        self.embedded = target.scheme == "chdb"
+        if self.embedded:
+            self.database = _DEFAULT_DB
+            base = dsn
+        else:
+            self.database = target.path.strip("/") or _DEFAULT_DB
+            base = target._replace(path="").geturl()
+        if not _IDENT.match(self.database):
+            raise ValueError(f"database name {self.database!r} is not a plain identifier")
+        # Serialises check-then-insert, which makes the dedupe exact for this process.
+        self._write_lock = threading.Lock()
+        try:
+            self._writer = self._client(base, None, {})
+            self._writer.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+            self._writer.command(_DDL.format(db=self.database))
+            self._reader = self._client(base, self.database, READER_SETTINGS)
+        except ClickHouseError as exc:
+            owner = " (only one process may open a chDB path)" if self.embedded else ""
+            raise Unavailable(f"audit store {dsn} cannot be opened{owner}: {exc}") from exc
+        self.table = f"{self.database}.events"
+
+    def _client(self, base: str, database: str | None, settings: dict[str, Any]) -> Any:
+        extra: dict[str, Any] = {}
+        if not self.embedded:
+            # Without a session id, HTTP requests of several threads never hit "session locked".
+            extra["autogenerate_session_id"] = False
+        return clickhouse_connect.get_client(
+            dsn=base, database=database, settings=settings, **extra
+        )
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+    def insert(self, rows: Sequence[AuditRow]) -> int:
+        """Insert the rows whose event_id is not stored yet; return how many were inserted."""
+        batch: dict[str, AuditRow] = {}
+        for row in rows:
+            batch.setdefault(row.event_id, row)  # first wins: a redelivery carries the same data
+        if not batch:
+            return 0
+        with self._write_lock:
+            stored = self._stored_ids(list(batch))
+            fresh = [row for event_id, row in batch.items() if event_id not in stored]
+            if not fresh:
+                return 0
+            now = dt.datetime.now(dt.UTC)
+            data = [
+                [
+                    r.event_id,
+                    r.type,
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    _utc(r.occurred_at),
+                    now,
+                    r.agent_id,
+                    r.task_id,
+                    r.app,
+                    r.payload,
+                ]
+                for r in fresh
+            ]
+            try:
+                self._writer.insert(self.table, data, column_names=COLUMNS)
+            except ClickHouseError as exc:
+                raise Unavailable(f"audit insert failed: {exc}") from exc
+            return len(fresh)
+
+    def _stored_ids(self, ids: list[str]) -> set[str]:
+        stored: set[str] = set()
+        for start in range(0, len(ids), _CHECK_CHUNK):
+            chunk = ids[start : start + _CHECK_CHUNK]
+            try:
+                result = self._writer.query(
+                    f"SELECT DISTINCT event_id FROM {self.table}"
+                    " WHERE event_id IN {ids:Array(String)}",
+                    parameters={"ids": chunk},
+                )
+            except ClickHouseError as exc:
+                raise Unavailable(f"audit lookup failed: {exc}") from exc
+            stored.update(row[0] for row in result.result_rows)
+        return stored
+
+    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run one read-only statement; any refusal or ClickHouse error is a `BadSql` (403.5)."""
+        statement = read_only_statement(sql)
+        try:
+            result = self._reader.query(statement)
+        except ClickHouseError as exc:
+            code = getattr(exc, "code", None)
+            raise BadSql(str(exc), clickhouse_code=code) from exc
+        return list(result.column_names), [tuple(row) for row in result.result_rows]
+
+    def task_events(self, task_id: str) -> list[dict[str, Any]]:
+        """Every event of a task in the order it happened, JSON-ready (payload parsed)."""
+        try:
+            result = self._reader.query(
+                f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE task_id = {{t:String}}",
+                parameters={"t": task_id},
+            )
+        except ClickHouseError as exc:
+            raise Unavailable(f"audit lookup failed: {exc}") from exc
+        # No FINAL: it widens the bloom filter's few granules back to whole parts (4x slower at
+        # 300k rows); the rare copy two racing writers could leave is dropped here instead.
+        unique = {row[0]: row for row in result.result_rows}
+        events = [dict(zip(COLUMNS, row, strict=True)) for row in unique.values()]
+        events.sort(
+            key=lambda e: (
+                e["occurred_at"].replace(tzinfo=None),
+                TYPE_ORDER.get(e["type"], len(TYPE_ORDER)),
+                e["topic"],
+                e["partition"],
+                e["offset"],
+            )
+        )
+        for e in events:
+            e["occurred_at"] = _iso(e["occurred_at"])
+            e["recorded_at"] = _iso(e["recorded_at"])
+            e["payload"] = json.loads(e["payload"])
+        return events
+
+    def count(self) -> int:
+        """Stored events; exact because the single writer never inserts a stored id."""
+        try:
+            result = self._reader.query(f"SELECT count() FROM {self.table}")
+        except ClickHouseError as exc:
+            raise Unavailable(f"audit count failed: {exc}") from exc
+        return int(result.result_rows[0][0])
+
+
+def read_only_statement(sql: str) -> str:
+    """The one statement of `sql` without its trailing `;`, if it only reads; else `BadSql`.
+
+    The reader's read-only session is the real guard; this check gives a clear refusal before
+    the engine is asked and keeps a second statement from ever being sent.
+    """
+    body = _strip_trailing(sql)
+    inner = _semicolon_outside_literals(body)
+    if inner is not None:
+        raise BadSql("only one statement is allowed", position=inner)
+    first = _first_word(body)
+    if first.upper() not in READ_STATEMENTS:
+        allowed = ", ".join(READ_STATEMENTS)
+        raise BadSql(f"only read statements are allowed ({allowed}); got {first[:20]!r}")
+    return body
+
+
+def _strip_trailing(sql: str) -> str:
+    body = sql.strip()
+    while body.endswith(";"):
+        body = body[:-1].rstrip()
+    return body
+
+
+def _semicolon_outside_literals(sql: str) -> int | None:
+    """Position of a `;` outside strings, quoted identifiers and comments, if any."""
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in "'\"`":
+            i += 1
+            while i < n and sql[i] != ch:
+                i += 2 if sql[i] == "\\" else 1
+        elif sql.startswith("--", i) or ch == "#":
+            end = sql.find("\n", i)
+            i = n if end < 0 else end
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 1
+        elif ch == ";":
+            return i
+        i += 1
+    return None
+
+
+def _first_word(sql: str) -> str:
+    body = sql
+    while True:
+        body = body.lstrip().lstrip("(").lstrip()
+        if body.startswith("--") or body.startswith("#"):
+            body = body.partition("\n")[2]
+        elif body.startswith("/*"):
+            body = body.partition("*/")[2]
+        else:
+            break
+    match = re.match(r"[A-Za-z]+", body)
+    return match.group(0) if match else body[:1]

@@ -1,0 +1,3 @@
+from elves.apps.sdk.worker import main
+
+main()

@@ -1,0 +1,110 @@
+"""The Python 3 app SDK: run one method of one app and print ELVES' tags.
+
+The ELVES worker contract: the agent starts `<entry> <app> <func> <base64(json params)>`, the
+entry being `python <apps_dir>/<app>/app-worker.py` by default. That script is two lines that call
+`main()`. The app folder holds `<app>.py` with a class `<app>` whose methods take the params dict
+and return `(flag, result)`, flag "true" or "false". An exception becomes ("false", traceback).
+
+`main()` finds the app beside `sys.argv[0]`, so the same app-worker.py runs unchanged under a
+fresh interpreter or in a child of the agent's fork server.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib.util
+import json
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+FLAG_TRUE = "true"
+FLAG_FALSE = "false"
+USAGE = "usage: app-worker.py <app> <func> [base64(json params)]"
+
+
+def render(flag: str, result: str) -> str:
+    """The two tags the agent parses from stdout."""
+    return f"<ElvesWFlag>{flag}</ElvesWFlag><ElvesWResult>{result}</ElvesWResult>"
+
+
+def decode_params(encoded: str) -> dict[str, Any]:
+    """base64 of a JSON object -> dict; an empty argument is no params."""
+    if not encoded:
+        return {}
+    try:
+        text = base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError(f"params are not base64 of UTF-8 text: {exc}") from exc
+    params = json.loads(text) if text.strip() else {}
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a JSON object, not {type(params).__name__}")
+    return params
+
+
+def encode_params(params: dict[str, Any] | str) -> str:
+    """The inverse of `decode_params`, for callers and tests; a str is taken as JSON text."""
+    text = params if isinstance(params, str) else json.dumps(params)
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def load_app(app_dir: Path, app: str) -> ModuleType:
+    """Import `<app_dir>/<app>.py` as module `app`, with its folder first on sys.path."""
+    path = app_dir / f"{app}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"app module {path} not found")
+    folder = str(app_dir)
+    if not sys.path or sys.path[0] != folder:
+        # The app may import helper modules that sit beside it.
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(app, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[app] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _normalise(returned: object) -> tuple[str, str]:
+    if not isinstance(returned, tuple | list) or len(returned) != 2:
+        return FLAG_FALSE, f"the method must return (flag, result), not {returned!r}"
+    flag, result = returned
+    if isinstance(flag, bool):
+        flag = FLAG_TRUE if flag else FLAG_FALSE
+    flag = str(flag).strip().lower()
+    if flag not in (FLAG_TRUE, FLAG_FALSE):
+        return FLAG_FALSE, f"the flag must be 'true' or 'false', not {flag!r}; result: {result}"
+    return flag, "" if result is None else str(result)
+
+
+def call(app_dir: Path, app: str, func: str, encoded_params: str) -> tuple[str, str]:
+    """Run `<app>().<func>(params)`; any Exception becomes ("false", traceback).
+
+    SystemExit and KeyboardInterrupt are not caught: an app that exits gets its exit code.
+    """
+    if func.startswith("_"):
+        return FLAG_FALSE, f"{func!r} is private; only public methods can be called"
+    try:
+        params = decode_params(encoded_params)
+        module = load_app(app_dir, app)
+        instance = getattr(module, app)()
+        method = getattr(instance, func)
+        return _normalise(method(params))
+    except Exception:  # noqa: BLE001 - the contract: any app error is reported, not raised
+        return FLAG_FALSE, traceback.format_exc()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of every app-worker.py; argv defaults to sys.argv."""
+    args = sys.argv if argv is None else argv
+    if len(args) < 3:
+        sys.stderr.write(USAGE + "\n")
+        raise SystemExit(2)
+    app_dir = Path(args[0]).resolve().parent
+    flag, result = call(app_dir, args[1], args[2], args[3] if len(args) > 3 else "")
+    sys.stdout.write(render(flag, result))
+    sys.stdout.flush()

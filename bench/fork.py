@@ -1,0 +1,58 @@
+"""Cold `python app-worker.py` against a fork from the warm fork server, for the noop app.
+
+Usage: python bench/fork.py [runs]. Prints the median and p90 wall time per task (ms), measured
+through the agent's Runner (spawn, pipes, tags parsed), and the raw process start alone.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from elves.agent.forkserver import ForkServer
+from elves.agent.runner import Runner, TaskSpec
+
+APPS = Path(__file__).resolve().parent.parent / "apps" / "samples"
+NOOP = TaskSpec("noop", "noop", "{}", timeout_s=30)
+
+
+def _stats(name: str, samples: list[float]) -> None:
+    samples.sort()
+    p90 = samples[int(len(samples) * 0.9) - 1]
+    print(f"{name:<40} median {statistics.median(samples):7.2f} ms   p90 {p90:7.2f} ms")
+
+
+def _time(fn: object, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()  # type: ignore[operator]
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    argv = Runner(APPS, 1 << 20).command(NOOP)
+    _stats(
+        "bare: python app-worker.py (subprocess.run)",
+        _time(lambda: subprocess.run(argv, capture_output=True, check=True), runs),
+    )
+    cold = Runner(APPS, 1 << 20)
+    _stats("runner, cold interpreter per task", _time(lambda: cold.run(NOOP), runs))
+    server = ForkServer()
+    server.start()
+    try:
+        warm = Runner(APPS, 1 << 20, forkserver=server)
+        result = warm.run(NOOP)
+        assert result.forked and result.worker_flag == 1, result
+        _stats("runner, forked from the warm server", _time(lambda: warm.run(NOOP), runs))
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The agent daemon on the real broker: dispatch in, started and result out, dedupe, DLQ, beats."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from elves.agent.daemon import Agent
+from elves.config import Settings
+from elves.kafka import consumer, producer
+from elves.schemas.codec import CODEC
+from elves.schemas.events import Event, Heartbeat, TaskDispatched, TaskResultReported, TaskStarted
+from elves.topics import ensure_topics
+
+SAMPLES = Path(__file__).resolve().parents[2] / "apps" / "samples"
+AGENT = "it-agent"
+
+
+@pytest.fixture
+def agent(settings: Settings, request: pytest.FixtureRequest) -> Iterator[Agent]:
+    settings = Settings(
+        bootstrap=settings.bootstrap,
+        topic_prefix=settings.topic_prefix,
+        state_dir=settings.state_dir,
+        agent_id=AGENT,
+        apps_dir=SAMPLES,
+        heartbeat_s=0.5,
+    )
+    ensure_topics(settings)
+    agent = Agent(settings, workers=getattr(request, "param", 2))
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,))
+    thread.start()
+    try:
+        yield agent
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+
+
+def dispatch(
+    agent_id: str, app: str, func: str, params: object, attempt: int = 1
+) -> TaskDispatched:
+    now = int(time.time() * 1000)
+    return TaskDispatched(
+        event_id=str(uuid.uuid4()),
+        occurred_at=now,
+        task_id=uuid.uuid4().hex[:16],
+        attempt=1,
+        agent_id=agent_id,
+        app=app,
+        func=func,
+        params=json.dumps(params),
+        timeout_s=30,
+        deadline_at=now + 60_000,
+    )
+
+
+class Reader:
+    """Reads a topic from the start and decodes it; `until` waits for a condition on all read."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = consumer(settings, f"test-{uuid.uuid4().hex}")
+        self.consumer.subscribe([topic])
+        self.events: list[Event] = []
+
+    def until(self, done: object, timeout: float = 30) -> list[Event]:
+        end = time.monotonic() + timeout
+        while not done(self.events):  # type: ignore[operator]
+            assert time.monotonic() < end, f"gave up; read {self.events}"
+            msg = self.consumer.poll(0.1)
+            if msg is not None and msg.error() is None:
+                self.events.append(CODEC.decode(msg.value()))
+        return self.events
+
+
+def results_for(events: list[Event], task_id: str) -> list[TaskResultReported]:
+    return [e for e in events if isinstance(e, TaskResultReported) and e.task_id == task_id]
+
+
+def test_a_dispatch_is_run_reported_once_and_junk_goes_to_the_dlq(agent: Agent) -> None:
+    settings = agent.settings
+    prod = producer(settings)
+    first = dispatch(AGENT, "apptest", "helloword", {"my": "toryzen"})
+    topic = settings.dispatch_topic(AGENT)
+    prod.produce(topic, key=first.task_id.encode(), value=CODEC.encode(first))
+    prod.produce(topic, key=first.task_id.encode(), value=CODEC.encode(first))  # redelivered
+    prod.produce(topic, key=b"junk", value=b"not avro")
+    other = dispatch("someone-else", "apptest", "helloword", {})
+    prod.produce(topic, key=b"other", value=CODEC.encode(other))
+    last = dispatch(AGENT, "noop", "noop", {})  # after the repeats: when it is in, they were read
+    prod.produce(topic, key=last.task_id.encode(), value=CODEC.encode(last))
+    prod.flush(10)
+
+    results = Reader(settings, settings.topic("results"))
+    # Two workers: the two tasks may end in either order.
+    events = results.until(
+        lambda evs: results_for(evs, last.task_id) and results_for(evs, first.task_id)
+    )
+    [reported] = results_for(events, first.task_id)
+    assert (reported.worker_flag, reported.worker_message) == (1, "toryzen")
+    assert reported.agent_id == AGENT
+    started = [e for e in events if isinstance(e, TaskStarted) and e.task_id == first.task_id]
+    assert len(started) == 1 and started[0].pid > 0
+    assert events.index(started[0]) < events.index(reported)
+
+    dlq = consumer(settings, f"test-{uuid.uuid4().hex}")
+    dlq.subscribe([settings.topic("dlq")])
+    reasons: list[str] = []
+    end = time.monotonic() + 30
+    while len(reasons) < 2 and time.monotonic() < end:
+        msg = dlq.poll(0.1)
+        if msg is not None and msg.error() is None:
+            reasons.append(dict(msg.headers() or [])["reason"].decode())
+    dlq.close()
+    assert len(reasons) == 2
+    assert "C3 01" in reasons[0]
+    assert "someone-else" in reasons[1]
+
+
+def test_heartbeats_carry_the_apps_and_their_versions(agent: Agent) -> None:
+    beats = Reader(agent.settings, agent.settings.topic("heartbeats"))
+    events = beats.until(lambda evs: len(evs) >= 2)
+    beat = events[0]
+    assert isinstance(beat, Heartbeat)
+    assert beat.agent_id == AGENT
+    assert beat.apps["apptest"] == "1.0.0"
+    assert beat.interval_s == 0.5
+
+
+@pytest.mark.parametrize("agent", [1], indirect=True)
+def test_one_worker_runs_every_task_in_turn(agent: Agent) -> None:
+    settings = agent.settings
+    prod = producer(settings)
+    tasks = [dispatch(AGENT, "sleeper", "sleep", {"seconds": 0.2}) for _ in range(4)]
+    for task in tasks:
+        prod.produce(settings.dispatch_topic(AGENT), value=CODEC.encode(task))
+    prod.flush(10)
+    results = Reader(settings, settings.topic("results"))
+    events = results.until(lambda evs: all(results_for(evs, t.task_id) for t in tasks))
+    reported = [e for e in events if isinstance(e, TaskResultReported)]
+    assert [r.task_id for r in reported] == [t.task_id for t in tasks]  # one at a time, in order
+    assert all(r.worker_flag == 1 for r in reported)

@@ -1,0 +1,40 @@
+"""The outbox's durability and dedupe, without a broker (delivery is in the integration tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from elves.agent.identity import agent_id, new_agent_id
+from elves.agent.outbox import Outbox
+from elves.config import Settings
+
+
+def test_rows_and_claims_survive_a_reopen(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path)
+    box = Outbox(settings)
+    box.put("t", b"k", b"v1")
+    assert box.claim("task-1", 1, ("t", b"k", b"started"))
+    assert box.close(timeout=0) == 2  # never started: nothing delivered
+    again = Outbox(settings)
+    try:
+        assert again.pending() == 2
+        assert again.has_run("task-1", 1)
+        assert not again.claim("task-1", 1, ("t", b"k", b"twice"))
+        assert again.pending() == 2  # the refused claim wrote nothing
+        assert again.claim("task-1", 2)  # a retry is a new attempt
+    finally:
+        again.close(timeout=0)
+
+
+def test_agent_id_is_made_once_and_kept(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path)
+    first = agent_id(settings)
+    assert first == agent_id(settings)
+    assert (tmp_path / "agent" / "agent_id").read_text().strip() == first
+    assert agent_id(Settings(state_dir=tmp_path, agent_id="given")) == "given"
+
+
+def test_new_agent_ids_are_topic_safe() -> None:
+    made = new_agent_id("web 01.example/com")
+    assert made.startswith("web-01-example-com-")
+    assert len(made.rsplit("-", 1)[1]) == 6

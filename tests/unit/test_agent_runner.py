@@ -1,0 +1,189 @@
+"""The runner with real processes, both as plain subprocesses and forked from the fork server."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from elves.agent.forkserver import ForkServer
+from elves.agent.runner import STOPPING, Runner, TaskSpec, parse_output
+
+SAMPLES = Path(__file__).resolve().parents[2] / "apps" / "samples"
+
+
+@pytest.fixture(scope="module")
+def forkserver() -> Iterator[ForkServer]:
+    server = ForkServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["plain", "forked"])
+def runner(request: pytest.FixtureRequest, forkserver: ForkServer) -> Runner:
+    server = forkserver if request.param == "forked" else None
+    return Runner(SAMPLES, max_output_bytes=1000, forkserver=server)
+
+
+def spec(app: str, func: str, params: object = None, timeout: float = 30, **kw: str) -> TaskSpec:
+    return TaskSpec(app, func, json.dumps(params or {}), timeout, **kw)
+
+
+def alive(pid: int) -> bool:
+    """True while pid runs; a zombie (no init reaping it in a container) counts as dead."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_apptest_is_flag_1_toryzen(runner: Runner) -> None:
+    result = runner.run(spec("apptest", "helloword", {"my": "toryzen"}))
+    assert (result.worker_flag, result.worker_message) == (1, "toryzen")
+    assert result.forked is (runner.forkserver is not None)
+    assert result.worker_costtime >= 0
+
+
+def test_false_is_flag_0(runner: Runner) -> None:
+    result = runner.run(spec("crasher", "falsy"))
+    assert (result.worker_flag, result.worker_message) == (0, "nope")
+
+
+def test_an_exception_is_flag_0_with_traceback(runner: Runner) -> None:
+    result = runner.run(spec("crasher", "boom"))
+    assert result.worker_flag == 0
+    assert "RuntimeError: boom" in result.worker_message
+
+
+@pytest.mark.parametrize(("how", "code"), [("exit", 3), ("raise", 2)])
+def test_non_zero_exit_is_flag_minus_1_with_stderr(runner: Runner, how: str, code: int) -> None:
+    result = runner.run(spec("crasher", "crash", {"how": how, "code": code}))
+    assert result.worker_flag == -1
+    assert result.worker_message == f"exit code {code}: crasher: going down"
+    assert result.exit_code == code
+
+
+def test_exit_0_without_tags_is_flag_minus_1(runner: Runner) -> None:
+    result = runner.run(spec("crasher", "crash", {"code": 0, "stdout": "hello"}))
+    assert result.worker_flag == -1
+    assert result.worker_message == "no ElvesWFlag in output: hello"
+
+
+def test_an_app_not_installed_is_flag_minus_1(runner: Runner) -> None:
+    result = runner.run(spec("nosuchapp", "x"))
+    assert (result.worker_flag, result.worker_message) == (-1, "app 'nosuchapp' not installed")
+
+
+def test_a_bad_app_name_is_refused(runner: Runner) -> None:
+    assert runner.run(spec("../apptest", "helloword")).worker_flag == -1
+
+
+def test_output_past_the_cap_is_cut_and_flagged(runner: Runner) -> None:
+    result = runner.run(spec("crasher", "noisy", {"bytes": 200_000}))
+    assert result.truncated
+    assert result.worker_flag == 1  # the tags survive the cut: the tail is kept
+    assert result.worker_message.startswith("x" * 900)
+    assert "[output truncated]" in result.worker_message
+    assert len(result.worker_message) < 1000 + 5000
+
+
+def test_output_under_the_cap_is_whole(runner: Runner) -> None:
+    result = runner.run(spec("crasher", "noisy", {"bytes": 500}))
+    assert (result.truncated, result.worker_message) == (False, "x" * 500)
+
+
+def test_timeout_kills_the_whole_process_group(runner: Runner, tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    pids: list[int] = []
+    result = runner.run(
+        spec("sleeper", "sleep", {"seconds": 120, "pidfile": str(pidfile)}, timeout=1),
+        on_start=pids.append,
+    )
+    assert (result.worker_flag, result.worker_message) == (-1, "timeout after 1s")
+    assert result.worker_costtime >= 1000
+    child = int(pidfile.read_text())
+    # SIGKILL was sent to the group; its delivery to the grandchild is asynchronous.
+    end = time.monotonic() + 5
+    while alive(child) and time.monotonic() < end:
+        time.sleep(0.01)
+    assert not alive(child)
+    assert not alive(pids[0])
+
+
+def test_cancel_kills_a_running_task(runner: Runner) -> None:
+    cancel = threading.Event()
+    result = runner.run(
+        spec("sleeper", "sleep", {"seconds": 120}),
+        on_start=lambda _pid: cancel.set(),
+        cancel=cancel,
+    )
+    assert (result.worker_flag, result.worker_message) == (-1, STOPPING)
+
+
+def test_proxy_interp_and_file_overrides_the_entry(runner: Runner) -> None:
+    worker = SAMPLES / "apptest" / "app-worker.py"
+    result = runner.run(
+        spec("apptest", "helloword", {"my": "p"}, proxy=f"{sys.executable}|{worker}")
+    )
+    assert (result.worker_flag, result.worker_message, result.forked) == (1, "p", False)
+
+
+def test_proxy_file_alone_is_the_entry(runner: Runner, tmp_path: Path) -> None:
+    script = tmp_path / "entry.sh"
+    tags = "<ElvesWFlag>true</ElvesWFlag><ElvesWResult>%s %s</ElvesWResult>"
+    script.write_text(f'#!/bin/sh\nprintf "{tags}" "$1" "$2"\n')
+    script.chmod(0o755)
+    result = runner.run(spec("anyapp", "f", proxy=str(script)))
+    assert (result.worker_flag, result.worker_message) == (1, "anyapp f")
+
+
+def test_the_fork_server_comes_back_after_it_dies(tmp_path: Path) -> None:
+    server = ForkServer()
+    server.start()
+    try:
+        assert server._proc is not None
+        server._proc.kill()
+        server._proc.wait()
+        result = Runner(SAMPLES, 1000, forkserver=server).run(spec("noop", "noop"))
+        assert (result.worker_flag, result.forked) == (1, True)
+    finally:
+        server.close()
+
+
+def test_the_forked_task_gets_argv_cwd_and_env(forkserver: ForkServer, tmp_path: Path) -> None:
+    env = {**os.environ, "ELVES_PROBE": "42"}
+    runner = Runner(SAMPLES, 1000, forkserver=forkserver, env=env)
+    facts = runner.run(spec("hostfacts", "facts"))
+    assert facts.worker_flag == 1 and facts.forked
+    assert json.loads(facts.worker_message)["cpu_count"] == os.cpu_count()
+
+
+@pytest.mark.parametrize(
+    ("stdout", "expected"),
+    [
+        (b"<ElvesWFlag>true</ElvesWFlag><ElvesWResult>a</ElvesWResult>", (1, "a")),
+        (b"noise<ElvesWFlag>false</ElvesWFlag>\n<ElvesWResult>b</ElvesWResult>", (0, "b")),
+        (
+            b"<ElvesWFlag>false</ElvesWFlag><ElvesWFlag>true</ElvesWFlag><ElvesWResult>c</ElvesWResult>",
+            (1, "c"),
+        ),
+        (
+            b"<ElvesWFlag>true</ElvesWFlag><ElvesWResult>x</ElvesWResult>y</ElvesWResult>",
+            (1, "x</ElvesWResult>y"),
+        ),
+        (
+            b"<ElvesWFlag>maybe</ElvesWFlag><ElvesWResult>d</ElvesWResult>",
+            (-1, "bad ElvesWFlag 'maybe': d"),
+        ),
+        (b"", (-1, "no ElvesWFlag in output")),
+    ],
+)
+def test_parse_output(stdout: bytes, expected: tuple[int, str]) -> None:
+    assert parse_output(stdout) == expected
