@@ -21,6 +21,7 @@ import threading
 import time
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+
 from elves.agent.forkserver import ForkServer, ForkServerUnavailable
 from elves.agent.heartbeat import Heartbeater
 from elves.agent.identity import agent_id as load_agent_id

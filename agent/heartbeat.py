@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from confluent_kafka import KafkaException, Producer
+
 from elves.config import Settings
 from elves.kafka import producer as make_producer
 from elves.schemas.codec import CODEC

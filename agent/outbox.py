@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import KafkaError, Message, Producer
+
 from elves.config import Settings
 from elves.kafka import producer as make_producer
 

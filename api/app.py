@@ -278,6 +278,7 @@ def create_app(settings: Settings) -> Starlette:
             prod.flush(10)
             listener.stop()
             watcher.stop()
+            store.close()
 
     return Starlette(
         routes=ROUTES,

@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
+
 from elves.errors import BadSql, Unavailable
 
 COLUMNS = (

@@ -32,7 +32,7 @@ from elves.schemas.events import (
     TaskStarted,
     TaskTimedOut,
 )
-from elves.streams.agents import model as agents
+from elves.streams.agents import model as agent_model
 
 log = logging.getLogger("elves.api")
 
@@ -50,7 +50,7 @@ class Listener:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._pending: dict[str, Pending] = {}
-        self._agents: dict[str, agents.AgentState] = {}
+        self._agents: dict[str, agent_model.AgentState] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -76,11 +76,11 @@ class Listener:
         with self._lock:
             self._pending.pop(task_id, None)
 
-    def agents(self) -> list[agents.AgentState]:
+    def agents(self) -> list[agent_model.AgentState]:
         with self._lock:
             return sorted(self._agents.values(), key=lambda a: a.agent_id)
 
-    def agent(self, agent_id: str) -> agents.AgentState | None:
+    def agent(self, agent_id: str) -> agent_model.AgentState | None:
         with self._lock:
             return self._agents.get(agent_id)
 
@@ -122,7 +122,7 @@ class Listener:
     def _on_event(self, event: Event) -> None:
         if isinstance(event, Heartbeat | AgentUp | AgentDown):
             with self._lock:
-                new = agents.apply(self._agents.get(event.agent_id), event)
+                new = agent_model.apply(self._agents.get(event.agent_id), event)
                 if new is not None:
                     self._agents[event.agent_id] = new
             return

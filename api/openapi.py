@@ -89,7 +89,12 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "A task's state and its whole lifecycle, from the audit",
                 "parameters": [
-                    {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    {
+                        "name": "task_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
                 ],
                 "responses": {"200": _ok({"type": "object"}), **_errors(404)},
             }
@@ -104,7 +109,12 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "One agent",
                 "parameters": [
-                    {"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    {
+                        "name": "agent_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
                 ],
                 "responses": {"200": _ok({"type": "object"}), **_errors(404)},
             }
@@ -118,7 +128,7 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": _ok({"type": "object"}), **_errors(400)},
             },
             "post": {
-                "summary": "Read-only SQL over the events table (body {\"sql\": ...})",
+                "summary": 'Read-only SQL over the events table (body {"sql": ...})',
                 "responses": {"200": _ok({"type": "object"}), **_errors(400)},
             },
         },

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
 from elves.api.audit import AuditRow, AuditStore
 from elves.config import Settings
 from elves.errors import ElvesError

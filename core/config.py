@@ -75,7 +75,7 @@ class Settings:
             raw = source.get(f.metadata["env"])
             if raw is None:
                 continue
-            kind = type(f.default)
+            kind: Any = type(f.default)  # every setting has a plain default: str, int, ...
             values[f.name] = kind(raw)
         values.update(overrides)
         return cls(**values)

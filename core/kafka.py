@@ -38,9 +38,7 @@ def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
     return Consumer(conf)
 
 
-def dead_letter(
-    prod: Producer, settings: Settings, msg: Message, reason: str, origin: str
-) -> None:
+def dead_letter(prod: Producer, settings: Settings, msg: Message, reason: str, origin: str) -> None:
     """Send an undecodable or invalid message to the DLQ with why and where it came from."""
     prod.produce(
         settings.topic("dlq"),

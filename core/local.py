@@ -112,11 +112,25 @@ class Stack:
         return str(response.json()["status"]) if response.status_code == 200 else None
 
     def wait_agent(self, agent_id: str, status: str = "up", timeout: float = 30) -> None:
-        wait_for(f"agent {agent_id} {status}", lambda: self.agent_status(agent_id) == status, timeout)
+        wait_for(
+            f"agent {agent_id} {status}", lambda: self.agent_status(agent_id) == status, timeout
+        )
 
-    def exec(self, agent: str, app: str, func: str, params: dict[str, Any] | None = None,
-             timeout: int = 20) -> httpx.Response:
-        body = {"agent": agent, "app": app, "func": func, "params": params or {}, "timeout": timeout}
+    def exec(
+        self,
+        agent: str,
+        app: str,
+        func: str,
+        params: dict[str, Any] | None = None,
+        timeout: int = 20,
+    ) -> httpx.Response:
+        body = {
+            "agent": agent,
+            "app": app,
+            "func": func,
+            "params": params or {},
+            "timeout": timeout,
+        }
         return self.client.post("/api/v1/tasks/instant", json=body, timeout=timeout + 30)
 
     def audit(self, sql: str) -> list[list[Any]]:

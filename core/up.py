@@ -69,7 +69,7 @@ def up(settings: Settings, agents: int = 1) -> int:
             f"worker_message {reply.get('worker_message')!r}, {reply.get('worker_costtime')} ms"
         )
         _say("")
-        _say("Elves is up. Try: elves agents | elves task ID | elves audit \"SELECT ...\"")
+        _say('Elves is up. Try: elves agents | elves task ID | elves audit "SELECT ..."')
         _say("Ctrl-C stops everything.")
         while not stopping:
             for process in stack.processes:

@@ -124,7 +124,7 @@ class Codec:
 
 def _to_event(name: str, record: dict[str, Any]) -> Event:
     cls = EVENT_TYPES[name]
-    values = {
+    values: dict[str, Any] = {
         # fastavro reads timestamp-millis as datetimes; events carry plain Unix milliseconds.
         k: _millis(v) if isinstance(v, dt.datetime) else v
         for k, v in record.items()

@@ -91,7 +91,7 @@ def build_app(settings: Settings) -> faust.App:
     dispatch_topics: dict[str, faust.TopicT] = {}
 
     # Table rows are the folds' states as JSON: readable in the changelog, no pickles.
-    as_json = faust.Schema(key_serializer="json", value_serializer="json")
+    as_json: Any = faust.Schema(key_serializer="json", value_serializer="json")
     task_table = app.Table("tasks", partitions=4, schema=as_json)
     agent_table = app.Table("agents", partitions=1, schema=as_json)
     # Open attempts by task id -> deadline; the deadline clock scans only these.
@@ -100,7 +100,7 @@ def build_app(settings: Settings) -> faust.App:
     noticed_down: set[str] = set()
     index_built = False
 
-    async def dead_letter(event: faust.EventT, reason: str) -> None:
+    async def dead_letter(event: faust.EventT[bytes], reason: str) -> None:
         msg = event.message
         log.warning("dead letter from %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
         await dlq_topic.send(
@@ -130,13 +130,18 @@ def build_app(settings: Settings) -> faust.App:
         else:
             await tasks_topic.send(key=event.task_id.encode(), value=data)  # type: ignore[union-attr]
 
+    def recovered() -> bool:
+        """Tables restored from their changelogs: before that a clock would act on stale state."""
+        recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
+        return bool(recovery.completed.is_set())
+
     def agent_status(agent_id: str) -> tasks.AgentStatus:
         state = _agent_state(agent_table.get(agent_id))
         if state is None:
             return "unknown"
         return "up" if state.up else "down"
 
-    async def decode(event: faust.EventT) -> Event | None:
+    async def decode(event: faust.EventT[bytes]) -> Event | None:
         try:
             return CODEC.decode(event.value)
         except DecodeError as exc:
@@ -202,10 +207,10 @@ def build_app(settings: Settings) -> faust.App:
                 await emit(e)
             yield None
 
-    @app.timer(CLOCK_TICK_S)
+    @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
     async def deadline_clock() -> None:
         nonlocal index_built
-        if not app.tables.recovery.completed.is_set():
+        if not recovered():
             return
         if not index_built:
             # After a restart the index is rebuilt once from the recovered table.
@@ -223,9 +228,9 @@ def build_app(settings: Settings) -> faust.App:
             {d.event_id for d in tasks.overdue(list(open_deadlines.values()), now_ms())}
         )
 
-    @app.timer(CLOCK_TICK_S)
+    @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
     async def liveness_clock() -> None:
-        if not app.tables.recovery.completed.is_set():
+        if not recovered():
             return
         now = now_ms()
         for raw in list(agent_table.values()):

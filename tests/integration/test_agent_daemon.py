@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from elves.agent.daemon import Agent
 from elves.config import Settings
 from elves.kafka import consumer, producer

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from elves.api.audit import AuditRow, AuditStore, read_only_statement
 from elves.errors import BadSql
 

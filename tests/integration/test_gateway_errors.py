@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import AGENT
 from elves.local import Stack
+
+from .conftest import AGENT
 
 CASES = [
     (b"not json", 400, "403.4"),
@@ -28,8 +29,10 @@ def test_bad_instant_requests(stack: Stack, body: bytes, status: int, code: str)
 
 def test_oversize_params(stack: Stack) -> None:
     big = "x" * (stack.settings.max_params_bytes + 1)
-    reply = stack.client.post("/api/v1/tasks/instant", json={
-        "agent": AGENT, "app": "apptest", "func": "helloword", "params": {"big": big}})
+    reply = stack.client.post(
+        "/api/v1/tasks/instant",
+        json={"agent": AGENT, "app": "apptest", "func": "helloword", "params": {"big": big}},
+    )
     assert reply.status_code == 413
     assert reply.json()["error"]["code"] == "403.3"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from confluent_kafka import TopicPartition
 
 from elves.kafka import consumer, producer
+from elves.local import Stack, wait_for
 
 from .conftest import AGENT
-from elves.local import Stack, wait_for
 
 
 def test_apptest_helloword_returns_toryzen(stack: Stack) -> None:
@@ -45,8 +45,9 @@ def test_an_app_that_raises_reports_false_with_its_traceback(stack: Stack) -> No
 
 def test_a_timeout_kills_the_process_group_and_ends_timed_out(stack: Stack, tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
-    reply = stack.exec(AGENT, "sleeper", "sleep", {"seconds": 60, "pidfile": str(pidfile)},
-                       timeout=2)
+    reply = stack.exec(
+        AGENT, "sleeper", "sleep", {"seconds": 60, "pidfile": str(pidfile)}, timeout=2
+    )
     data = reply.json()
     assert data["status"] == "timed_out", data
     assert data["worker_flag"] == -1
@@ -92,17 +93,24 @@ def test_an_agent_that_stops_heartbeating_is_down_then_up_again(stack: Stack) ->
     process.stop()
     threshold = stack.settings.heartbeat_s * stack.settings.missed_beats
     stack.wait_agent(agent_id, "down", timeout=threshold + 5)
-    [[last_seen, down_at]] = wait_for("the AgentDown in the audit", lambda: stack.audit(
-        "SELECT JSONExtractInt(payload, 'last_seen_at'), JSONExtractInt(payload, 'occurred_at') "
-        f"FROM events WHERE type = 'AgentDown' AND agent_id = '{agent_id}'"
-    ))
+    [[last_seen, down_at]] = wait_for(
+        "the AgentDown in the audit",
+        lambda: stack.audit(
+            "SELECT JSONExtractInt(payload, 'last_seen_at'), "
+            "JSONExtractInt(payload, 'occurred_at') "
+            f"FROM events WHERE type = 'AgentDown' AND agent_id = '{agent_id}'"
+        ),
+    )
     # down once `missed_beats` intervals passed, noticed within one clock tick (0.2 s) and a beat
     assert threshold * 1000 <= down_at - last_seen <= (threshold + 1.5) * 1000
     reply = stack.exec(agent_id, "apptest", "helloword", {"my": "x"})
     assert reply.status_code == 409 and reply.json()["error"]["code"] == "414.1"
     stack.spawn_agent(agent_id)
     stack.wait_agent(agent_id, "up")
-    assert stack.exec(agent_id, "apptest", "helloword", {"my": "back"}).json()["worker_message"] == "back"
+    assert (
+        stack.exec(agent_id, "apptest", "helloword", {"my": "back"}).json()["worker_message"]
+        == "back"
+    )
 
 
 def test_garbage_on_the_commands_topic_goes_to_the_dlq_and_the_next_task_runs(stack: Stack) -> None:
@@ -111,10 +119,14 @@ def test_garbage_on_the_commands_topic_goes_to_the_dlq_and_the_next_task_runs(st
     prod = producer(settings)
     prod.produce(settings.topic("commands"), key=b"junk", value=marker)
     prod.flush(10)
-    assert stack.exec(AGENT, "apptest", "helloword", {"my": "after"}).json()["worker_message"] == "after"
+    assert (
+        stack.exec(AGENT, "apptest", "helloword", {"my": "after"}).json()["worker_message"]
+        == "after"
+    )
     dlq = consumer(settings, f"dlq-check-{uuid.uuid4().hex[:6]}")
     dlq.assign([TopicPartition(settings.topic("dlq"), 0, 0)])
     try:
+
         def found() -> dict[str, bytes] | None:
             msg = dlq.poll(0.5)
             if msg is not None and not msg.error() and msg.value() == marker:
@@ -131,11 +143,19 @@ def test_garbage_on_the_commands_topic_goes_to_the_dlq_and_the_next_task_runs(st
 
 def test_every_event_of_a_task_is_in_the_audit_exactly_once(stack: Stack) -> None:
     task_id = stack.exec(AGENT, "apptest", "helloword", {"my": "audit"}).json()["task_id"]
-    expected = {"TaskSubmitted", "TaskAccepted", "TaskDispatched", "TaskStarted",
-                "TaskResultReported", "TaskSucceeded"}
+    expected = {
+        "TaskSubmitted",
+        "TaskAccepted",
+        "TaskDispatched",
+        "TaskStarted",
+        "TaskResultReported",
+        "TaskSucceeded",
+    }
 
     def counts() -> dict[str, int] | None:
-        rows = stack.audit(f"SELECT type, count() FROM events WHERE task_id = '{task_id}' GROUP BY type")
+        rows = stack.audit(
+            f"SELECT type, count() FROM events WHERE task_id = '{task_id}' GROUP BY type"
+        )
         found = {str(t): int(n) for t, n in rows}
         return found if set(found) >= expected else None
 

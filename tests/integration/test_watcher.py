@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import KafkaError, Message
 from confluent_kafka.admin import AdminClient
+
 from elves.api.audit import AuditStore
 from elves.api.watcher import Position, Watcher
 from elves.config import Settings

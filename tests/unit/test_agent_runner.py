@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from elves.agent.forkserver import ForkServer
 from elves.agent.runner import STOPPING, Runner, TaskSpec, parse_output
 

@@ -12,7 +12,6 @@ from elves.schemas.codec import AVRO_DIR, CODEC, HEADER_SIZE, MAGIC, fingerprint
 from elves.schemas.events import EVENT_TYPES, TaskResultReported
 
 
-
 def sample(cls: type) -> object:
     values: dict[str, object] = {}
     for f in dataclasses.fields(cls):
@@ -51,9 +50,16 @@ def test_dataclass_fields_match_the_newest_schema(name: str) -> None:
 
 def test_an_older_writer_version_is_read_with_the_newest() -> None:
     v1 = {
-        "event_id": "e", "occurred_at": 1_700_000_000_000, "task_id": "t", "attempt": 1,
-        "agent_id": "a", "app": "apptest", "func": "helloword", "worker_flag": 1,
-        "worker_message": "toryzen", "worker_costtime": 3,
+        "event_id": "e",
+        "occurred_at": 1_700_000_000_000,
+        "task_id": "t",
+        "attempt": 1,
+        "agent_id": "a",
+        "app": "apptest",
+        "func": "helloword",
+        "worker_flag": 1,
+        "worker_message": "toryzen",
+        "worker_costtime": 3,
     }
     data = CODEC.encode_as("TaskResultReported", v1, version=1)
     event = CODEC.decode(data)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from elves.apps.sdk.worker import call, decode_params, encode_params, main, render
 
 SAMPLES = Path(__file__).resolve().parents[2] / "apps" / "samples"

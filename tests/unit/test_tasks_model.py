@@ -22,16 +22,23 @@ NOW = 1_700_000_000_000
 
 def submit(**kw: object) -> TaskSubmitted:
     base: dict[str, object] = dict(
-        event_id="e1", occurred_at=NOW, task_id="t1", agent_id="a1", app="apptest",
-        func="helloword", params='{"my": "toryzen"}', timeout_s=10,
+        event_id="e1",
+        occurred_at=NOW,
+        task_id="t1",
+        agent_id="a1",
+        app="apptest",
+        func="helloword",
+        params='{"my": "toryzen"}',
+        timeout_s=10,
     )
     base.update(kw)
     return TaskSubmitted(**base)  # type: ignore[arg-type]
 
 
 def result(flag: int, attempt: int = 1, event_id: str = "r1") -> TaskResultReported:
-    return TaskResultReported(event_id, NOW + 50, "t1", attempt, "a1", "apptest", "helloword",
-                              flag, "toryzen", 12)
+    return TaskResultReported(
+        event_id, NOW + 50, "t1", attempt, "a1", "apptest", "helloword", flag, "toryzen", 12
+    )
 
 
 def accepted_state() -> model.TaskState:
@@ -136,8 +143,19 @@ def test_fold_rebuilds_the_state_from_the_lifecycle() -> None:
 
 def test_a_worker_killed_at_its_timeout_ends_the_task_timed_out() -> None:
     state = accepted_state()
-    killed = TaskResultReported("r9", NOW + 10_000, "t1", 1, "a1", "apptest", "helloword",
-                                -1, "timeout after 10s", 10_000, timed_out=True)
+    killed = TaskResultReported(
+        "r9",
+        NOW + 10_000,
+        "t1",
+        1,
+        "a1",
+        "apptest",
+        "helloword",
+        -1,
+        "timeout after 10s",
+        10_000,
+        timed_out=True,
+    )
     [event] = model.decide_result(state, killed)
     assert isinstance(event, TaskTimedOut)
     final = model.apply(state, event)
