@@ -1,0 +1,58 @@
+"""The README's tour, run: the CLI against the session's platform."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from elves.local import Stack
+
+from .conftest import AGENT
+
+
+def elves(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"ELVES_GATEWAY_URL": stack.settings.base_url, "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, "-m", "elves.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_the_readme_tour(stack: Stack) -> None:
+    done = elves(stack, "exec", AGENT, "apptest", "helloword", "-p", "my=toryzen")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"worker_message\s+toryzen", done.stdout)
+    task_id = re.search(r"task\s+(\S+)", done.stdout).group(1)  # type: ignore[union-attr]
+
+    agents = elves(stack, "agents")
+    assert agents.returncode == 0 and re.search(rf"{AGENT}\s+up", agents.stdout)
+
+    facts = elves(stack, "exec", AGENT, "hostfacts", "facts")
+    assert facts.returncode == 0 and "cpu" in facts.stdout
+
+    killed = elves(stack, "exec", AGENT, "sleeper", "sleep", "-p", "seconds=5", "-t", "1")
+    assert killed.returncode == 2 and re.search(r"status\s+timed_out", killed.stdout)
+
+    audit = elves(stack, "audit", f"SELECT type FROM events WHERE task_id = '{task_id}'")
+    assert audit.returncode == 0 and "TaskSubmitted" in audit.stdout
+
+    task = elves(stack, "task", task_id)
+    assert task.returncode == 0 and "TaskSubmitted" in task.stdout
+
+    unknown = elves(stack, "exec", "nobody", "apptest", "helloword")
+    assert unknown.returncode == 1 and "414.2" in unknown.stdout
+
+
+def test_no_gateway_is_a_clear_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "elves.cli", "agents"],
+        capture_output=True,
+        text=True,
+        env={"ELVES_GATEWAY_URL": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert done.returncode == 1 and "503.1" in done.stdout
