@@ -218,6 +218,7 @@ format_storage() {
         cluster_id="$(cat "$KDIR/cluster.id")"
     else
         # A cluster id is a base64url UUID; python saves a JVM start over StorageTool random-uuid.
+        # It may start with '-', hence --cluster-id=... below (argparse would take it for a flag).
         cluster_id="$("$PYTHON" -c 'import base64, uuid
 print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' 2>/dev/null)" ||
             cluster_id="$("$JAVA" -cp "$LIBS/*" -Dlog4j2.configurationFile="$LOG4J" \
@@ -225,7 +226,7 @@ print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' 2>/dev
         echo "$cluster_id" >"$KDIR/cluster.id"
     fi
     if ! "$JAVA" -cp "$LIBS/*" -Dlog4j2.configurationFile="$LOG4J" kafka.tools.StorageTool \
-        format --ignore-formatted -t "$cluster_id" -c "$PROPS" >"$KDIR/format.log" 2>&1; then
+        format --ignore-formatted --cluster-id="$cluster_id" -c "$PROPS" >"$KDIR/format.log" 2>&1; then
         cat "$KDIR/format.log" >&2
         die "formatting $DATA failed"
     fi
