@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -132,9 +133,18 @@ def cmd_streams(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _log_to_stderr() -> None:
+    """Long-running parts log to stderr (a file, under `elves up` and the tests)."""
+    logging.basicConfig(
+        level=os.environ.get("ELVES_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     from elves.api.app import run
 
+    _log_to_stderr()
     run(settings)
     return 0
 
@@ -142,6 +152,7 @@ def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
     from elves.agent.daemon import main
 
+    _log_to_stderr()
     return main(settings)
 
 
@@ -160,7 +171,7 @@ def parser() -> argparse.ArgumentParser:
     up.set_defaults(handler=cmd_up)
 
     streams = sub.add_parser("streams", help="run the Faust streams worker")
-    streams.add_argument("--loglevel", default="warn", choices=["debug", "info", "warn", "error"])
+    streams.add_argument("--loglevel", default="info", choices=["debug", "info", "warn", "error"])
     streams.set_defaults(handler=cmd_streams)
     sub.add_parser("gateway", help="run the REST gateway and the watcher").set_defaults(
         handler=cmd_gateway
