@@ -60,7 +60,12 @@ class Heartbeater:
         self.agent_id = agent_id
         self.started_at = int(time.time() * 1000)
         timeout_ms = max(1000, int(settings.heartbeat_s * 1000))
-        self.producer = producer or make_producer(settings, **{"message.timeout.ms": timeout_ms})
+        # No idempotence: a lost or repeated beat is harmless, and an idempotent producer must
+        # first get a producer id, which a broker that is still loading can delay for seconds.
+        self.producer = producer or make_producer(
+            settings,
+            **{"message.timeout.ms": timeout_ms, "enable.idempotence": False, "acks": 1},
+        )
 
     def beat(self) -> Heartbeat:
         event = Heartbeat(
