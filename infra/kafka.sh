@@ -280,8 +280,13 @@ start() {
     command -v setsid >/dev/null && detach=(setsid)
     # The child writes its own pid before exec, so the pid file names the JVM whether or not
     # setsid had to fork. setsid keeps a Ctrl-C in the caller's terminal from reaching it.
+    # C1 only (TieredStopAtLevel=1): on a 2-core machine the C2 compiler threads of a fresh
+    # broker took most of a core for minutes and slowed every client; C1 code is fast enough
+    # for one local broker. KAFKA_JVM_OPTS adds or overrides flags.
+    # shellcheck disable=SC2086
     ${detach[@]+"${detach[@]}"} nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PIDFILE" \
         "$JAVA" -Xms256m -Xmx512m -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
+        -XX:TieredStopAtLevel=1 ${KAFKA_JVM_OPTS:-} \
         -Djava.awt.headless=true -Dlog4j2.configurationFile="$LOG4J" \
         -Dlog4j2.shutdownHookEnabled=false \
         -cp "$LIBS/*" kafka.Kafka "$PROPS" >>"$LOG" 2>&1 </dev/null 9>&- &
