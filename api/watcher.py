@@ -30,6 +30,7 @@ from elves.config import Settings
 from elves.errors import ElvesError
 from elves.kafka import consumer
 from elves.schemas.codec import CODEC
+from elves.topics import CORE_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,10 @@ class Watcher:
         self.settings = settings
         self.store = store
         self.group = group or settings.topic("watcher")
-        self.pattern = "^" + re.escape(settings.topic_prefix) + ".*"
+        # The event topics only: the core ones and every agent's dispatch topic. Not Faust's own
+        # (`<prefix>streams-...-changelog`, ...): those hold table rows, not events.
+        names = "|".join(re.escape(t.name) for t in CORE_TOPICS)
+        self.pattern = f"^{re.escape(settings.topic_prefix)}({names}|dispatch\\..+)$"
         self._dlq = settings.topic("dlq")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

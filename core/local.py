@@ -151,9 +151,13 @@ class Stack:
                     raise RuntimeError(f"{process.name} exited: {process.tail()}")
             return self.client.get("/health").status_code == 200
 
-        wait_for("the gateway", healthy, timeout)
-        for agent_id in agent_ids:
-            self.wait_agent(agent_id, "up", timeout)
+        try:
+            wait_for("the gateway", healthy, timeout)
+            for agent_id in agent_ids:
+                self.wait_agent(agent_id, "up", timeout)
+        except TimeoutError as exc:
+            logs = "\n".join(f"--- {p.name}:\n{p.tail()}" for p in self.processes)
+            raise TimeoutError(f"{exc}\n{logs}") from exc
 
     def close(self) -> None:
         for process in reversed(self.processes):

@@ -165,3 +165,15 @@ def test_every_event_of_a_task_is_in_the_audit_exactly_once(stack: Stack) -> Non
     lifecycle = stack.client.get(f"/api/v1/tasks/{task_id}").json()
     assert lifecycle["state"]["status"] == "succeeded"
     assert [e["type"] for e in lifecycle["lifecycle"]][0] == "TaskSubmitted"
+
+
+def test_the_audit_holds_events_not_the_streams_internal_topics(stack: Stack) -> None:
+    stack.exec(AGENT, "apptest", "helloword", {"my": "x"})  # the task table's changelog moves
+    topics = {str(t) for [t] in stack.audit("SELECT DISTINCT topic FROM events")}
+    prefix = stack.settings.topic_prefix
+    assert topics, "the watcher stored nothing"
+    assert all(
+        t.removeprefix(prefix).split(".")[0]
+        in {"commands", "tasks", "results", "heartbeats", "agents", "dlq", "dispatch"}
+        for t in topics
+    ), topics
