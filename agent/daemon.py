@@ -76,7 +76,9 @@ class Agent:
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        # The topic before the first heartbeat: once up, the streams may dispatch to it.
         ensure_dispatch_topic(self.settings, self.agent_id)
+        log.info("agent %s: dispatch topic ready", self.agent_id)
         if self.forkserver is not None:
             try:
                 self.forkserver.start()
@@ -93,6 +95,7 @@ class Agent:
             daemon=True,
         )
         beats.start()
+        log.info("agent %s: heartbeats every %ss", self.agent_id, self.settings.heartbeat_s)
         pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="task")
         consumer = make_consumer(self.settings, f"elves-agent-{self.agent_id}")
         consumer.subscribe([self.settings.dispatch_topic(self.agent_id)])

@@ -111,9 +111,18 @@ class Stack:
         response = self.client.get(f"/api/v1/agents/{agent_id}")
         return str(response.json()["status"]) if response.status_code == 200 else None
 
+    def alive(self) -> bool:
+        """True while every part runs; raises with the log of the first that exited."""
+        for process in self.processes:
+            if process.popen.poll() is not None and process.popen.returncode not in (0, -15):
+                raise RuntimeError(f"{process.name} exited: {process.tail()}")
+        return True
+
     def wait_agent(self, agent_id: str, status: str = "up", timeout: float = 30) -> None:
         wait_for(
-            f"agent {agent_id} {status}", lambda: self.agent_status(agent_id) == status, timeout
+            f"agent {agent_id} {status}",
+            lambda: self.alive() and self.agent_status(agent_id) == status,
+            timeout,
         )
 
     def exec(
@@ -146,10 +155,7 @@ class Stack:
             self.spawn_agent(agent_id)
 
         def healthy() -> bool:
-            for process in self.processes:
-                if process.popen.poll() is not None:
-                    raise RuntimeError(f"{process.name} exited: {process.tail()}")
-            return self.client.get("/health").status_code == 200
+            return self.alive() and self.client.get("/health").status_code == 200
 
         try:
             wait_for("the gateway", healthy, timeout)

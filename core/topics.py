@@ -59,7 +59,7 @@ def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CORE_TOPICS
     created = []
     for name, future in admin.create_topics(wanted, operation_timeout=10).items():
         try:
-            future.result()
+            future.result(timeout=60)  # never hang a starting process on a silent broker
             created.append(name)
         except KafkaException as exc:
             # Another process may have created it between our listing and our request.
