@@ -184,6 +184,177 @@ class AgentDown:
     missed: int
 
 
+# --- Queues: commands on `commands` (keyed by queue id), derived events on `queues`. ---
+
+
+def _as_tuple(event: object, name: str) -> None:
+    """Decoded Avro arrays (and JSON rows) arrive as lists; a frozen event keeps a tuple."""
+    object.__setattr__(event, name, tuple(getattr(event, name)))
+
+
+@dataclass(frozen=True)
+class CreateQueue:
+    """A client asks for a new, open queue of one app's tasks."""
+
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    app: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class AddQueueTask:
+    """A client adds a task to an open queue; it runs once its dependencies allow it."""
+
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    task_id: str
+    agent_id: str
+    func: str
+    params: str  # JSON text, as ELVES' `param`
+    timeout_s: int
+    mode: str = "NP"  # NP or P (P: the result also goes to the app's processor)
+    depends_on: tuple[str, ...] = ()  # ids of tasks added to the same queue before this one
+    run_if: str = "all_succeeded"  # or all_done: run once every dependency ended, however
+    max_attempts: int = 1
+    backoff_s: int = 0  # wait before attempt n+1: backoff_s * 2**(n-1)
+    proxy: str | None = None
+
+    def __post_init__(self) -> None:
+        _as_tuple(self, "depends_on")
+
+
+@dataclass(frozen=True)
+class CommitQueue:
+    event_id: str
+    occurred_at: int
+    queue_id: str
+
+
+@dataclass(frozen=True)
+class StopQueue:
+    event_id: str
+    occurred_at: int
+    queue_id: str
+
+
+@dataclass(frozen=True)
+class QueueCreated:
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    app: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class QueueTaskAdded:
+    """An accepted `AddQueueTask`, field for field: the queue's log alone rebuilds the graph."""
+
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    task_id: str
+    agent_id: str
+    func: str
+    params: str
+    timeout_s: int
+    mode: str = "NP"
+    depends_on: tuple[str, ...] = ()
+    run_if: str = "all_succeeded"
+    max_attempts: int = 1
+    backoff_s: int = 0
+    proxy: str | None = None
+
+    def __post_init__(self) -> None:
+        _as_tuple(self, "depends_on")
+
+
+@dataclass(frozen=True)
+class QueueCommitted:
+    event_id: str
+    occurred_at: int
+    queue_id: str
+
+
+@dataclass(frozen=True)
+class QueueCommandRejected:
+    """A queue command broke a rule; nothing else happened. `code` is stable (412.x, 403.x)."""
+
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    command: str  # the command's record name, e.g. AddQueueTask
+    command_id: str  # the command's event_id, so a waiting caller or an audit query finds it
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class QueueTaskReady:
+    """One attempt of a queue task may run now: the wiring turns it into a dispatch."""
+
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    task_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class QueueTaskRetryScheduled:
+    """An attempt failed with attempts left: `attempt` (the next one) is due at `due_at`."""
+
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    task_id: str
+    attempt: int
+    due_at: int
+
+
+@dataclass(frozen=True)
+class RetryDue:
+    """The streams' clock saw a scheduled retry come due (a fact, like `DeadlinePassed`)."""
+
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    task_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class QueueTaskSkipped:
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    task_id: str
+    cause: str  # e.g. "dependency a failed"
+
+
+@dataclass(frozen=True)
+class QueueTaskCancelled:
+    """A stop ended the task. `was_running`: it may be live on its agent, so send a kill."""
+
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    task_id: str
+    attempt: int  # the attempt to kill (0: never dispatched)
+    was_running: bool
+
+
+@dataclass(frozen=True)
+class QueueFinished:
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    status: str  # succeeded | failed | stopped
+
+
 Event = (
     TaskSubmitted
     | TaskAccepted
@@ -198,6 +369,20 @@ Event = (
     | Heartbeat
     | AgentUp
     | AgentDown
+    | CreateQueue
+    | AddQueueTask
+    | CommitQueue
+    | StopQueue
+    | QueueCreated
+    | QueueTaskAdded
+    | QueueCommitted
+    | QueueCommandRejected
+    | QueueTaskReady
+    | QueueTaskRetryScheduled
+    | RetryDue
+    | QueueTaskSkipped
+    | QueueTaskCancelled
+    | QueueFinished
 )
 
 # The explicit registry: Avro record name -> class. A new event is added here and in avro/.
@@ -217,5 +402,19 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Heartbeat,
         AgentUp,
         AgentDown,
+        CreateQueue,
+        AddQueueTask,
+        CommitQueue,
+        StopQueue,
+        QueueCreated,
+        QueueTaskAdded,
+        QueueCommitted,
+        QueueCommandRejected,
+        QueueTaskReady,
+        QueueTaskRetryScheduled,
+        RetryDue,
+        QueueTaskSkipped,
+        QueueTaskCancelled,
+        QueueFinished,
     )
 }

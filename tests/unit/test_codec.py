@@ -25,6 +25,8 @@ def sample(cls: type) -> object:
             values[f.name] = True
         elif "Mapping" in str(f.type):
             values[f.name] = {"apptest": "1.0"}
+        elif "tuple" in str(f.type):
+            values[f.name] = ("a", "b")
         else:
             values[f.name] = f"{f.name}-value"
     return cls(**values)
