@@ -1,0 +1,269 @@
+"""The queue state and its fold: what a queue is after a stream of events.
+
+`apply` folds one event (a command's derived events, a task's outcome, ...) into a
+`QueueState`; it ignores what does not fit the state, so a duplicate or late event changes
+nothing. `fold_until` gives the state as of a time (time travel). The rules that derive events
+live in `model.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Literal, assert_never
+
+from elves.schemas.events import (
+    AddQueueTask,
+    CommitQueue,
+    CreateQueue,
+    Event,
+    QueueCommitted,
+    QueueCreated,
+    QueueFinished,
+    QueueTaskAdded,
+    QueueTaskCancelled,
+    QueueTaskReady,
+    QueueTaskRetryScheduled,
+    QueueTaskSkipped,
+    StopQueue,
+    TaskFailed,
+    TaskRejected,
+    TaskStarted,
+    TaskSucceeded,
+    TaskTimedOut,
+)
+
+QueueStatus = Literal["open", "committed", "running", "succeeded", "failed", "stopped"]
+TaskStatus = Literal[
+    "pending",
+    "ready",
+    "running",
+    "retrying",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "skipped",
+    "cancelled",
+]
+QUEUE_FINAL: frozenset[str] = frozenset({"succeeded", "failed", "stopped"})
+TASK_FINAL: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "skipped", "cancelled"})
+_QUEUE_ENDS: dict[str, QueueStatus] = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "stopped": "stopped",
+}
+LIVE: frozenset[str] = frozenset({"ready", "running"})  # dispatched, or about to be
+MODES = ("NP", "P")
+RUN_IF = ("all_succeeded", "all_done")
+NO_TASKS: Mapping[str, str] = MappingProxyType({})
+
+Command = CreateQueue | AddQueueTask | CommitQueue | StopQueue
+Outcome = TaskSucceeded | TaskFailed | TaskTimedOut | TaskRejected
+
+# How a skip names what its dependency became.
+_ENDED = {
+    "failed": "failed",
+    "timed_out": "timed out",
+    "skipped": "was skipped",
+    "cancelled": "was cancelled",
+}
+
+
+@dataclass(frozen=True)
+class QueueTask:
+    task_id: str
+    agent_id: str
+    func: str
+    params: str
+    timeout_s: int
+    mode: str
+    depends_on: tuple[str, ...]
+    run_if: str
+    max_attempts: int
+    backoff_s: int
+    proxy: str | None
+    added_id: str  # the QueueTaskAdded's id: a redelivered add derives it again
+    status: TaskStatus = "pending"
+    attempt: int = 0  # the latest attempt made ready; 0 before the first
+    retry_due_at: int = 0  # while retrying: when attempt + 1 may run
+    worker_flag: int | None = None
+    worker_message: str = ""
+    worker_costtime: int = 0
+    cause: str = ""  # why it was skipped, cancelled, or why its last attempt did not succeed
+
+    @property
+    def final(self) -> bool:
+        return self.status in TASK_FINAL
+
+
+@dataclass(frozen=True)
+class QueueState:
+    queue_id: str
+    app: str
+    name: str
+    # The ids of the events that created, committed and ended the queue: a redelivered
+    # command derives the same id again, so it is known and decides nothing new.
+    created_id: str
+    status: QueueStatus = "open"
+    # In the order they were added. Never mutated: `apply` builds a new mapping (a plain dict,
+    # so that `dataclasses.asdict` and a JSON table value take it as it is).
+    tasks: Mapping[str, QueueTask] = field(default_factory=dict)
+    committed_id: str = ""
+    finished_id: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.status in QUEUE_FINAL
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> QueueState:
+        """The state back from `dataclasses.asdict` (through JSON, whose lists were tuples)."""
+        tasks = {
+            task_id: QueueTask(**{**task, "depends_on": tuple(task["depends_on"])})
+            for task_id, task in raw["tasks"].items()
+        }
+        return cls(**{**raw, "tasks": tasks})
+
+
+def _open_attempt(state: QueueState | None, outcome: Outcome) -> QueueTask | None:
+    """The queue task an outcome ends, or None when it is late, repeated or not ours."""
+    if state is None or state.final:
+        return None
+    task = state.tasks.get(outcome.task_id)
+    if task is None or task.status not in LIVE:
+        return None
+    if isinstance(outcome, TaskRejected):
+        # Refused before it ran (agent offline, ...): it carries no attempt, and ends this one.
+        return task if task.status == "ready" else None
+    return task if outcome.attempt == task.attempt else None
+
+
+def retry_delay_ms(task: QueueTask) -> int:
+    """Exponential backoff after attempt `task.attempt` failed."""
+    return task.backoff_s * 1000 * (1 << (task.attempt - 1))
+
+
+# --- The fold ---
+
+
+def _with_task(state: QueueState, task: QueueTask) -> QueueState:
+    return replace(state, tasks={**state.tasks, task.task_id: task})
+
+
+def _record(state: QueueState, task: QueueTask, outcome: Outcome) -> QueueState:
+    """A task's attempt ended: keep what it reported, and end the task unless a retry follows."""
+    last_try = task.attempt >= task.max_attempts
+    match outcome:
+        case TaskSucceeded():
+            ended = replace(
+                task,
+                status="succeeded",
+                worker_flag=outcome.worker_flag,
+                worker_message=outcome.worker_message,
+                worker_costtime=outcome.worker_costtime,
+                cause="",
+            )
+        case TaskFailed():
+            ended = replace(
+                task,
+                status="failed" if last_try else "retrying",
+                worker_flag=outcome.worker_flag,
+                worker_message=outcome.worker_message,
+                worker_costtime=outcome.worker_costtime,
+                cause=f"attempt {task.attempt} failed",
+            )
+        case TaskTimedOut():
+            ended = replace(
+                task,
+                status="timed_out" if last_try else "retrying",
+                worker_flag=-1,
+                cause=f"attempt {task.attempt} timed out",
+            )
+        case TaskRejected():
+            ended = replace(
+                task,
+                status="failed" if last_try else "retrying",
+                worker_flag=-1,
+                cause=f"attempt {task.attempt} refused: [{outcome.code}] {outcome.reason}",
+            )
+        case _:
+            assert_never(outcome)
+    if ended.status == "retrying":
+        ended = replace(ended, retry_due_at=outcome.occurred_at + retry_delay_ms(task))
+    return _started(_with_task(state, ended))
+
+
+def _started(state: QueueState) -> QueueState:
+    return replace(state, status="running") if state.status == "committed" else state
+
+
+def apply(state: QueueState | None, event: Event) -> QueueState | None:
+    """Fold one event into the state. What does not fit the state (a duplicate, a late result,
+    another queue's task) changes nothing."""
+    if state is not None:
+        return _apply(state, event)
+    if isinstance(event, QueueCreated):
+        return QueueState(event.queue_id, event.app, event.name, created_id=event.event_id)
+    return None
+
+
+def _apply(state: QueueState, event: Event) -> QueueState:
+    task = state.tasks.get(getattr(event, "task_id", ""))
+    match event:
+        case QueueTaskAdded() if task is None and state.status == "open":
+            return _with_task(
+                state,
+                QueueTask(
+                    task_id=event.task_id,
+                    agent_id=event.agent_id,
+                    func=event.func,
+                    params=event.params,
+                    timeout_s=event.timeout_s,
+                    mode=event.mode,
+                    depends_on=event.depends_on,
+                    run_if=event.run_if,
+                    max_attempts=event.max_attempts,
+                    backoff_s=event.backoff_s,
+                    proxy=event.proxy,
+                    added_id=event.event_id,
+                ),
+            )
+        case QueueCommitted() if state.status == "open":
+            return replace(state, status="committed", committed_id=event.event_id)
+        case QueueTaskReady() if task is not None and task.status in ("pending", "retrying"):
+            if event.attempt == task.attempt + 1:
+                return _with_task(
+                    state, replace(task, status="ready", attempt=event.attempt, retry_due_at=0)
+                )
+        case TaskStarted() if task is not None and task.status == "ready":
+            if event.attempt == task.attempt:
+                return _started(_with_task(state, replace(task, status="running")))
+        case TaskSucceeded() | TaskFailed() | TaskTimedOut() | TaskRejected():
+            if task is not None and _open_attempt(state, event) is task:
+                return _record(state, task, event)
+        case QueueTaskRetryScheduled() if task is not None and task.status == "retrying":
+            if event.attempt == task.attempt + 1:
+                return _with_task(state, replace(task, retry_due_at=event.due_at))
+        case QueueTaskSkipped() if task is not None and task.status == "pending":
+            return _with_task(state, replace(task, status="skipped", cause=event.cause))
+        case QueueTaskCancelled() if task is not None and not task.final:
+            return _with_task(state, replace(task, status="cancelled", cause="queue stopped"))
+        case QueueFinished() if not state.final and event.status in _QUEUE_ENDS:
+            return replace(state, status=_QUEUE_ENDS[event.status], finished_id=event.event_id)
+    return state
+
+
+def fold(events: Iterable[Event], state: QueueState | None = None) -> QueueState | None:
+    for event in events:
+        state = apply(state, event)
+    return state
+
+
+def fold_until(events: Iterable[Event], as_of_ms: int) -> QueueState | None:
+    """The queue as it stood at `as_of_ms`: only the events that had occurred by then.
+
+    Events are taken in log order and filtered by their own time (a task's outcome carries the
+    agent's), so an event the log holds out of time order is left out, not reordered.
+    """
+    return fold(e for e in events if e.occurred_at <= as_of_ms)
