@@ -38,6 +38,8 @@ class TaskSubmitted:
     proxy: str | None = None
     mode: str = "CSNP"
     requested_by: str | None = None
+    queue_id: str | None = None  # since v2
+    attempt: int = 1  # since v2: a retry submits the same task again
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class TaskRejected:
     agent_id: str
     code: str
     reason: str
+    queue_id: str | None = None  # since v2
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class TaskSucceeded:
     worker_flag: int
     worker_message: str
     worker_costtime: int
+    queue_id: str | None = None  # since v2
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ class TaskFailed:
     worker_flag: int
     worker_message: str
     worker_costtime: int
+    queue_id: str | None = None  # since v2
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,7 @@ class TaskTimedOut:
     attempt: int
     agent_id: str
     deadline_at: int
+    queue_id: str | None = None  # since v2
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ class TaskState:
     worker_message: str = ""
     worker_costtime: int = 0
     reason: str = ""
+    queue_id: str | None = None  # a queue task's queue: its outcomes are copied to it
 
     @property
     def final(self) -> bool:
@@ -71,6 +72,7 @@ def _reject(cmd: TaskSubmitted, code: str, reason: str) -> list[Event]:
             agent_id=cmd.agent_id,
             code=code,
             reason=reason,
+            queue_id=cmd.queue_id,
         )
     ]
 
@@ -100,7 +102,7 @@ def decide_submit(
     now: int,
     limits: Limits,
 ) -> list[Event]:
-    if state is not None:
+    if state is not None and not (state.final and cmd.attempt > state.attempt):
         return []  # the same task id again: already decided, nothing new happens
     error = validation_error(cmd, limits)
     if error is not None:
@@ -110,6 +112,21 @@ def decide_submit(
     if agent == "down":
         return _reject(cmd, "414.1", f"agent offline: {cmd.agent_id}")
     deadline = now + cmd.timeout_s * 1000 + limits.grace_ms
+    dispatched = TaskDispatched(
+        event_id=derived_id(cmd.event_id, f"dispatched:{cmd.attempt}"),
+        occurred_at=now,
+        task_id=cmd.task_id,
+        attempt=cmd.attempt,
+        agent_id=cmd.agent_id,
+        app=cmd.app,
+        func=cmd.func,
+        params=cmd.params,
+        timeout_s=cmd.timeout_s,
+        deadline_at=deadline,
+        proxy=cmd.proxy,
+    )
+    if state is not None:
+        return [dispatched]  # a retry: the task was accepted with its first attempt
     return [
         TaskAccepted(
             event_id=derived_id(cmd.event_id, "accepted"),
@@ -120,19 +137,7 @@ def decide_submit(
             func=cmd.func,
             deadline_at=deadline,
         ),
-        TaskDispatched(
-            event_id=derived_id(cmd.event_id, "dispatched:1"),
-            occurred_at=now,
-            task_id=cmd.task_id,
-            attempt=1,
-            agent_id=cmd.agent_id,
-            app=cmd.app,
-            func=cmd.func,
-            params=cmd.params,
-            timeout_s=cmd.timeout_s,
-            deadline_at=deadline,
-            proxy=cmd.proxy,
-        ),
+        dispatched,
     ]
 
 
@@ -149,6 +154,7 @@ def decide_result(state: TaskState | None, result: TaskResultReported) -> list[E
                 attempt=result.attempt,
                 agent_id=result.agent_id,
                 deadline_at=state.deadline_at,
+                queue_id=state.queue_id,
             )
         ]
     common = {
@@ -160,6 +166,7 @@ def decide_result(state: TaskState | None, result: TaskResultReported) -> list[E
         "worker_flag": result.worker_flag,
         "worker_message": result.worker_message,
         "worker_costtime": result.worker_costtime,
+        "queue_id": state.queue_id,
     }
     if result.worker_flag == 1:
         return [TaskSucceeded(**common)]  # type: ignore[arg-type]
@@ -177,6 +184,7 @@ def decide_deadline(state: TaskState | None, passed: DeadlinePassed) -> list[Eve
             attempt=state.attempt,
             agent_id=state.agent_id,
             deadline_at=state.deadline_at,
+            queue_id=state.queue_id,
         )
     ]
 
@@ -200,18 +208,37 @@ def overdue(states: Iterable[TaskState], now: int) -> list[DeadlinePassed]:
 def apply(state: TaskState | None, event: Event) -> TaskState | None:
     match event:
         case TaskSubmitted() if state is None:
-            return TaskState(event.task_id, event.agent_id, event.app, event.func, "accepted")
+            return TaskState(
+                event.task_id,
+                event.agent_id,
+                event.app,
+                event.func,
+                "accepted",
+                queue_id=event.queue_id,
+            )
         case TaskAccepted():
             base = state or TaskState(
                 event.task_id, event.agent_id, event.app, event.func, "accepted"
             )
             return replace(base, status="accepted", deadline_at=event.deadline_at)
         case TaskRejected():
-            base = state or TaskState(event.task_id, event.agent_id, "", "", "rejected")
+            base = state or TaskState(
+                event.task_id, event.agent_id, "", "", "rejected", queue_id=event.queue_id
+            )
             return replace(base, status="rejected", reason=f"[{event.code}] {event.reason}")
-        case TaskDispatched() if state is not None and not state.final:
+        case TaskDispatched() if state is not None and (
+            not state.final or event.attempt > state.attempt
+        ):
+            # A retry reopens a final task with its next attempt.
             return replace(
-                state, status="dispatched", attempt=event.attempt, deadline_at=event.deadline_at
+                state,
+                status="dispatched",
+                attempt=event.attempt,
+                deadline_at=event.deadline_at,
+                worker_flag=None,
+                worker_message="",
+                worker_costtime=0,
+                reason="",
             )
         case TaskStarted() if state is not None and state.status == "dispatched":
             if event.attempt == state.attempt:

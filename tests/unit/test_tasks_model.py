@@ -160,3 +160,29 @@ def test_a_worker_killed_at_its_timeout_ends_the_task_timed_out() -> None:
     assert isinstance(event, TaskTimedOut)
     final = model.apply(state, event)
     assert final is not None and final.status == "timed_out" and final.worker_flag == -1
+
+
+def test_a_queue_task_carries_its_queue_to_its_outcome() -> None:
+    cmd = submit(queue_id="q1")
+    state = model.fold([cmd, *model.decide_submit(None, cmd, "up", NOW, LIMITS)])
+    assert state is not None and state.queue_id == "q1"
+    [ok] = model.decide_result(state, result(1))
+    assert isinstance(ok, TaskSucceeded) and ok.queue_id == "q1"
+    [rejected] = model.decide_submit(None, submit(queue_id="q1"), "down", NOW, LIMITS)
+    assert isinstance(rejected, TaskRejected) and rejected.queue_id == "q1"
+
+
+def test_a_retry_submits_the_next_attempt_of_a_final_task() -> None:
+    state = accepted_state()
+    [failed] = model.decide_result(state, result(0))
+    state = model.apply(state, failed)
+    assert state is not None and state.status == "failed"
+    retry = submit(event_id="e2", attempt=2)
+    [dispatched] = model.decide_submit(state, retry, "up", NOW + 1000, LIMITS)
+    assert isinstance(dispatched, TaskDispatched) and dispatched.attempt == 2
+    state = model.apply(state, dispatched)
+    assert state is not None and state.status == "dispatched" and state.worker_flag is None
+    assert model.decide_submit(state, retry, "up", NOW + 2000, LIMITS) == []  # not while open
+    assert model.decide_result(state, result(1, attempt=1)) == []  # the old attempt is over
+    [ok] = model.decide_result(state, result(1, attempt=2, event_id="r2"))
+    assert isinstance(ok, TaskSucceeded) and ok.attempt == 2

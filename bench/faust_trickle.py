@@ -1,0 +1,165 @@
+"""Faust task_lifecycle latency under a steady trickle of submissions.
+
+Starts its own broker (infra/kafka.sh) and streams worker (`python -m elves.cli streams`), makes
+a fake agent "ghost" up with one heartbeat, then produces N TaskSubmitted commands at a fixed
+rate and reads each dispatch back from dispatch.ghost. Per task it splits the latency at the
+decision timestamp (`TaskDispatched.occurred_at`, set by the worker):
+
+    in->decide   produce (this process) -> the worker's decision
+    decide->out  the worker's decision -> this process receives the dispatch
+
+and prints p50/p95/p99/max for both halves and the total, then stops it all.
+
+    .venv/bin/python bench/faust_trickle.py [-n 500] [--rate 100] [--runs 1]
+        [--kafka 127.0.0.1:19592] [--fetch-wait-ms 1] [--child-env K=V ...]
+
+`--child-env` passes extra environment to the streams worker only (for A/B experiments).
+The ghost never runs anything, so every task stays open for the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import TopicPartition
+
+from elves.config import Settings
+from elves.kafka import consumer, producer
+from elves.local import Stack, env_for, free_port, wait_for
+from elves.schemas.codec import CODEC
+from elves.schemas.events import Heartbeat, TaskSubmitted, new_id
+from elves.topics import ensure_dispatch_topic, ensure_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT = "ghost"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def line(name: str, values: list[float]) -> str:
+    return (
+        f"  {name:<12} p50 {pct(values, 0.5):7.1f}  p95 {pct(values, 0.95):7.1f}  "
+        f"p99 {pct(values, 0.99):7.1f}  max {max(values):7.1f}  ms"
+    )
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def run_once(s: Settings, n: int, rate: float, fetch_wait_ms: int, run: int) -> None:
+    prod = producer(s)
+    cons = consumer(s, f"trickle-{uuid.uuid4().hex}", **{"fetch.wait.max.ms": fetch_wait_ms})
+    cons.assign([TopicPartition(s.dispatch_topic(AGENT), 0, -1)])  # only what comes from now on
+    # Let the assignment settle (first fetch sets the position at the end of the log).
+    deadline = time.time() + 2
+    while time.time() < deadline:
+        cons.poll(0.05)
+    sent: dict[str, float] = {}
+    done = threading.Event()
+
+    def produce() -> None:
+        t0 = time.time()
+        for i in range(n):
+            delay = t0 + i / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            tid = uuid.uuid4().hex
+            sent[tid] = time.time()
+            event = TaskSubmitted(new_id(), now_ms(), tid, AGENT, "noop", "noop", "{}", 600)
+            prod.produce(s.topic("commands"), key=tid.encode(), value=CODEC.encode(event))
+            prod.poll(0)
+        prod.flush(10)
+        done.set()
+
+    writer = threading.Thread(target=produce, daemon=True)
+    t_start = time.time()
+    writer.start()
+    in_decide: list[float] = []
+    decide_out: list[float] = []
+    total: list[float] = []
+    limit = time.time() + n / rate + 30
+    while len(total) < n and time.time() < limit:
+        msg = cons.poll(0.05)
+        if msg is None or msg.error():
+            continue
+        got = time.time()
+        key = msg.key().decode()
+        if key not in sent:
+            continue
+        decided = CODEC.decode(msg.value()).occurred_at / 1000
+        in_decide.append((decided - sent[key]) * 1000)
+        decide_out.append((got - decided) * 1000)
+        total.append((got - sent[key]) * 1000)
+    wall = time.time() - t_start
+    writer.join(5)
+    cons.close()
+    print(f"run {run}: {len(total)}/{n} dispatches at {rate:g}/s in {wall:.1f} s")
+    if total:
+        print(line("in->decide", in_decide))
+        print(line("decide->out", decide_out))
+        print(line("total", total))
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--runs", type=int, default=1, help="measurements on the same worker")
+    parser.add_argument("--kafka", default="127.0.0.1:19592")
+    parser.add_argument("--fetch-wait-ms", type=int, default=1, help="the measuring consumer's")
+    parser.add_argument("--child-env", action="append", default=[], metavar="K=V")
+    args = parser.parse_args()
+
+    state = Path(tempfile.mkdtemp(prefix="faust-trickle-"))
+    s = Settings(
+        bootstrap=args.kafka,
+        topic_prefix=f"ft{uuid.uuid4().hex[:6]}.",
+        state_dir=state,
+        gateway_port=free_port(),
+        heartbeat_s=600.0,
+    )
+    subprocess.run(["bash", str(ROOT / "infra/kafka.sh"), "start"], check=True, env=env_for(s))
+    stack = Stack(s, None)  # type: ignore[arg-type]  # no gateway here
+    try:
+        ensure_topics(s)
+        ensure_dispatch_topic(s, AGENT)
+        extra = dict(kv.split("=", 1) for kv in args.child_env)
+        stack.spawn("streams", "streams", "--loglevel", "warn", **extra)
+        prod = producer(s)
+        beat = Heartbeat(new_id(), now_ms(), AGENT, "host", 600.0, now_ms(), {})
+        prod.produce(s.topic("heartbeats"), key=AGENT.encode(), value=CODEC.encode(beat))
+        prod.flush(10)
+        up = consumer(s, f"trickle-up-{uuid.uuid4().hex}")
+        up.assign([TopicPartition(s.topic("agents"), 0, 0)])
+        wait_for(
+            "the ghost agent up",
+            lambda: stack.alive() and (m := up.poll(0.2)) is not None and not m.error(),
+            90,
+        )
+        up.close()
+        print(f"streams pid {stack.processes[0].popen.pid}; child env {extra or '-'}")
+        for run in range(1, args.runs + 1):
+            run_once(s, args.n, args.rate, args.fetch_wait_ms, run)
+    finally:
+        for process in reversed(stack.processes):
+            process.stop()
+        subprocess.run(["bash", str(ROOT / "infra/kafka.sh"), "stop"], env=env_for(s))
+        if os.environ.get("TRICKLE_KEEP") is None:
+            subprocess.run(["rm", "-rf", str(state)])
+
+
+if __name__ == "__main__":
+    main()
