@@ -10,16 +10,17 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
-from confluent_kafka import Producer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from elves.api import queues
 from elves.api.audit import AuditStore
+from elves.api.gateway import Gateway, gateway, to_event
 from elves.api.listener import Listener
 from elves.api.openapi import OPENAPI
 from elves.api.requests import parse_instant, parse_json_body
@@ -29,7 +30,6 @@ from elves.errors import ElvesError, NotFound, TaskNotFound, TaskTimeout
 from elves.kafka import producer
 from elves.schemas.codec import CODEC
 from elves.schemas.events import (
-    EVENT_TYPES,
     Event,
     TaskRejected,
     TaskResultReported,
@@ -46,22 +46,8 @@ log = logging.getLogger("elves.api")
 REPLY_MARGIN_S = 2.0
 
 
-@dataclass
-class Gateway:
-    settings: Settings
-    producer: Producer
-    listener: Listener
-    store: AuditStore
-    watcher: Watcher
-
-
-def _gateway(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
-    return gw
-
-
 async def exec_instant(request: Request) -> JSONResponse:
-    gw = _gateway(request)
+    gw = gateway(request)
     req = parse_instant(parse_json_body(await request.body()), gw.settings)
     task_id = new_id()
     submitted_at = int(time.time() * 1000)
@@ -150,20 +136,13 @@ def _timings(submitted_at: int, seen: dict[str, int], outcome: Event) -> dict[st
     }
 
 
-def _to_event(row: dict[str, Any]) -> Event | None:
-    cls = EVENT_TYPES.get(str(row["type"]))
-    if cls is None:
-        return None
-    return cls(**row["payload"])
-
-
 async def get_task(request: Request) -> JSONResponse:
-    gw = _gateway(request)
+    gw = gateway(request)
     task_id = request.path_params["task_id"]
     rows = await asyncio.to_thread(gw.store.task_events, task_id)
     if not rows:
         raise TaskNotFound(f"no task with id {task_id}", task_id=task_id)
-    events = [e for e in (_to_event(r) for r in rows) if e is not None]
+    events = [e for e in (to_event(r) for r in rows) if e is not None]
     state = tasks.fold(events)
     return JSONResponse(
         {
@@ -177,12 +156,12 @@ async def get_task(request: Request) -> JSONResponse:
 
 
 async def list_agents(request: Request) -> JSONResponse:
-    gw = _gateway(request)
+    gw = gateway(request)
     return JSONResponse({"agents": [_agent_json(a) for a in gw.listener.agents()]})
 
 
 async def get_agent(request: Request) -> JSONResponse:
-    gw = _gateway(request)
+    gw = gateway(request)
     agent = gw.listener.agent(request.path_params["agent_id"])
     if agent is None:
         raise NotFound(f"no agent {request.path_params['agent_id']}")
@@ -196,7 +175,7 @@ def _agent_json(agent: Any) -> dict[str, Any]:
 
 
 async def audit(request: Request) -> JSONResponse:
-    gw = _gateway(request)
+    gw = gateway(request)
     if request.method == "POST":
         sql = str(parse_json_body(await request.body()).get("sql", ""))
     else:
@@ -213,7 +192,7 @@ def _plain(value: Any) -> Any:
 
 
 async def health(request: Request) -> JSONResponse:
-    gw = _gateway(request)
+    gw = gateway(request)
     return JSONResponse(
         {"status": "ok", "kafka": gw.settings.bootstrap, "audit": gw.settings.audit_dsn}
     )
@@ -258,6 +237,12 @@ ROUTES = [
     Route("/api/v1/agents", list_agents),
     Route("/api/v1/agents/{agent_id}", get_agent),
     Route("/api/v1/audit", audit, methods=["GET", "POST"]),
+    Route("/api/v1/queues", queues.create_queue, methods=["POST"]),
+    Route("/api/v1/queues/quick", queues.quick, methods=["POST"]),
+    Route("/api/v1/queues/{queue_id}", queues.get_queue),
+    Route("/api/v1/queues/{queue_id}/tasks", queues.add_task, methods=["POST"]),
+    Route("/api/v1/queues/{queue_id}/commit", queues.commit, methods=["POST"]),
+    Route("/api/v1/queues/{queue_id}/stop", queues.stop, methods=["POST"]),
 ]
 
 

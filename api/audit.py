@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -46,6 +46,7 @@ COLUMNS = (
     "task_id",
     "app",
     "payload",
+    "queue_id",
 )
 
 _DDL = """
@@ -61,10 +62,18 @@ CREATE TABLE IF NOT EXISTS {db}.events (
     task_id String,
     app String,
     payload String,
-    INDEX task_idx task_id TYPE bloom_filter(0.01) GRANULARITY 1
+    queue_id String,
+    INDEX task_idx task_id TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX queue_idx queue_id TYPE bloom_filter(0.01) GRANULARITY 1
 ) ENGINE = ReplacingMergeTree
 ORDER BY event_id
 """
+# Tables made before queues had no queue_id: add it (idempotent).
+_MIGRATIONS = (
+    "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS queue_id String",
+    "ALTER TABLE {db}.events ADD INDEX IF NOT EXISTS queue_idx queue_id "
+    "TYPE bloom_filter(0.01) GRANULARITY 1",
+)
 
 # Lifecycle order, for events of one task in the same millisecond.
 TYPE_ORDER = {
@@ -80,6 +89,30 @@ TYPE_ORDER = {
             "TaskSucceeded",
             "TaskFailed",
             "TaskTimedOut",
+        )
+    )
+}
+
+# Cause before effect, for events of one queue in the same millisecond: a derived event carries
+# the time of what it was derived from.
+QUEUE_TYPE_ORDER = {
+    name: rank
+    for rank, name in enumerate(
+        (
+            "QueueCreated",
+            "QueueTaskAdded",
+            "QueueCommitted",
+            "TaskSucceeded",
+            "TaskFailed",
+            "TaskTimedOut",
+            "TaskRejected",
+            "QueueTaskRetryScheduled",
+            "RetryDue",
+            "QueueTaskReady",
+            "QueueTaskSkipped",
+            "QueueTaskCancelled",
+            "QueueFinished",
+            "QueueCommandRejected",
         )
     )
 }
@@ -106,6 +139,7 @@ class AuditRow:
     task_id: str
     app: str
     payload: str  # JSON
+    queue_id: str = ""
 
 
 def _utc(millis: int) -> dt.datetime:
@@ -139,6 +173,8 @@ class AuditStore:
             self._writer = self._client(base, None, {})
             self._writer.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
             self._writer.command(_DDL.format(db=self.database))
+            for migration in _MIGRATIONS:
+                self._writer.command(migration.format(db=self.database))
             self._reader = self._client(base, self.database, READER_SETTINGS)
         except ClickHouseError as exc:
             owner = " (only one process may open a chDB path)" if self.embedded else ""
@@ -184,6 +220,7 @@ class AuditStore:
                     r.task_id,
                     r.app,
                     r.payload,
+                    r.queue_id,
                 ]
                 for r in fresh
             ]
@@ -220,10 +257,20 @@ class AuditStore:
 
     def task_events(self, task_id: str) -> list[dict[str, Any]]:
         """Every event of a task in the order it happened, JSON-ready (payload parsed)."""
+        return self._events_where("task_id", task_id, TYPE_ORDER)
+
+    def queue_events(self, queue_id: str) -> list[dict[str, Any]]:
+        """Every event of a queue (its own and its tasks' outcomes) in the order it happened."""
+        return self._events_where("queue_id", queue_id, QUEUE_TYPE_ORDER)
+
+    def _events_where(
+        self, column: str, value: str, order: Mapping[str, int]
+    ) -> list[dict[str, Any]]:
+        assert column in ("task_id", "queue_id")
         try:
             result = self._reader.query(
-                f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE task_id = {{t:String}}",
-                parameters={"t": task_id},
+                f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE {column} = {{v:String}}",
+                parameters={"v": value},
             )
         except ClickHouseError as exc:
             raise Unavailable(f"audit lookup failed: {exc}") from exc
@@ -234,7 +281,7 @@ class AuditStore:
         events.sort(
             key=lambda e: (
                 e["occurred_at"].replace(tzinfo=None),
-                TYPE_ORDER.get(e["type"], len(TYPE_ORDER)),
+                order.get(e["type"], len(order)),
                 e["topic"],
                 e["partition"],
                 e["offset"],

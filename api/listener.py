@@ -50,6 +50,7 @@ class Listener:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._pending: dict[str, Pending] = {}
+        self._answers: dict[str, Pending] = {}  # event id -> a command waiting for it
         self._agents: dict[str, agent_model.AgentState] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -72,6 +73,20 @@ class Listener:
             self._pending[task_id] = pending
         return pending
 
+    def expect_any(self, event_ids: frozenset[str]) -> Pending:
+        """A future for the first of these events to arrive (the answer to a command)."""
+        loop = asyncio.get_running_loop()
+        pending = Pending(loop.create_future(), loop)
+        with self._lock:
+            for event_id in event_ids:
+                self._answers[event_id] = pending
+        return pending
+
+    def forget_answers(self, event_ids: frozenset[str]) -> None:
+        with self._lock:
+            for event_id in event_ids:
+                self._answers.pop(event_id, None)
+
     def forget(self, task_id: str) -> None:
         with self._lock:
             self._pending.pop(task_id, None)
@@ -88,13 +103,18 @@ class Listener:
         """Outcome topics from their current end (asked now, so nothing later is missed);
         the compacted agent topics from their beginning."""
         s = self.settings
+        names = [s.topic(n) for n in ("tasks", "results", "queues", "heartbeats", "agents")]
+        deadline = time.monotonic() + 30
         meta = c.list_topics(timeout=10).topics
+        while any(n not in meta for n in names) and time.monotonic() < deadline:
+            time.sleep(0.2)  # topics made a moment ago may not be in the metadata yet
+            meta = c.list_topics(timeout=10).topics
         parts = []
-        for name in ("tasks", "results", "heartbeats", "agents"):
+        for name in ("tasks", "results", "queues", "heartbeats", "agents"):
             topic = s.topic(name)
             for p in meta[topic].partitions:
                 tp = TopicPartition(topic, p)
-                if name in ("tasks", "results"):
+                if name in ("tasks", "results", "queues"):
                     _, high = c.get_watermark_offsets(tp, timeout=10)
                     parts.append(TopicPartition(topic, p, high))
                 else:
@@ -120,6 +140,10 @@ class Listener:
             c.close()
 
     def _on_event(self, event: Event) -> None:
+        with self._lock:
+            answered = self._answers.get(event.event_id)
+        if answered is not None:
+            answered.loop.call_soon_threadsafe(_resolve, answered.future, event)
         if isinstance(event, Heartbeat | AgentUp | AgentDown):
             with self._lock:
                 new = agent_model.apply(self._agents.get(event.agent_id), event)

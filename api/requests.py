@@ -65,3 +65,73 @@ def parse_instant(body: dict[str, Any], settings: Settings) -> InstantRequest:
     if proxy is not None and not isinstance(proxy, str):
         raise WrongType("proxy must be a string", field="proxy")
     return InstantRequest(agent, app, func, params_text, timeout, proxy or None)
+
+
+def _params_text(body: dict[str, Any], settings: Settings) -> str:
+    params = body.get("params", {})
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except ValueError as exc:
+            raise BadJson("params is not valid JSON", field="params") from exc
+    if not isinstance(params, dict):
+        raise WrongType("params must be a JSON object", field="params")
+    text = json.dumps(params, separators=(",", ":"))
+    if len(text.encode()) > settings.max_params_bytes:
+        raise ParamsTooLarge(
+            f"params are larger than {settings.max_params_bytes} bytes", field="params"
+        )
+    return text
+
+
+def _int(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise WrongType(f"{name} must be a whole number from {low} to {high}", field=name)
+    return int(value)
+
+
+@dataclass(frozen=True)
+class QueueTaskRequest:
+    task_id: str | None
+    agent: str
+    func: str
+    params: str
+    timeout_s: int
+    mode: str
+    depends_on: tuple[str, ...]
+    run_if: str
+    max_attempts: int
+    backoff_s: int
+    proxy: str | None
+
+
+def parse_queue_task(body: dict[str, Any], settings: Settings) -> QueueTaskRequest:
+    """Types only; the queue fold judges the rest (modes, dependencies, cycles) with its codes."""
+    depends_on = body.get("depends_on", [])
+    if isinstance(depends_on, str):
+        depends_on = [depends_on]  # ELVES' depend_task_id: one parent
+    if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
+        raise WrongType("depends_on must be a list of task ids", field="depends_on")
+    task_id = body.get("task_id")
+    if task_id is not None and (not isinstance(task_id, str) or not task_id):
+        raise WrongType("task_id must be a non-empty string", field="task_id")
+    proxy = body.get("proxy")
+    if proxy is not None and not isinstance(proxy, str):
+        raise WrongType("proxy must be a string", field="proxy")
+    mode, run_if = body.get("mode", "NP"), body.get("run_if", "all_succeeded")
+    if not isinstance(mode, str) or not isinstance(run_if, str):
+        raise WrongType("mode and run_if are strings", field="mode")
+    return QueueTaskRequest(
+        task_id=task_id,
+        agent=_text(body, "agent"),
+        func=_text(body, "func"),
+        params=_params_text(body, settings),
+        timeout_s=_int(body, "timeout", settings.task_timeout_s, 1, MAX_TIMEOUT_S),
+        mode=mode,
+        depends_on=tuple(depends_on),
+        run_if=run_if,
+        max_attempts=_int(body, "max_attempts", 1, 1, 100),
+        backoff_s=_int(body, "backoff_s", 0, 0, 24 * 3600),
+        proxy=proxy or None,
+    )

@@ -74,12 +74,13 @@ def _row(
         agent_id=ids.get("agent_id", ""),
         task_id=ids.get("task_id", ""),
         app=ids.get("app", ""),
+        queue_id=ids.get("queue_id", ""),
         payload=json.dumps(payload, separators=(",", ":"), default=str),
     )
 
 
 def _ids(event: object) -> dict[str, str]:
-    return {k: str(getattr(event, k, "") or "") for k in ("agent_id", "task_id", "app")}
+    return {k: str(getattr(event, k, "") or "") for k in ("agent_id", "task_id", "app", "queue_id")}
 
 
 def to_row(msg: Message, dlq_topic: str) -> AuditRow:

@@ -58,7 +58,9 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def run_once(s: Settings, n: int, rate: float, fetch_wait_ms: int, run: int) -> None:
+def run_once(
+    s: Settings, n: int, rate: float, fetch_wait_ms: int, run: int, timeline: bool
+) -> None:
     prod = producer(s)
     cons = consumer(s, f"trickle-{uuid.uuid4().hex}", **{"fetch.wait.max.ms": fetch_wait_ms})
     cons.assign([TopicPartition(s.dispatch_topic(AGENT), 0, -1)])  # only what comes from now on
@@ -86,6 +88,7 @@ def run_once(s: Settings, n: int, rate: float, fetch_wait_ms: int, run: int) -> 
     writer = threading.Thread(target=produce, daemon=True)
     t_start = time.time()
     writer.start()
+    seq: list[tuple[float, float, float]] = []  # (sent offset s, in->decide, decide->out)
     in_decide: list[float] = []
     decide_out: list[float] = []
     total: list[float] = []
@@ -102,6 +105,7 @@ def run_once(s: Settings, n: int, rate: float, fetch_wait_ms: int, run: int) -> 
         in_decide.append((decided - sent[key]) * 1000)
         decide_out.append((got - decided) * 1000)
         total.append((got - sent[key]) * 1000)
+        seq.append((sent[key] - t_start, in_decide[-1], decide_out[-1]))
     wall = time.time() - t_start
     writer.join(5)
     cons.close()
@@ -110,6 +114,15 @@ def run_once(s: Settings, n: int, rate: float, fetch_wait_ms: int, run: int) -> 
         print(line("in->decide", in_decide))
         print(line("decide->out", decide_out))
         print(line("total", total))
+        if timeline:
+            for sec in range(int(n / rate) + 1):
+                part = [x for x in seq if sec <= x[0] < sec + 1]
+                if part:
+                    a, b = [x[1] for x in part], [x[2] for x in part]
+                    print(
+                        f"    t={sec:>3}s n={len(part):4d} in->decide p50 {pct(a, .5):6.1f} "
+                        f"max {max(a):6.1f} | decide->out p50 {pct(b, .5):6.1f} max {max(b):6.1f}"
+                    )
     sys.stdout.flush()
 
 
@@ -120,6 +133,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="measurements on the same worker")
     parser.add_argument("--kafka", default="127.0.0.1:19592")
     parser.add_argument("--fetch-wait-ms", type=int, default=1, help="the measuring consumer's")
+    parser.add_argument("--timeline", action="store_true", help="p50/max per second sent")
     parser.add_argument("--child-env", action="append", default=[], metavar="K=V")
     args = parser.parse_args()
 
@@ -152,7 +166,7 @@ def main() -> None:
         up.close()
         print(f"streams pid {stack.processes[0].popen.pid}; child env {extra or '-'}")
         for run in range(1, args.runs + 1):
-            run_once(s, args.n, args.rate, args.fetch_wait_ms, run)
+            run_once(s, args.n, args.rate, args.fetch_wait_ms, run, args.timeline)
     finally:
         for process in reversed(stack.processes):
             process.stop()

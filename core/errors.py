@@ -87,3 +87,15 @@ class Unavailable(ElvesError):
     code = "503.1"
     status = 503
     retriable = True
+
+
+class CommandRejected(ElvesError):
+    """The streams refused a command; the code is theirs (e.g. 412.5 a dependency cycle)."""
+
+    def __init__(self, code: str, message: str, **details: object) -> None:
+        super().__init__(message, **details)
+        self.code = code
+        family = code.split(".")[0]
+        self.status = {"412": 409, "403": 400}.get(family, 400)
+        if code == "412.1":
+            self.status = 404

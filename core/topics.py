@@ -6,6 +6,7 @@ with retention where it is history (the audit keeps that in ClickHouse).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -25,6 +26,7 @@ CORE_TOPICS = (
     TopicSpec("commands", partitions=4),
     TopicSpec("tasks", partitions=4),
     TopicSpec("results", partitions=4),
+    TopicSpec("queues", partitions=4),
     # One partition: liveness is decided by one stream instance that sees every agent.
     TopicSpec("heartbeats", partitions=1, compacted=True),
     TopicSpec("agents", partitions=1, compacted=True),
@@ -65,7 +67,22 @@ def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CORE_TOPICS
             # Another process may have created it between our listing and our request.
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
+    _wait_visible(admin, {t.topic for t in wanted})
     return created
+
+
+def _wait_visible(admin: AdminClient, names: set[str], timeout: float = 30.0) -> None:
+    """Return once the broker's metadata lists every topic: a created topic is not yet
+    in the metadata a moment later, and a consumer that asks then finds nothing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = admin.list_topics(timeout=10).topics
+        missing = {n for n in names if n not in listed or listed[n].error is not None}
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics still not in the metadata: {sorted(missing)}")
+        time.sleep(0.1)
 
 
 def ensure_dispatch_topic(settings: Settings, agent_id: str) -> None:

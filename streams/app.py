@@ -34,6 +34,7 @@ from elves.schemas.events import (
     TaskSubmitted,
 )
 from elves.streams.agents import model as agents
+from elves.streams.queues.wiring import QUEUE_COMMANDS, wire_queues
 from elves.streams.tasks import model as tasks
 
 log = logging.getLogger("elves.streams")
@@ -115,6 +116,8 @@ def build_app(settings: Settings) -> faust.App:
             },
         )
 
+    queues_topic = wire_queues(app, settings, limits, dead_letter, now_ms)
+
     async def emit(event: Event) -> None:
         data = CODEC.encode(event)
         if isinstance(event, TaskDispatched):
@@ -129,6 +132,10 @@ def build_app(settings: Settings) -> faust.App:
             await agents_topic.send(key=event.agent_id.encode(), value=data)
         else:
             await tasks_topic.send(key=event.task_id.encode(), value=data)  # type: ignore[union-attr]
+            queue_id = getattr(event, "queue_id", None)
+            if queue_id is not None:
+                # A queue task's outcome is its queue's input too, keyed by the queue.
+                await queues_topic.send(key=queue_id.encode(), value=data)
 
     def recovered() -> bool:
         """Tables restored from their changelogs: before that a clock would act on stale state."""
@@ -152,8 +159,8 @@ def build_app(settings: Settings) -> faust.App:
     async def task_lifecycle(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
             decoded = await decode(event)
-            if decoded is None:
-                continue
+            if decoded is None or isinstance(decoded, QUEUE_COMMANDS):
+                continue  # queue commands are the queue flow's
             task_id = getattr(decoded, "task_id", None)
             if task_id is None:
                 await dead_letter(event, f"unexpected {type(decoded).__name__} on a task topic")

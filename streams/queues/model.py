@@ -75,6 +75,7 @@ from elves.streams.queues.state import (
 
 # The rules are this module's; the state and its fold are state.py's, reached through here too.
 __all__ = [
+    "answer_ids",
     "decide",
     "decide_create",
     "field_error",
@@ -429,3 +430,20 @@ def _settle(state: QueueState, ended: str, source_id: str, now: int) -> list[Eve
             )
         )
     return events
+
+
+_ANSWERS = {
+    CreateQueue: "created",
+    AddQueueTask: "added",
+    CommitQueue: "committed",
+    StopQueue: "finished",
+}
+
+
+def answer_ids(command: Command) -> frozenset[str]:
+    """The ids of the events that answer a command: its success or its rejection.
+
+    A caller that sends a command can wait for these (ids derive from the command's own).
+    """
+    kind = _ANSWERS[type(command)]
+    return frozenset({derived_id(command.event_id, kind), derived_id(command.event_id, "rejected")})

@@ -3,6 +3,7 @@
 `crash` params: {"how": "exit" (default, os._exit) | "raise" (SystemExit), "code": N,
 "stdout": text printed first}. `falsy` returns ("false", "nope"). `noisy` prints N bytes of
 filler then the tags, for the output cap. `boom` raises an exception (false + traceback).
+`flaky` params {"marker": path}: false the first time, true after (for retries).
 """
 
 import os
@@ -25,6 +26,15 @@ class crasher:  # noqa: N801 - the contract: the class is named as the app
 
     def noisy(self, param: dict) -> tuple[str, str]:
         return "true", "x" * int(param.get("bytes", 1000))
+
+    def flaky(self, param: dict) -> tuple[str, str]:
+        """False the first time (it leaves a marker file), true from then on: for retries."""
+        marker = param["marker"]
+        if not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write("failed once")
+            return "false", "first try fails"
+        return "true", "second try works"
 
     def boom(self, param: dict) -> tuple[str, str]:
         raise RuntimeError("boom")

@@ -1,0 +1,163 @@
+"""Queue endpoints: each command is produced to Kafka and answered by the queue stream.
+
+A write waits for the event that answers its command (success or `QueueCommandRejected`, whose
+ids derive from the command's), so a client learns at once of a cycle or an unknown dependency.
+Reads fold the queue's events from the audit, up to `as_of` for the state at a past moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from dataclasses import asdict
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from elves.api.gateway import Gateway, gateway, to_event
+from elves.api.requests import parse_json_body, parse_queue_task
+from elves.errors import CommandRejected, MissingField, NotFound, TaskTimeout, WrongType
+from elves.schemas.codec import CODEC
+from elves.schemas.events import (
+    AddQueueTask,
+    CommitQueue,
+    CreateQueue,
+    Event,
+    QueueCommandRejected,
+    StopQueue,
+    new_id,
+)
+from elves.streams.queues import model as queues
+
+ANSWER_WAIT_S = 15.0
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+async def send(gw: Gateway, command: queues.Command) -> Event:
+    """Produce a queue command and wait for the event that answers it."""
+    answers = queues.answer_ids(command)
+    pending = gw.listener.expect_any(answers)
+    try:
+        gw.producer.produce(
+            gw.settings.topic("commands"),
+            key=command.queue_id.encode(),
+            value=CODEC.encode(command),
+        )
+        gw.producer.poll(0)
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(pending.future), ANSWER_WAIT_S)
+        except TimeoutError:
+            raise TaskTimeout(
+                f"the queue stream did not answer within {ANSWER_WAIT_S:.0f} s",
+                queue_id=command.queue_id,
+            ) from None
+    finally:
+        gw.listener.forget_answers(answers)
+    if isinstance(answer, QueueCommandRejected):
+        raise CommandRejected(answer.code, answer.reason, queue_id=command.queue_id)
+    return answer
+
+
+async def create_queue(request: Request) -> JSONResponse:
+    gw = gateway(request)
+    body = parse_json_body(await request.body())
+    app = body.get("app")
+    if not isinstance(app, str) or not app:
+        raise MissingField("missing field: app", field="app")
+    name = body.get("name", "")
+    queue_id = new_id()
+    await send(gw, CreateQueue(new_id(), _now(), queue_id, app, str(name)))
+    return JSONResponse({"queue_id": queue_id}, status_code=201)
+
+
+async def add_task(request: Request) -> JSONResponse:
+    gw = gateway(request)
+    task_id = await _add(gw, request.path_params["queue_id"], await request.body())
+    return JSONResponse({"task_id": task_id}, status_code=201)
+
+
+async def _add(gw: Gateway, queue_id: str, raw: bytes) -> str:
+    req = parse_queue_task(parse_json_body(raw), gw.settings)
+    task_id = req.task_id or new_id()
+    command = AddQueueTask(
+        event_id=new_id(),
+        occurred_at=_now(),
+        queue_id=queue_id,
+        task_id=task_id,
+        agent_id=req.agent,
+        func=req.func,
+        params=req.params,
+        timeout_s=req.timeout_s,
+        mode=req.mode,
+        depends_on=req.depends_on,
+        run_if=req.run_if,
+        max_attempts=req.max_attempts,
+        backoff_s=req.backoff_s,
+        proxy=req.proxy,
+    )
+    await send(gw, command)
+    return task_id
+
+
+async def commit(request: Request) -> JSONResponse:
+    gw = gateway(request)
+    queue_id = request.path_params["queue_id"]
+    await send(gw, CommitQueue(new_id(), _now(), queue_id))
+    return JSONResponse({"queue_id": queue_id, "status": "committed"})
+
+
+async def stop(request: Request) -> JSONResponse:
+    gw = gateway(request)
+    queue_id = request.path_params["queue_id"]
+    await send(gw, StopQueue(new_id(), _now(), queue_id))
+    return JSONResponse({"queue_id": queue_id, "status": "stopped"})
+
+
+async def quick(request: Request) -> JSONResponse:
+    """ELVES' qksqueue: create, add one task and commit, in one call."""
+    gw = gateway(request)
+    raw = await request.body()
+    body = parse_json_body(raw)
+    app = body.get("app")
+    if not isinstance(app, str) or not app:
+        raise MissingField("missing field: app", field="app")
+    queue_id = new_id()
+    await send(gw, CreateQueue(new_id(), _now(), queue_id, app, str(body.get("name", ""))))
+    task_id = await _add(gw, queue_id, raw)
+    await send(gw, CommitQueue(new_id(), _now(), queue_id))
+    return JSONResponse({"queue_id": queue_id, "task_id": task_id}, status_code=201)
+
+
+def _as_of(request: Request) -> int | None:
+    raw = request.query_params.get("as_of")
+    if raw is None:
+        return None
+    if raw.isdigit():
+        return int(raw)
+    try:
+        when = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise WrongType("as_of is Unix milliseconds or an ISO time", field="as_of") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
+
+async def get_queue(request: Request) -> JSONResponse:
+    gw = gateway(request)
+    queue_id = request.path_params["queue_id"]
+    as_of = _as_of(request)
+    rows = await asyncio.to_thread(gw.store.queue_events, queue_id)
+    events = [e for e in (to_event(r) for r in rows) if e is not None]
+    state = queues.fold(events) if as_of is None else queues.fold_until(events, as_of)
+    if state is None:
+        raise NotFound(f"no queue {queue_id}" + ("" if as_of is None else " at that time"))
+    data: dict[str, Any] = asdict(state)
+    data["tasks"] = list(data["tasks"].values())
+    data["as_of"] = as_of
+    return JSONResponse(data)

@@ -1,0 +1,166 @@
+"""Queues on the real broker: joins, skips, run-anyway, retries, rejections, time travel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from elves.local import Stack, wait_for
+
+from .conftest import AGENT
+
+
+def create(stack: Stack, app: str) -> str:
+    reply = stack.client.post("/api/v1/queues", json={"app": app})
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["queue_id"])
+
+
+def add(stack: Stack, queue_id: str, task_id: str, func: str, **extra: Any) -> Any:
+    body = {"task_id": task_id, "agent": AGENT, "func": func, "timeout": 30, **extra}
+    return stack.client.post(f"/api/v1/queues/{queue_id}/tasks", json=body)
+
+
+def commit(stack: Stack, queue_id: str) -> None:
+    reply = stack.client.post(f"/api/v1/queues/{queue_id}/commit")
+    assert reply.status_code == 200, reply.text
+
+
+def final(stack: Stack, queue_id: str, timeout: float = 60) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        reply = stack.client.get(f"/api/v1/queues/{queue_id}")
+        data = reply.json() if reply.status_code == 200 else {}
+        return data if data.get("status") in ("succeeded", "failed", "stopped") else None
+
+    result: dict[str, Any] = wait_for(f"queue {queue_id} to end", done, timeout)
+    return result
+
+
+def by_task(queue: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["task_id"]: t for t in queue["tasks"]}
+
+
+def times(stack: Stack, task_id: str, kind: str) -> int:
+    [[at]] = stack.audit(
+        "SELECT toUnixTimestamp64Milli(occurred_at) FROM events "
+        f"WHERE task_id = '{task_id}' AND type = '{kind}'"
+    )
+    return int(at)
+
+
+def test_a_diamond_runs_b_and_c_together_after_a_and_d_after_both(stack: Stack) -> None:
+    q = create(stack, "sleeper")
+    ids = {n: f"{q[:8]}-{n}" for n in "abcd"}
+    one = {"params": {"seconds": 1}}
+    assert add(stack, q, ids["a"], "sleep", **one).status_code == 201
+    assert add(stack, q, ids["b"], "sleep", depends_on=[ids["a"]], **one).status_code == 201
+    assert add(stack, q, ids["c"], "sleep", depends_on=[ids["a"]], **one).status_code == 201
+    assert (
+        add(stack, q, ids["d"], "sleep", depends_on=[ids["b"], ids["c"]], **one).status_code == 201
+    )
+    commit(stack, q)
+    queue = final(stack, q)
+    assert queue["status"] == "succeeded"
+    assert {t["status"] for t in queue["tasks"]} == {"succeeded"}
+    a_done = times(stack, ids["a"], "TaskSucceeded")
+    b_start, c_start = times(stack, ids["b"], "TaskStarted"), times(stack, ids["c"], "TaskStarted")
+    b_done, c_done = (
+        times(stack, ids["b"], "TaskSucceeded"),
+        times(stack, ids["c"], "TaskSucceeded"),
+    )
+    assert a_done <= b_start and a_done <= c_start
+    assert c_start < b_done and b_start < c_done  # B and C overlapped: they ran in parallel
+    assert times(stack, ids["d"], "TaskStarted") >= max(b_done, c_done)
+
+
+def test_a_failed_root_skips_its_dependents_and_the_queue_fails(stack: Stack) -> None:
+    q = create(stack, "crasher")
+    a, b, c, d = (f"{q[:8]}-{n}" for n in "abcd")
+    add(stack, q, a, "falsy")
+    add(stack, q, b, "noisy", depends_on=[a])
+    add(stack, q, c, "noisy", depends_on=[a])
+    add(stack, q, d, "noisy", depends_on=[b, c])
+    commit(stack, q)
+    queue = final(stack, q)
+    tasks = by_task(queue)
+    assert queue["status"] == "failed"
+    assert tasks[a]["status"] == "failed" and tasks[a]["worker_flag"] == 0
+    assert [tasks[t]["status"] for t in (b, c, d)] == ["skipped"] * 3
+    assert a in tasks[b]["cause"] and "failed" in tasks[b]["cause"]
+    assert "skipped" in tasks[d]["cause"]
+
+
+def test_run_if_all_done_runs_anyway(stack: Stack) -> None:
+    q = create(stack, "crasher")
+    a, d = f"{q[:8]}-a", f"{q[:8]}-d"
+    add(stack, q, a, "falsy")
+    add(stack, q, d, "noisy", depends_on=[a], run_if="all_done", params={"bytes": 3})
+    commit(stack, q)
+    tasks = by_task(final(stack, q))
+    assert tasks[a]["status"] == "failed"
+    assert tasks[d]["status"] == "succeeded" and tasks[d]["worker_message"] == "xxx"
+
+
+def test_a_task_that_fails_once_succeeds_on_its_second_attempt(
+    stack: Stack, tmp_path: Path
+) -> None:
+    q = create(stack, "crasher")
+    t = f"{q[:8]}-flaky"
+    add(stack, q, t, "flaky", params={"marker": str(tmp_path / "m")}, max_attempts=2)
+    commit(stack, q)
+    queue = final(stack, q)
+    task = by_task(queue)[t]
+    assert queue["status"] == "succeeded"
+    assert task["attempt"] == 2 and task["worker_message"] == "second try works"
+    rows = stack.audit(
+        f"SELECT type, count() FROM events WHERE task_id = '{t}' AND type IN "
+        "('TaskDispatched', 'TaskFailed', 'TaskSucceeded') GROUP BY type ORDER BY type"
+    )
+    assert rows == [["TaskDispatched", 2], ["TaskFailed", 1], ["TaskSucceeded", 1]]
+
+
+def test_bad_graphs_and_late_commands_are_rejected_with_stable_codes(stack: Stack) -> None:
+    q = create(stack, "apptest")
+    a = f"{q[:8]}-a"
+    cycle = add(stack, q, a, "helloword", depends_on=[a])
+    assert (cycle.status_code, cycle.json()["error"]["code"]) == (409, "412.5")
+    unknown = add(stack, q, a, "helloword", depends_on=["nope"])
+    assert unknown.json()["error"]["code"] == "412.4"
+    empty = stack.client.post(f"/api/v1/queues/{q}/commit")
+    assert empty.json()["error"]["code"] == "412.7"
+    assert add(stack, q, a, "helloword", params={"my": "x"}).status_code == 201
+    commit(stack, q)
+    late = add(stack, q, f"{q[:8]}-b", "helloword")
+    assert late.json()["error"]["code"] == "412.2"
+    missing = stack.client.post("/api/v1/queues/no-such-queue/commit")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "412.1")
+
+
+def test_the_as_of_view_is_the_state_at_that_moment(stack: Stack) -> None:
+    q = create(stack, "sleeper")
+    a, b = f"{q[:8]}-a", f"{q[:8]}-b"
+    add(stack, q, a, "sleep", params={"seconds": 0.5})
+    add(stack, q, b, "sleep", params={"seconds": 0.5}, depends_on=[a])
+    commit(stack, q)
+    final(stack, q)
+    a_done = times(stack, a, "TaskSucceeded")
+    before = stack.client.get(f"/api/v1/queues/{q}", params={"as_of": a_done - 1}).json()
+    after = stack.client.get(f"/api/v1/queues/{q}", params={"as_of": a_done}).json()
+    assert before["status"] in ("committed", "running")
+    assert by_task(before)[a]["status"] in ("ready", "running")
+    assert by_task(before)[b]["status"] == "pending"
+    assert by_task(after)[a]["status"] == "succeeded"
+    assert by_task(after)[b]["status"] == "ready"
+    nothing = stack.client.get(f"/api/v1/queues/{q}", params={"as_of": 1})
+    assert nothing.status_code == 404
+
+
+def test_quick_queue(stack: Stack) -> None:
+    reply = stack.client.post(
+        "/api/v1/queues/quick",
+        json={"app": "apptest", "agent": AGENT, "func": "helloword", "params": {"my": "q"}},
+    )
+    assert reply.status_code == 201, reply.text
+    queue = final(stack, reply.json()["queue_id"])
+    assert queue["status"] == "succeeded"
+    assert by_task(queue)[reply.json()["task_id"]]["worker_message"] == "q"
