@@ -30,6 +30,12 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import TopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+)
 
 from elves.config import Settings
 from elves.kafka import consumer, producer
@@ -58,12 +64,51 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def log_append_time(s: Settings, topics: list[str]) -> None:
+    """The broker stamps these topics' records on append: it splits each half at the broker."""
+    admin = AdminClient({"bootstrap.servers": s.bootstrap})
+    resources = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry(
+                    "message.timestamp.type",
+                    "LogAppendTime",
+                    incremental_operation=AlterConfigOpType.SET,
+                )
+            ],
+        )
+        for name in topics
+    ]
+    for future in admin.incremental_alter_configs(resources).values():
+        future.result(30)
+
+
+def cpu_s(pid: int) -> float:
+    """User+system CPU seconds of a process and its threads so far (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_once(
-    s: Settings, n: int, rate: float, fetch_wait_ms: int, run: int, timeline: bool
+    s: Settings,
+    n: int,
+    rate: float,
+    fetch_wait_ms: int,
+    run: int,
+    timeline: bool,
+    pids: dict[str, int],
 ) -> None:
     prod = producer(s)
     cons = consumer(s, f"trickle-{uuid.uuid4().hex}", **{"fetch.wait.max.ms": fetch_wait_ms})
-    cons.assign([TopicPartition(s.dispatch_topic(AGENT), 0, -1)])  # only what comes from now on
+    # Only what comes from now on: the dispatches, and the commands for their append times.
+    cmd_parts = [TopicPartition(s.topic("commands"), p, -1) for p in range(4)]
+    cons.assign([TopicPartition(s.dispatch_topic(AGENT), 0, -1), *cmd_parts])
+    appended: dict[str, float] = {}
     # Let the assignment settle (first fetch sets the position at the end of the log).
     deadline = time.time() + 2
     while time.time() < deadline:
@@ -86,12 +131,15 @@ def run_once(
         done.set()
 
     writer = threading.Thread(target=produce, daemon=True)
+    cpu0 = {name: cpu_s(pid) for name, pid in pids.items()}
+    load0 = os.getloadavg()[0]
     t_start = time.time()
     writer.start()
     seq: list[tuple[float, float, float]] = []  # (sent offset s, in->decide, decide->out)
     in_decide: list[float] = []
     decide_out: list[float] = []
     total: list[float] = []
+    legs: list[tuple[float, float, float, float]] = []
     limit = time.time() + n / rate + 30
     while len(total) < n and time.time() < limit:
         msg = cons.poll(0.05)
@@ -101,19 +149,40 @@ def run_once(
         key = msg.key().decode()
         if key not in sent:
             continue
+        if msg.topic() == s.topic("commands"):
+            appended[key] = msg.timestamp()[1] / 1000
+            continue
         decided = CODEC.decode(msg.value()).occurred_at / 1000
+        out_appended = msg.timestamp()[1] / 1000
         in_decide.append((decided - sent[key]) * 1000)
         decide_out.append((got - decided) * 1000)
         total.append((got - sent[key]) * 1000)
+        if key in appended:
+            legs.append(
+                (
+                    (appended[key] - sent[key]) * 1000,
+                    (decided - appended[key]) * 1000,
+                    (out_appended - decided) * 1000,
+                    (got - out_appended) * 1000,
+                )
+            )
         seq.append((sent[key] - t_start, in_decide[-1], decide_out[-1]))
     wall = time.time() - t_start
     writer.join(5)
     cons.close()
-    print(f"run {run}: {len(total)}/{n} dispatches at {rate:g}/s in {wall:.1f} s")
+    cpu = "  ".join(f"{k} {(cpu_s(p) - cpu0[k]) / wall * 100:.0f}%" for k, p in pids.items())
+    print(
+        f"run {run}: {len(total)}/{n} dispatches at {rate:g}/s in {wall:.1f} s;"
+        f" CPU {cpu}; load {load0:.1f}->{os.getloadavg()[0]:.1f}"
+    )
     if total:
         print(line("in->decide", in_decide))
         print(line("decide->out", decide_out))
         print(line("total", total))
+        names = ("produce->log", "log->decide", "decide->log", "log->receive")
+        print(f"  split at the broker's append time ({len(legs)} with both stamps):")
+        for i, name in enumerate(names):
+            print("  " + line(name, [x[i] for x in legs]))
         if timeline:
             for sec in range(int(n / rate) + 1):
                 part = [x for x in seq if sec <= x[0] < sec + 1]
@@ -150,6 +219,7 @@ def main() -> None:
     try:
         ensure_topics(s)
         ensure_dispatch_topic(s, AGENT)
+        log_append_time(s, [s.topic("commands"), s.dispatch_topic(AGENT)])
         extra = dict(kv.split("=", 1) for kv in args.child_env)
         stack.spawn("streams", "streams", "--loglevel", "warn", **extra)
         prod = producer(s)
@@ -164,9 +234,13 @@ def main() -> None:
             90,
         )
         up.close()
-        print(f"streams pid {stack.processes[0].popen.pid}; child env {extra or '-'}")
+        pids = {"streams": stack.processes[0].popen.pid}
+        broker = s.state_dir / "kafka" / "broker.pid"
+        if broker.exists():
+            pids["broker"] = int(broker.read_text())
+        print(f"pids {pids}; child env {extra or '-'}")
         for run in range(1, args.runs + 1):
-            run_once(s, args.n, args.rate, args.fetch_wait_ms, run, args.timeline)
+            run_once(s, args.n, args.rate, args.fetch_wait_ms, run, args.timeline, pids)
     finally:
         for process in reversed(stack.processes):
             process.stop()

@@ -62,6 +62,7 @@ def test_creates_the_table_with_its_columns(store: AuditStore) -> None:
         "task_id": "String",
         "app": "String",
         "payload": "String",
+        "queue_id": "String",
     }
 
 

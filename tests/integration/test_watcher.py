@@ -125,7 +125,7 @@ def test_every_event_of_every_topic_lands_once(
     admin = AdminClient({"bootstrap.servers": settings.bootstrap})
     mine = {t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)}
     assert mine == {settings.topic(n) for n in ("commands", "tasks", "results", "heartbeats")} | {
-        settings.topic(n) for n in ("agents", "dlq", "dispatch.agent-1")
+        settings.topic(n) for n in ("agents", "dlq", "queues", "dispatch.agent-1")
     }
 
 
