@@ -15,6 +15,7 @@ running forever), rather than the agent running an ops action twice.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import logging
 import signal
 import threading
@@ -26,20 +27,27 @@ from elves.agent.forkserver import ForkServer, ForkServerUnavailable
 from elves.agent.heartbeat import Heartbeater
 from elves.agent.identity import agent_id as load_agent_id
 from elves.agent.outbox import Outbox, Row
-from elves.agent.runner import FLAG_ERROR, Runner, RunResult, TaskSpec
+from elves.agent.runner import FLAG_ERROR, STOPPING, Runner, RunResult, TaskSpec
 from elves.config import Settings
 from elves.errors import DecodeError
 from elves.kafka import consumer as make_consumer
 from elves.kafka import dead_letter
 from elves.kafka import producer as make_producer
 from elves.schemas.codec import CODEC, event_name
-from elves.schemas.events import TaskDispatched, TaskResultReported, TaskStarted, derived_id
+from elves.schemas.events import (
+    TaskCancelRequested,
+    TaskDispatched,
+    TaskResultReported,
+    TaskStarted,
+    derived_id,
+)
 from elves.topics import ensure_dispatch_topic
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
 EXPIRED = "the dispatch reached the agent after its deadline; not run"
+CANCELLED = "cancelled: the center asked to stop it"
 
 
 def _now_ms() -> int:
@@ -70,6 +78,9 @@ class Agent:
         )
         self.ready = threading.Event()  # set once the consumer is subscribed (for tests, CLI)
         self._kill = threading.Event()  # set when running tasks must be killed
+        # One event per claimed attempt: set by the agent stopping or a TaskCancelRequested.
+        self._cancels: dict[tuple[str, int], threading.Event] = {}
+        self._cancel_lock = threading.Lock()
         self._slots = threading.Semaphore(workers)
         self._futures: set[cf.Future[None]] = set()
 
@@ -153,6 +164,9 @@ class Agent:
             event = CODEC.decode(msg.value())
         except DecodeError as exc:
             return self._reject(dlq, msg, exc.message)
+        if isinstance(event, TaskCancelRequested) and event.agent_id == self.agent_id:
+            self._cancel(event)
+            return False
         if not isinstance(event, TaskDispatched):
             return self._reject(dlq, msg, f"{event_name(event)} is not a TaskDispatched")
         if event.agent_id != self.agent_id:
@@ -165,10 +179,26 @@ class Agent:
         if not self.outbox.claim(event.task_id, event.attempt):
             log.info("task %s attempt %s already run; ignored", event.task_id, event.attempt)
             return False
+        with self._cancel_lock:
+            self._cancels[(event.task_id, event.attempt)] = threading.Event()
         future = pool.submit(self._run_task, event)
         self._futures.add(future)
         future.add_done_callback(self._futures.discard)
         return True
+
+    def _cancel(self, request: TaskCancelRequested) -> None:
+        """Kill the process group of a running attempt; one not started yet will not start."""
+        with self._cancel_lock:
+            cancel = self._cancels.get((request.task_id, request.attempt))
+        if cancel is None:
+            log.info(
+                "cancel for task %s attempt %s: not running here", request.task_id, request.attempt
+            )
+            return
+        log.info(
+            "cancelling task %s attempt %s: %s", request.task_id, request.attempt, request.reason
+        )
+        cancel.set()
 
     def _reject(self, dlq: Producer, msg: Message, reason: str) -> bool:
         log.warning("dispatch to the DLQ: %s", reason)
@@ -191,8 +221,18 @@ class Agent:
             def started(pid: int) -> None:
                 self.outbox.put(*self._started_row(dispatch, pid))
 
+            key = (dispatch.task_id, dispatch.attempt)
+            with self._cancel_lock:
+                cancel = self._cancels.setdefault(key, threading.Event())
+            if self._kill.is_set():
+                cancel.set()
             try:
-                result = self.runner.run(spec, on_start=started, cancel=self._kill)
+                if cancel.is_set():
+                    result = RunResult(FLAG_ERROR, CANCELLED, 0)
+                else:
+                    result = self.runner.run(spec, on_start=started, cancel=cancel)
+                    if result.worker_message == STOPPING and not self._kill.is_set():
+                        result = dataclasses.replace(result, worker_message=CANCELLED)
             except Exception as exc:  # noqa: BLE001 - an agent bug must still end in a result
                 log.exception("task %s: the agent failed to run it", dispatch.task_id)
                 result = RunResult(FLAG_ERROR, f"agent error: {exc!r}", 0)
@@ -205,6 +245,8 @@ class Agent:
                 result.worker_costtime,
             )
         finally:
+            with self._cancel_lock:
+                self._cancels.pop((dispatch.task_id, dispatch.attempt), None)
             self._slots.release()
 
     def _started_row(self, dispatch: TaskDispatched, pid: int) -> Row:
@@ -257,6 +299,9 @@ class Agent:
             if left:
                 log.warning("killing %d tasks that did not finish in time", len(left))
                 self._kill.set()
+                with self._cancel_lock:
+                    for cancel in self._cancels.values():
+                        cancel.set()
         pool.shutdown(wait=True)
         beats_stop.set()
         beats.join()

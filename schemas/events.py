@@ -82,6 +82,18 @@ class TaskDispatched:
 
 
 @dataclass(frozen=True)
+class TaskCancelRequested:
+    """The center asks an agent to kill one attempt (on the agent's own dispatch topic)."""
+
+    event_id: str
+    occurred_at: int
+    task_id: str
+    attempt: int
+    agent_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class TaskStarted:
     event_id: str
     occurred_at: int
@@ -366,6 +378,7 @@ Event = (
     | TaskAccepted
     | TaskRejected
     | TaskDispatched
+    | TaskCancelRequested
     | TaskStarted
     | TaskResultReported
     | TaskSucceeded
@@ -399,6 +412,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TaskAccepted,
         TaskRejected,
         TaskDispatched,
+        TaskCancelRequested,
         TaskStarted,
         TaskResultReported,
         TaskSucceeded,

@@ -23,9 +23,11 @@ from elves.schemas.events import (
     CommitQueue,
     CreateQueue,
     Event,
+    QueueTaskCancelled,
     QueueTaskReady,
     RetryDue,
     StopQueue,
+    TaskCancelRequested,
     TaskFailed,
     TaskRejected,
     TaskSubmitted,
@@ -122,6 +124,19 @@ def wire_queues(
         if isinstance(event, QueueTaskReady) and state is not None:
             command = submission(state, event)
             await commands_topic.send(key=command.task_id.encode(), value=CODEC.encode(command))
+        if isinstance(event, QueueTaskCancelled) and event.was_running and state is not None:
+            # Stop kills what runs: the agent of the task gets the order on its own topic.
+            agent_id = state.tasks[event.task_id].agent_id
+            kill = TaskCancelRequested(
+                event_id=derived_id(event.event_id, "kill"),
+                occurred_at=event.occurred_at,
+                task_id=event.task_id,
+                attempt=event.attempt,
+                agent_id=agent_id,
+                reason=f"queue {state.queue_id} stopped",
+            )
+            target = app.topic(settings.dispatch_topic(agent_id), key_type=bytes, value_type=bytes)
+            await target.send(key=event.task_id.encode(), value=CODEC.encode(kill))
 
     @app.agent(inputs, name="queue_flow")
     async def queue_flow(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:

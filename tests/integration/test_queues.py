@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +166,46 @@ def test_quick_queue(stack: Stack) -> None:
     queue = final(stack, reply.json()["queue_id"])
     assert queue["status"] == "succeeded"
     assert by_task(queue)[reply.json()["task_id"]]["worker_message"] == "q"
+
+
+def test_stop_kills_the_running_task_on_its_agent_and_cancels_the_pending(
+    stack: Stack, tmp_path: Path
+) -> None:
+    q = create(stack, "sleeper")
+    a, b = f"{q[:8]}-a", f"{q[:8]}-b"
+    pidfile = tmp_path / "child.pid"
+    add(stack, q, a, "sleep", params={"seconds": 30, "pidfile": str(pidfile)}, timeout=60)
+    add(stack, q, b, "sleep", params={"seconds": 1}, depends_on=[a])
+    commit(stack, q)
+    child = int(
+        wait_for(
+            "the task to start its child", lambda: pidfile.exists() and pidfile.read_text(), 30
+        )
+    )
+    stopped_at = time.monotonic()
+    reply = stack.client.post(f"/api/v1/queues/{q}/stop")
+    assert reply.status_code == 200, reply.text
+    wait_for("the worker's process group to be killed", lambda: not _alive(child), 2)
+    assert time.monotonic() - stopped_at <= 2.0
+    queue = final(stack, q)
+    tasks = by_task(queue)
+    assert queue["status"] == "stopped"
+    assert tasks[a]["status"] == "cancelled" and tasks[b]["status"] == "cancelled"
+    [[message]] = wait_for(
+        "the killed attempt's result",
+        lambda: stack.audit(
+            "SELECT JSONExtractString(payload, 'worker_message') FROM events "
+            f"WHERE task_id = '{a}' AND type = 'TaskResultReported'"
+        ),
+        10,
+    )
+    assert message.startswith("cancelled")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"  # a zombie is dead, only not yet reaped
