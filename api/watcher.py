@@ -119,10 +119,10 @@ class Watcher:
         self.settings = settings
         self.store = store
         self.group = group or settings.topic("watcher")
-        # The event topics only: the core ones and every agent's dispatch topic. Not Faust's own
+        # The event topics only: the core ones, agents' dispatch and apps' processor topics; not Faust's
         # (`<prefix>streams-...-changelog`, ...): those hold table rows, not events.
         names = "|".join(re.escape(t.name) for t in CORE_TOPICS)
-        self.pattern = f"^{re.escape(settings.topic_prefix)}({names}|dispatch\\..+)$"
+        self.pattern = f"^{re.escape(settings.topic_prefix)}({names}|dispatch\\..+|processor\\..+)$"
         self._dlq = settings.topic("dlq")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

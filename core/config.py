@@ -86,6 +86,9 @@ class Settings:
     def dispatch_topic(self, agent_id: str) -> str:
         return self.topic(f"dispatch.{agent_id}")
 
+    def processor_topic(self, app: str) -> str:
+        return self.topic(f"processor.{app}")
+
     @property
     def audit_dsn(self) -> str:
         return self.clickhouse_dsn or f"chdb://{self.state_dir.resolve() / 'audit'}"

@@ -174,6 +174,29 @@ class DeadlinePassed:
 
 
 @dataclass(frozen=True)
+class ProcessorResult:
+    """A P-mode task's outcome, on `processor.<app>` for the app's processor (ELVES' CAP/AAP).
+
+    Its id derives from the outcome's, so a replay reaches the processor as the same event.
+    """
+
+    event_id: str
+    occurred_at: int
+    task_id: str
+    attempt: int
+    agent_id: str
+    app: str
+    func: str
+    params: str
+    status: str  # succeeded | failed | timed_out
+    worker_flag: int
+    worker_message: str
+    worker_costtime: int
+    queue_id: str | None = None
+    mode: str = "CAP"
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     event_id: str
     occurred_at: int
@@ -385,6 +408,7 @@ Event = (
     | TaskFailed
     | TaskTimedOut
     | DeadlinePassed
+    | ProcessorResult
     | Heartbeat
     | AgentUp
     | AgentDown
@@ -419,6 +443,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TaskFailed,
         TaskTimedOut,
         DeadlinePassed,
+        ProcessorResult,
         Heartbeat,
         AgentUp,
         AgentDown,

@@ -28,6 +28,7 @@ from elves.schemas.events import (
     DeadlinePassed,
     Event,
     Heartbeat,
+    ProcessorResult,
     TaskDispatched,
     TaskResultReported,
     TaskStarted,
@@ -118,6 +119,23 @@ def build_app(settings: Settings) -> faust.App:
 
     queues_topic = wire_queues(app, settings, limits, dead_letter, now_ms)
 
+    processor_topics: dict[str, faust.TopicT] = {}
+
+    async def to_processor(result: ProcessorResult) -> None:
+        """A P-mode outcome to its app's processor topic, made on first use so results wait
+        there for a processor that starts later."""
+        target = processor_topics.get(result.app)
+        if target is None:
+            target = app.topic(
+                settings.processor_topic(result.app),
+                partitions=1,
+                key_type=bytes,
+                value_type=bytes,
+            )
+            await target.maybe_declare()
+            processor_topics[result.app] = target
+        await target.send(key=result.task_id.encode(), value=CODEC.encode(result))
+
     async def emit(event: Event) -> None:
         data = CODEC.encode(event)
         if isinstance(event, TaskDispatched):
@@ -192,6 +210,9 @@ def build_app(settings: Settings) -> faust.App:
                     open_deadlines[task_id] = new
             for e in out:
                 await emit(e)
+                result = tasks.processor_result(new, e) if new is not None else None
+                if result is not None:
+                    await to_processor(result)
             yield None
 
     @app.agent(liveness_inputs, name="agent_liveness")

@@ -18,6 +18,7 @@ from typing import Literal
 from elves.schemas.events import (
     DeadlinePassed,
     Event,
+    ProcessorResult,
     TaskAccepted,
     TaskDispatched,
     TaskFailed,
@@ -57,6 +58,8 @@ class TaskState:
     worker_costtime: int = 0
     reason: str = ""
     queue_id: str | None = None  # a queue task's queue: its outcomes are copied to it
+    mode: str = "CSNP"
+    params: str = ""  # kept for the processor of a P-mode task, which gets the instruction
 
     @property
     def final(self) -> bool:
@@ -189,6 +192,42 @@ def decide_deadline(state: TaskState | None, passed: DeadlinePassed) -> list[Eve
     ]
 
 
+PROCESSOR_MODES = frozenset({"CAP", "AAP"})
+
+
+def processor_result(state: TaskState, outcome: Event) -> ProcessorResult | None:
+    """What a P-mode task's app processor receives when the task ends; None for other modes."""
+    if state.mode not in PROCESSOR_MODES:
+        return None
+    match outcome:
+        case TaskSucceeded() | TaskFailed():
+            flag, message, cost = (
+                outcome.worker_flag,
+                outcome.worker_message,
+                outcome.worker_costtime,
+            )
+        case TaskTimedOut():
+            flag, message, cost = -1, "no result by the deadline", 0
+        case _:
+            return None
+    return ProcessorResult(
+        event_id=derived_id(outcome.event_id, "processor"),
+        occurred_at=outcome.occurred_at,
+        task_id=state.task_id,
+        attempt=outcome.attempt,
+        agent_id=state.agent_id,
+        app=state.app,
+        func=state.func,
+        params=state.params,
+        status={TaskSucceeded: "succeeded", TaskFailed: "failed"}.get(type(outcome), "timed_out"),
+        worker_flag=flag,
+        worker_message=message,
+        worker_costtime=cost,
+        queue_id=state.queue_id,
+        mode=state.mode,
+    )
+
+
 def overdue(states: Iterable[TaskState], now: int) -> list[DeadlinePassed]:
     """The clock's facts: every open attempt whose deadline is behind `now`."""
     return [
@@ -215,6 +254,8 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
                 event.func,
                 "accepted",
                 queue_id=event.queue_id,
+                mode=event.mode,
+                params=event.params,
             )
         case TaskAccepted():
             base = state or TaskState(
