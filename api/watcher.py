@@ -119,8 +119,8 @@ class Watcher:
         self.settings = settings
         self.store = store
         self.group = group or settings.topic("watcher")
-        # The event topics only: the core ones, agents' dispatch and apps' processor topics; not Faust's
-        # (`<prefix>streams-...-changelog`, ...): those hold table rows, not events.
+        # The event topics only: the core ones, the agents' dispatch and the apps' processor
+        # topics. Not Faust's (`<prefix>streams-...-changelog`): those hold table rows.
         names = "|".join(re.escape(t.name) for t in CORE_TOPICS)
         self.pattern = f"^{re.escape(settings.topic_prefix)}({names}|dispatch\\..+|processor\\..+)$"
         self._dlq = settings.topic("dlq")
