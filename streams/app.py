@@ -69,6 +69,10 @@ def build_app(settings: Settings) -> faust.App:
         # The instant path is latency-bound: never sit on an event waiting for a batch.
         stream_wait_empty=False,
         broker_commit_interval=0.5,
+        # A killed worker's partitions go to its successor once its session lapses: seconds,
+        # not Faust's default minute.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
         logging_config=None,
     )
     limits = tasks.Limits(

@@ -1,6 +1,7 @@
 """Sleeps, with a child process, so that a timeout must kill a whole process group.
 
-`sleep` params: {"seconds": N, "pidfile": optional path where the child's pid is written}.
+`sleep` params: {"seconds": N, "pidfile": optional path where the child's pid is written,
+"log": optional path of a file that gets one line per run (to count runs)}.
 """
 
 import os
@@ -10,6 +11,9 @@ import subprocess
 class sleeper:  # noqa: N801 - the contract: the class is named as the app
     def sleep(self, param: dict) -> tuple[str, str]:
         seconds = float(param.get("seconds", 1))
+        if param.get("log"):
+            with open(param["log"], "a") as f:
+                f.write(f"{os.getpid()}\n")
         child = subprocess.Popen(["sleep", str(seconds)])
         pidfile = param.get("pidfile")
         if pidfile:
