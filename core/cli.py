@@ -7,7 +7,9 @@ import datetime as dt
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -156,6 +158,25 @@ def cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
     return main(settings)
 
 
+def cmd_processor_run(args: argparse.Namespace, settings: Settings) -> int:
+    from elves.apps.sdk.processor import run
+
+    _log_to_stderr()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        run(settings, args.app, stop)
+    except FileNotFoundError as exc:
+        _out(f"error: {exc}")
+        return 1
+    return 0
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from elves.up import up
 
@@ -177,6 +198,14 @@ def parser() -> argparse.ArgumentParser:
         handler=cmd_gateway
     )
     sub.add_parser("agent", help="run an agent on this host").set_defaults(handler=cmd_agent)
+
+    processor = sub.add_parser("processor", help="app processors (the server side of mode P)")
+    processor_sub = processor.add_subparsers(dest="processor_command", required=True)
+    processor_run = processor_sub.add_parser(
+        "run", help="run an app's processor until SIGINT or SIGTERM"
+    )
+    processor_run.add_argument("app")
+    processor_run.set_defaults(handler=cmd_processor_run)
 
     ex = sub.add_parser("exec", help="run an instant task and print its result")
     ex.add_argument("agent")
