@@ -189,8 +189,8 @@ def run_once(
                 if part:
                     a, b = [x[1] for x in part], [x[2] for x in part]
                     print(
-                        f"    t={sec:>3}s n={len(part):4d} in->decide p50 {pct(a, .5):6.1f} "
-                        f"max {max(a):6.1f} | decide->out p50 {pct(b, .5):6.1f} max {max(b):6.1f}"
+                        f"    t={sec:>3}s n={len(part):4d} in->decide p50 {pct(a, 0.5):6.1f} "
+                        f"max {max(a):6.1f} | decide->out p50 {pct(b, 0.5):6.1f} max {max(b):6.1f}"
                     )
     sys.stdout.flush()
 
@@ -221,7 +221,7 @@ def main() -> None:
         ensure_dispatch_topic(s, AGENT)
         log_append_time(s, [s.topic("commands"), s.dispatch_topic(AGENT)])
         extra = dict(kv.split("=", 1) for kv in args.child_env)
-        stack.spawn("streams", "streams", "--loglevel", "warn", **extra)
+        stack.spawn("streams", "streams", **extra)
         prod = producer(s)
         beat = Heartbeat(new_id(), now_ms(), AGENT, "host", 600.0, now_ms(), {})
         prod.produce(s.topic("heartbeats"), key=AGENT.encode(), value=CODEC.encode(beat))

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from elves import queue_cli
 from elves.config import Settings
 from elves.table import render
 
@@ -40,7 +41,7 @@ def _fail(response: httpx.Response) -> int:
     return 1
 
 
-def _params(pairs: Sequence[str]) -> dict[str, Any]:
+def params_of(pairs: Sequence[str]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -58,7 +59,7 @@ def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
         "agent": args.agent,
         "app": args.app,
         "func": args.func,
-        "params": _params(args.param),
+        "params": params_of(args.param),
         "timeout": args.timeout,
     }
     with _client(settings, timeout=args.timeout + 15) as client:
@@ -199,6 +200,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("agent", help="run an agent on this host").set_defaults(handler=cmd_agent)
 
+    queue_cli.register(sub)
     processor = sub.add_parser("processor", help="app processors (the server side of mode P)")
     processor_sub = processor.add_subparsers(dest="processor_command", required=True)
     processor_run = processor_sub.add_parser(

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from elves.local import Stack
+from elves.local import Stack, wait_for
 
 from .conftest import AGENT
 
@@ -56,3 +56,27 @@ def test_no_gateway_is_a_clear_error() -> None:
         timeout=60,
     )
     assert done.returncode == 1 and "503.1" in done.stdout
+
+
+def test_queues_from_the_cli(stack: Stack) -> None:
+    created = elves(stack, "queue", "create", "apptest")
+    assert created.returncode == 0, created.stdout + created.stderr
+    queue_id = created.stdout.strip()
+    first = elves(stack, "queue", "add", queue_id, AGENT, "helloword", "-p", "my=one")
+    task_a = first.stdout.strip()
+    second = elves(
+        stack, "queue", "add", queue_id, AGENT, "helloword", "-p", "my=two", "--depends-on", task_a
+    )
+    assert second.returncode == 0, second.stdout
+    cycle = elves(
+        stack, "queue", "add", queue_id, AGENT, "helloword", "--task-id", "x", "--depends-on", "x"
+    )
+    assert cycle.returncode == 1 and "412.5" in cycle.stdout
+    assert elves(stack, "queue", "commit", queue_id).returncode == 0
+
+    def shown() -> str | None:
+        out = elves(stack, "queue", "show", queue_id).stdout
+        return out if ": succeeded" in out.splitlines()[0] else None
+
+    out = wait_for("the queue to succeed", shown, 60)
+    assert "one" in out and "two" in out

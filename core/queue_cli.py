@@ -1,0 +1,152 @@
+"""`elves queue ...`: queues from the command line, through the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import httpx
+
+from elves.config import Settings
+from elves.table import render
+
+
+def _out(text: str) -> None:
+    print(text)  # noqa: T201 - the CLI's output
+
+
+def _call(settings: Settings, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
+    with httpx.Client(base_url=settings.base_url, timeout=60) as client:
+        response = client.request(method, path, **kwargs)
+    data: dict[str, Any] = response.json()
+    if response.status_code >= 400:
+        error = data.get("error", {})
+        _out(f"error [{error.get('code')}]: {error.get('message')}")
+        return None
+    return data
+
+
+def _task_body(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "agent": args.agent,
+        "func": args.func,
+        "params": params,
+        "timeout": args.timeout,
+        "mode": args.mode,
+        "depends_on": args.depends_on,
+        "run_if": args.run_if,
+        "max_attempts": args.attempts,
+        "backoff_s": args.backoff,
+    }
+    if args.task_id:
+        body["task_id"] = args.task_id
+    return body
+
+
+def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
+    data = _call(settings, "POST", "/api/v1/queues", json={"app": args.app, "name": args.name})
+    if data is None:
+        return 1
+    _out(data["queue_id"])
+    return 0
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
+    from elves.cli import params_of
+
+    path = f"/api/v1/queues/{args.queue_id}/tasks"
+    data = _call(settings, "POST", path, json=_task_body(args, params_of(args.param)))
+    if data is None:
+        return 1
+    _out(data["task_id"])
+    return 0
+
+
+def cmd_quick(args: argparse.Namespace, settings: Settings) -> int:
+    from elves.cli import params_of
+
+    body = {"app": args.app, **_task_body(args, params_of(args.param))}
+    data = _call(settings, "POST", "/api/v1/queues/quick", json=body)
+    if data is None:
+        return 1
+    _out(f"queue {data['queue_id']}  task {data['task_id']}")
+    return 0
+
+
+def cmd_commit(args: argparse.Namespace, settings: Settings) -> int:
+    return 0 if _call(settings, "POST", f"/api/v1/queues/{args.queue_id}/commit") else 1
+
+
+def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+    return 0 if _call(settings, "POST", f"/api/v1/queues/{args.queue_id}/stop") else 1
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    params = {"as_of": args.as_of} if args.as_of else {}
+    data = _call(settings, "GET", f"/api/v1/queues/{args.queue_id}", params=params)
+    if data is None:
+        return 1
+    if args.json:
+        _out(json.dumps(data, indent=2))
+        return 0
+    when = f" as of {args.as_of}" if args.as_of else ""
+    _out(f"queue {data['queue_id']} ({data['app']}): {data['status']}{when}")
+    rows = [
+        [
+            t["task_id"],
+            t["status"],
+            t["attempt"],
+            "" if t["worker_flag"] is None else t["worker_flag"],
+            f"{t['worker_costtime']} ms",
+            ",".join(t["depends_on"]),
+            t["cause"] or t["worker_message"],
+        ]
+        for t in data["tasks"]
+    ]
+    headers = ["task", "status", "attempt", "flag", "time", "depends on", "result / cause"]
+    _out(render(headers, rows))
+    return 0
+
+
+def _task_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("agent")
+    p.add_argument("func")
+    p.add_argument("-p", "--param", action="append", default=[], help="key=value (repeat)")
+    p.add_argument("-t", "--timeout", type=int, default=90)
+    p.add_argument("--task-id", default=None, help="default: a new id")
+    p.add_argument("--mode", default="NP", choices=["NP", "P"])
+    p.add_argument("--depends-on", action="append", default=[], metavar="TASK_ID")
+    p.add_argument("--run-if", default="all_succeeded", choices=["all_succeeded", "all_done"])
+    p.add_argument("--attempts", type=int, default=1, help="max attempts (retries + 1)")
+    p.add_argument("--backoff", type=int, default=0, help="seconds before the first retry")
+
+
+def register(sub: Any) -> None:
+    """Add `elves queue ...` to the CLI's subcommands."""
+    queue = sub.add_parser("queue", help="queues of tasks with dependencies")
+    qsub = queue.add_subparsers(dest="queue_command", required=True)
+    create = qsub.add_parser("create", help="create a queue for an app; prints its id")
+    create.add_argument("app")
+    create.add_argument("--name", default="")
+    create.set_defaults(handler=cmd_create)
+    add = qsub.add_parser("add", help="add a task to an open queue; prints its id")
+    add.add_argument("queue_id")
+    _task_options(add)
+    add.set_defaults(handler=cmd_add)
+    quick = qsub.add_parser("quick", help="create, add one task and commit")
+    quick.add_argument("app")
+    _task_options(quick)
+    quick.set_defaults(handler=cmd_quick)
+    for name, handler, text in (
+        ("commit", cmd_commit, "commit a queue: its roots start"),
+        ("stop", cmd_stop, "stop a queue: pending tasks cancelled, running ones killed"),
+    ):
+        p = qsub.add_parser(name, help=text)
+        p.add_argument("queue_id")
+        p.set_defaults(handler=handler)
+    show = qsub.add_parser("show", help="a queue and its tasks")
+    show.add_argument("queue_id")
+    show.add_argument("--as-of", default=None, help="Unix ms or ISO time: the state then")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_show)
