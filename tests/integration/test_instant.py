@@ -174,6 +174,16 @@ def test_the_audit_holds_events_not_the_streams_internal_topics(stack: Stack) ->
     assert topics, "the watcher stored nothing"
     assert all(
         t.removeprefix(prefix).split(".")[0]
-        in {"commands", "tasks", "results", "heartbeats", "agents", "dlq", "dispatch"}
+        in {
+            "commands",
+            "tasks",
+            "results",
+            "queues",
+            "heartbeats",
+            "agents",
+            "dlq",
+            "dispatch",
+            "processor",
+        }
         for t in topics
     ), topics
