@@ -195,6 +195,28 @@ def run_once(
     sys.stdout.flush()
 
 
+def restart_streams(stack: Stack, s: Settings, extra: dict[str, str]) -> int:
+    """Stop the worker, start a new one and wait until it dispatches again (one probe task)."""
+    stack.processes.pop().stop()
+    process = stack.spawn("streams", "streams", **extra)
+    prod = producer(s)
+    probe = consumer(s, f"trickle-probe-{uuid.uuid4().hex}")
+    probe.assign([TopicPartition(s.dispatch_topic(AGENT), 0, -1)])
+    tid = uuid.uuid4().hex
+    event = TaskSubmitted(new_id(), now_ms(), tid, AGENT, "noop", "noop", "{}", 600)
+    prod.produce(s.topic("commands"), key=tid.encode(), value=CODEC.encode(event))
+    prod.flush(10)
+    wait_for(
+        "the restarted worker",
+        lambda: stack.alive() and (m := probe.poll(0.2)) is not None and not m.error(),
+        90,
+    )
+    probe.close()
+    time.sleep(1)
+    print(f"restarted streams: pid {process.popen.pid}")
+    return process.popen.pid
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=500)
@@ -202,6 +224,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="measurements on the same worker")
     parser.add_argument("--kafka", default="127.0.0.1:19592")
     parser.add_argument("--fetch-wait-ms", type=int, default=1, help="the measuring consumer's")
+    parser.add_argument(
+        "--restart-streams", action="store_true", help="a fresh worker (warm broker) each run"
+    )
     parser.add_argument("--timeline", action="store_true", help="p50/max per second sent")
     parser.add_argument("--child-env", action="append", default=[], metavar="K=V")
     args = parser.parse_args()
@@ -240,6 +265,8 @@ def main() -> None:
             pids["broker"] = int(broker.read_text())
         print(f"pids {pids}; child env {extra or '-'}")
         for run in range(1, args.runs + 1):
+            if run > 1 and args.restart_streams:
+                pids["streams"] = restart_streams(stack, s, extra)
             run_once(s, args.n, args.rate, args.fetch_wait_ms, run, args.timeline, pids)
     finally:
         for process in reversed(stack.processes):

@@ -3,7 +3,7 @@
 One root task, N-2 tasks that depend on it, one task that depends on all of them; the noop app
 on 8 agents. Starts its own broker and stack, prints the numbers, stops it all.
 
-    .venv/bin/python bench/queue.py [--tasks 1000] [--agents 8] [--workers 4]
+    .venv/bin/python bench/queues.py [--tasks 1000] [--agents 8] [--workers 4]
 """
 
 from __future__ import annotations
