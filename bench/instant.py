@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--workers", type=int, default=8, help="tasks at once per agent")
+    parser.add_argument(
+        "--watcher-flush", type=float, default=0.5, help="seconds between audit inserts"
+    )
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="elves-bench-"))
@@ -113,6 +116,7 @@ def main() -> None:
         gateway_port=free_port(),
         heartbeat_s=2.0,
         apps_dir=ROOT / "apps" / "samples",
+        watcher_flush_s=args.watcher_flush,
     )
     kafka = ["bash", str(ROOT / "infra" / "kafka.sh")]
     subprocess.run([*kafka, "start"], check=True, env=env_for(settings))
