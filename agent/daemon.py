@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from elves.agent.forkserver import ForkServer, ForkServerUnavailable
 from elves.agent.heartbeat import Heartbeater
 from elves.agent.identity import agent_id as load_agent_id
-from elves.agent.outbox import Outbox, Row
+from elves.agent.outbox import Outbox, Row, default_path
 from elves.agent.runner import FLAG_ERROR, STOPPING, Runner, RunResult, TaskSpec
 from elves.config import Settings
 from elves.errors import DecodeError
@@ -71,7 +71,7 @@ class Agent:
         self.stop_grace_s = stop_grace_s
         self.results_topic = settings.topic("results")
         self.origin = f"agent:{self.agent_id}"
-        self.outbox = Outbox(settings)
+        self.outbox = Outbox(settings, default_path(settings, self.agent_id))
         self.forkserver = ForkServer() if use_forkserver else None
         self.runner = Runner(
             settings.apps_dir, settings.max_output_bytes, forkserver=self.forkserver

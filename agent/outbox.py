@@ -50,8 +50,10 @@ CREATE TABLE IF NOT EXISTS ran (
 Row = tuple[str, bytes | None, bytes]  # topic, key, value
 
 
-def default_path(settings: Settings) -> Path:
-    return Path(settings.state_dir) / "agent" / "outbox.sqlite"
+def default_path(settings: Settings, agent_id: str = "") -> Path:
+    """One outbox per agent: agents that share a state dir must not send each other's rows."""
+    base = Path(settings.state_dir) / "agent"
+    return (base / agent_id if agent_id else base) / "outbox.sqlite"
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
