@@ -11,13 +11,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import httpx
 
 from elves import queue_cli
 from elves.config import Settings
-from elves.table import render
+from elves.table import params_of, render
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -39,19 +38,6 @@ def _fail(response: httpx.Response) -> int:
     except ValueError:
         _out(f"error: HTTP {response.status_code}: {response.text[:200]}")
     return 1
-
-
-def params_of(pairs: Sequence[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"-p takes key=value, not {pair!r}")
-        try:
-            params[key] = json.loads(value)  # numbers, booleans and JSON stay typed
-        except ValueError:
-            params[key] = value
-    return params
 
 
 def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:

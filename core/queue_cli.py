@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from elves.config import Settings
-from elves.table import render
+from elves.table import params_of, render
 
 
 def _out(text: str) -> None:
@@ -53,8 +53,6 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
-    from elves.cli import params_of
-
     path = f"/api/v1/queues/{args.queue_id}/tasks"
     data = _call(settings, "POST", path, json=_task_body(args, params_of(args.param)))
     if data is None:
@@ -64,8 +62,6 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_quick(args: argparse.Namespace, settings: Settings) -> int:
-    from elves.cli import params_of
-
     body = {"app": args.app, **_task_body(args, params_of(args.param))}
     data = _call(settings, "POST", "/api/v1/queues/quick", json=body)
     if data is None:

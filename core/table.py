@@ -1,7 +1,8 @@
-"""Readable tables for the CLI."""
+"""What the CLI reads and prints: `key=value` params, readable tables."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,3 +20,16 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int
     out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), line]
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in body]
     return "\n".join(out)
+
+
+def params_of(pairs: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"-p takes key=value, not {pair!r}")
+        try:
+            params[key] = json.loads(value)  # numbers, booleans and JSON stay typed
+        except ValueError:
+            params[key] = value
+    return params
