@@ -43,19 +43,7 @@ def _text(body: dict[str, Any], name: str) -> str:
 
 def parse_instant(body: dict[str, Any], settings: Settings) -> InstantRequest:
     agent, app, func = _text(body, "agent"), _text(body, "app"), _text(body, "func")
-    params = body.get("params", {})
-    if isinstance(params, str):  # ELVES sends `param` as JSON text; accept both forms
-        try:
-            params = json.loads(params)
-        except ValueError as exc:
-            raise BadJson("params is not valid JSON", field="params") from exc
-    if not isinstance(params, dict):
-        raise WrongType("params must be a JSON object", field="params")
-    params_text = json.dumps(params, separators=(",", ":"))
-    if len(params_text.encode()) > settings.max_params_bytes:
-        raise ParamsTooLarge(
-            f"params are larger than {settings.max_params_bytes} bytes", field="params"
-        )
+    params_text = _params_text(body, settings)
     timeout = body.get("timeout", settings.task_timeout_s)
     if isinstance(timeout, bool) or not isinstance(timeout, int):
         raise WrongType("timeout must be a whole number of seconds", field="timeout")
@@ -68,8 +56,9 @@ def parse_instant(body: dict[str, Any], settings: Settings) -> InstantRequest:
 
 
 def _params_text(body: dict[str, Any], settings: Settings) -> str:
+    """The params as compact JSON text of an object, within the size limit."""
     params = body.get("params", {})
-    if isinstance(params, str):
+    if isinstance(params, str):  # ELVES sends `param` as JSON text; accept both forms
         try:
             params = json.loads(params)
         except ValueError as exc:

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -22,8 +21,7 @@ from pathlib import Path
 import httpx
 
 from elves.config import Settings
-from elves.local import Stack, env_for, free_port
-from elves.topics import ensure_topics
+from elves.local import free_port, own_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("gateway_to_dispatch", "dispatch_to_agent", "app_run", "result_to_reply")
@@ -118,20 +116,11 @@ def main() -> None:
         apps_dir=ROOT / "apps" / "samples",
         watcher_flush_s=args.watcher_flush,
     )
-    kafka = ["bash", str(ROOT / "infra" / "kafka.sh")]
-    subprocess.run([*kafka, "start"], check=True, env=env_for(settings))
-    ensure_topics(settings)
     agents = [f"bench-agent-{i + 1}" for i in range(args.agents)]
-    stack = Stack(settings, httpx.Client(base_url=settings.base_url, timeout=60))
-    try:
-        os.environ["ELVES_AGENT_WORKERS"] = str(args.workers)
-        stack.start(agents)
+    with own_stack(settings, agents, args.workers):
         print(f"stack up: {args.agents} agents x {args.workers} workers, logs in {state}/logs")
         asyncio.run(sequential(settings.base_url, agents[0], args.sequential))
         asyncio.run(concurrent(settings.base_url, agents, args.concurrent, args.clients))
-    finally:
-        stack.close()
-        subprocess.run([*kafka, "stop"], check=False, env=env_for(settings))
 
 
 if __name__ == "__main__":

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import httpx
-
 from elves.config import Settings
-from elves.local import Stack, env_for, free_port, wait_for
-from elves.topics import ensure_topics
+from elves.local import free_port, own_stack, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,14 +37,8 @@ def main() -> None:
         heartbeat_s=2.0,
         apps_dir=ROOT / "apps" / "samples",
     )
-    kafka = ["bash", str(ROOT / "infra" / "kafka.sh")]
-    subprocess.run([*kafka, "start"], check=True, env=env_for(settings))
-    ensure_topics(settings)
     agents = [f"benchq-agent-{i + 1}" for i in range(args.agents)]
-    stack = Stack(settings, httpx.Client(base_url=settings.base_url, timeout=60))
-    try:
-        os.environ["ELVES_AGENT_WORKERS"] = str(args.workers)
-        stack.start(agents)
+    with own_stack(settings, agents, args.workers) as stack:
         client = stack.client
         queue_id = client.post("/api/v1/queues", json={"app": "noop"}).json()["queue_id"]
         ids = [f"t{i:05d}" for i in range(args.tasks)]
@@ -103,9 +93,6 @@ def main() -> None:
             f"scheduling overhead per task: {overhead:.1f} ms (total minus critical-path app "
             "time, over the tasks)"
         )
-    finally:
-        stack.close()
-        subprocess.run([*kafka, "stop"], check=False, env=env_for(settings))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 
 from elves.config import Settings
+from elves.topics import ensure_topics
 
 
 def free_port() -> int:
@@ -169,3 +171,29 @@ class Stack:
         for process in reversed(self.processes):
             process.stop()
         self.client.close()
+
+
+KAFKA_SCRIPT = Path(__file__).resolve().parent.parent / "infra" / "kafka.sh"
+
+
+def kafka(command: str, settings: Settings, check: bool = True) -> None:
+    """`infra/kafka.sh COMMAND` for the broker these settings name."""
+    subprocess.run(["bash", str(KAFKA_SCRIPT), command], check=check, env=env_for(settings))
+
+
+@contextmanager
+def own_stack(
+    settings: Settings, agent_ids: list[str], workers: int | None = None
+) -> Iterator[Stack]:
+    """A broker and a whole stack of one's own (for benchmarks), stopped at the end."""
+    if workers is not None:
+        os.environ["ELVES_AGENT_WORKERS"] = str(workers)  # the agents inherit it
+    kafka("start", settings)
+    ensure_topics(settings)
+    stack = Stack(settings, httpx.Client(base_url=settings.base_url, timeout=60))
+    try:
+        stack.start(agent_ids)
+        yield stack
+    finally:
+        stack.close()
+        kafka("stop", settings, check=False)

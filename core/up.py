@@ -10,19 +10,15 @@ from __future__ import annotations
 import dataclasses
 import signal
 import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 
 from elves.config import Settings
-from elves.local import Stack, env_for
+from elves.local import Stack, kafka
 from elves.topics import ensure_topics
 
-ROOT = Path(__file__).resolve().parent.parent  # the source tree (editable install)
-KAFKA_SCRIPT = ROOT / "infra" / "kafka.sh"
 # Lively local defaults: a heartbeat every 2 s, so a stopped agent is down within 6 s.
 LOCAL_HEARTBEAT_S = 2.0
 
@@ -30,10 +26,6 @@ LOCAL_HEARTBEAT_S = 2.0
 def _say(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
-
-
-def kafka(command: str, settings: Settings) -> None:
-    subprocess.run(["bash", str(KAFKA_SCRIPT), command], check=True, env=env_for(settings))
 
 
 def up(settings: Settings, agents: int = 1) -> int:

@@ -18,43 +18,17 @@ from elves.config import Settings
 from elves.kafka import consumer
 from elves.local import Stack, wait_for
 
-from .conftest import AGENT
+from .test_queues import add, commit, create, final
 
 APP = "apptest"
-
-
-def create(stack: Stack, app: str) -> str:
-    reply = stack.client.post("/api/v1/queues", json={"app": app})
-    assert reply.status_code == 201, reply.text
-    return str(reply.json()["queue_id"])
-
-
-def add(stack: Stack, queue_id: str, task_id: str, func: str, **extra: Any) -> None:
-    body = {"task_id": task_id, "agent": AGENT, "func": func, "timeout": 30, **extra}
-    reply = stack.client.post(f"/api/v1/queues/{queue_id}/tasks", json=body)
-    assert reply.status_code == 201, reply.text
-
-
-def commit(stack: Stack, queue_id: str) -> None:
-    reply = stack.client.post(f"/api/v1/queues/{queue_id}/commit")
-    assert reply.status_code == 200, reply.text
-
-
-def final(stack: Stack, queue_id: str, timeout: float = 60) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        reply = stack.client.get(f"/api/v1/queues/{queue_id}")
-        data = reply.json() if reply.status_code == 200 else {}
-        return data if data.get("status") in ("succeeded", "failed", "stopped") else None
-
-    result: dict[str, Any] = wait_for(f"queue {queue_id} to end", done, timeout)
-    return result
 
 
 def p_mode_task(stack: Stack, my: str) -> str:
     """One queue with one P-mode apptest task, run to the end; its task id."""
     queue_id = create(stack, APP)
     task_id = f"{queue_id[:8]}-p"
-    add(stack, queue_id, task_id, "helloword", params={"my": my}, mode="P")
+    reply = add(stack, queue_id, task_id, "helloword", params={"my": my}, mode="P")
+    assert reply.status_code == 201, reply.text
     commit(stack, queue_id)
     assert final(stack, queue_id)["status"] == "succeeded"
     return task_id
