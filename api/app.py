@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from elves.api import queues
+from elves.api import crons, queues
 from elves.api.audit import AuditStore
 from elves.api.gateway import Gateway, gateway, to_event
 from elves.api.listener import Listener
@@ -243,6 +243,12 @@ ROUTES = [
     Route("/api/v1/queues/{queue_id}/tasks", queues.add_task, methods=["POST"]),
     Route("/api/v1/queues/{queue_id}/commit", queues.commit, methods=["POST"]),
     Route("/api/v1/queues/{queue_id}/stop", queues.stop, methods=["POST"]),
+    Route("/api/v1/crons", crons.add_cron, methods=["POST"]),
+    Route("/api/v1/crons", crons.list_crons, methods=["GET"]),
+    Route("/api/v1/crons/{cron_id}", crons.get_cron, methods=["GET"]),
+    Route("/api/v1/crons/{cron_id}", crons.delete, methods=["DELETE"]),
+    Route("/api/v1/crons/{cron_id}/pause", crons.pause, methods=["POST"]),
+    Route("/api/v1/crons/{cron_id}/resume", crons.resume, methods=["POST"]),
 ]
 
 

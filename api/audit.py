@@ -47,6 +47,7 @@ COLUMNS = (
     "app",
     "payload",
     "queue_id",
+    "cron_id",
 )
 
 _DDL = """
@@ -63,15 +64,20 @@ CREATE TABLE IF NOT EXISTS {db}.events (
     app String,
     payload String,
     queue_id String,
+    cron_id String,
     INDEX task_idx task_id TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX queue_idx queue_id TYPE bloom_filter(0.01) GRANULARITY 1
+    INDEX queue_idx queue_id TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX cron_idx cron_id TYPE bloom_filter(0.01) GRANULARITY 1
 ) ENGINE = ReplacingMergeTree
 ORDER BY event_id
 """
-# Tables made before queues had no queue_id: add it (idempotent).
+# Tables made before queues (or crons) had no queue_id (cron_id): add them (idempotent).
 _MIGRATIONS = (
     "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS queue_id String",
     "ALTER TABLE {db}.events ADD INDEX IF NOT EXISTS queue_idx queue_id "
+    "TYPE bloom_filter(0.01) GRANULARITY 1",
+    "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS cron_id String",
+    "ALTER TABLE {db}.events ADD INDEX IF NOT EXISTS cron_idx cron_id "
     "TYPE bloom_filter(0.01) GRANULARITY 1",
 )
 
@@ -86,6 +92,7 @@ TYPE_ORDER = {
             "TaskDispatched",
             "TaskStarted",
             "TaskResultReported",
+            "AgentCronRan",  # an agent cron's run, reported whole: before its outcome
             "TaskSucceeded",
             "TaskFailed",
             "TaskTimedOut",
@@ -140,6 +147,7 @@ class AuditRow:
     app: str
     payload: str  # JSON
     queue_id: str = ""
+    cron_id: str = ""
 
 
 def _utc(millis: int) -> dt.datetime:
@@ -221,6 +229,7 @@ class AuditStore:
                     r.app,
                     r.payload,
                     r.queue_id,
+                    r.cron_id,
                 ]
                 for r in fresh
             ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,11 @@ from elves.api.audit import AuditStore
 from elves.api.listener import Listener
 from elves.api.watcher import Watcher
 from elves.config import Settings
-from elves.schemas.events import EVENT_TYPES, Event
+from elves.errors import CommandRejected, TaskTimeout
+from elves.schemas.codec import CODEC
+from elves.schemas.events import EVENT_TYPES, CronCommandRejected, Event, QueueCommandRejected
+
+ANSWER_WAIT_S = 15.0
 
 
 @dataclass
@@ -35,3 +40,27 @@ def to_event(row: dict[str, Any]) -> Event | None:
     if cls is None:
         return None
     return cls(**row["payload"])
+
+
+async def ask(gw: Gateway, key: str, command: Event, answers: frozenset[str]) -> Event:
+    """Produce a command keyed by its aggregate and wait for the stream event that answers it
+    (one of `answers`, whose ids derive from the command's); a refusal raises its code."""
+    pending = gw.listener.expect_any(answers)
+    try:
+        gw.producer.produce(
+            gw.settings.topic("commands"), key=key.encode(), value=CODEC.encode(command)
+        )
+        gw.producer.poll(0)
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(pending.future), ANSWER_WAIT_S)
+        except TimeoutError:
+            raise TaskTimeout(
+                f"the streams did not answer within {ANSWER_WAIT_S:.0f} s", id=key
+            ) from None
+    finally:
+        gw.listener.forget_answers(answers)
+    if isinstance(answer, QueueCommandRejected):
+        raise CommandRejected(answer.code, answer.reason, queue_id=answer.queue_id)
+    if isinstance(answer, CronCommandRejected):
+        raise CommandRejected(answer.code, answer.reason, cron_id=answer.cron_id)
+    return answer

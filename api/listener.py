@@ -1,14 +1,16 @@
 """What the gateway hears from Kafka: outcomes for waiting instant calls, and the agents view.
 
-One consumer thread, assigned (no group) to every partition of `tasks` and `results` at their
-end (only outcomes from now on matter) and of `heartbeats` and `agents` from their beginning
-(both compacted: the latest word on every agent). Instant calls register a future *before* the
-command is produced, so no outcome can slip past.
+One consumer thread, assigned (no group) to every partition of `tasks`, `results`, `queues` and
+`crons` at their end (only outcomes and answers from now on matter) and of `heartbeats`, `agents`
+and the crons table's changelog from their beginning (all compacted: the latest word on every
+agent and every cron). Instant calls register a future *before* the command is produced, so no
+outcome can slip past.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -24,6 +26,10 @@ from elves.schemas.codec import CODEC
 from elves.schemas.events import (
     AgentDown,
     AgentUp,
+    CronAdded,
+    CronDeleted,
+    CronPaused,
+    CronResumed,
     Event,
     Heartbeat,
     TaskAccepted,
@@ -33,6 +39,7 @@ from elves.schemas.events import (
     TaskTimedOut,
 )
 from elves.streams.agents import model as agent_model
+from elves.streams.cron import model as cron_model
 
 log = logging.getLogger("elves.api")
 
@@ -52,6 +59,7 @@ class Listener:
         self._pending: dict[str, Pending] = {}
         self._answers: dict[str, Pending] = {}  # event id -> a command waiting for it
         self._agents: dict[str, agent_model.AgentState] = {}
+        self._crons: dict[str, cron_model.CronState] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -99,26 +107,32 @@ class Listener:
         with self._lock:
             return self._agents.get(agent_id)
 
+    def crons(self) -> list[cron_model.CronState]:
+        with self._lock:
+            return sorted(self._crons.values(), key=lambda c: c.created_at)
+
+    def cron(self, cron_id: str) -> cron_model.CronState | None:
+        with self._lock:
+            return self._crons.get(cron_id)
+
     def _assignments(self, c: Consumer) -> list[TopicPartition]:
         """Outcome topics from their current end (asked now, so nothing later is missed);
-        the compacted agent topics from their beginning."""
+        the compacted ones from their beginning."""
         s = self.settings
-        names = [s.topic(n) for n in ("tasks", "results", "queues", "heartbeats", "agents")]
+        from_end = [s.topic(n) for n in ("tasks", "results", "queues", "crons")]
+        whole = [s.topic(n) for n in ("heartbeats", "agents")] + [s.changelog_topic("crons")]
         deadline = time.monotonic() + 30
         meta = c.list_topics(timeout=10).topics
-        while any(n not in meta for n in names) and time.monotonic() < deadline:
+        while any(n not in meta for n in from_end + whole) and time.monotonic() < deadline:
             time.sleep(0.2)  # topics made a moment ago may not be in the metadata yet
             meta = c.list_topics(timeout=10).topics
         parts = []
-        for name in ("tasks", "results", "queues", "heartbeats", "agents"):
-            topic = s.topic(name)
+        for topic in from_end:
             for p in meta[topic].partitions:
-                tp = TopicPartition(topic, p)
-                if name in ("tasks", "results", "queues"):
-                    _, high = c.get_watermark_offsets(tp, timeout=10)
-                    parts.append(TopicPartition(topic, p, high))
-                else:
-                    parts.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+                _, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                parts.append(TopicPartition(topic, p, high))
+        for topic in whole:
+            parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta[topic].partitions]
         return parts
 
     def _run(self) -> None:
@@ -131,6 +145,9 @@ class Listener:
                 msg = c.poll(0.2)
                 if msg is None or msg.error():
                     continue
+                if msg.topic() == s.changelog_topic("crons"):
+                    self._on_cron_row(msg.key(), msg.value())
+                    continue
                 try:
                     event = CODEC.decode(msg.value())
                 except DecodeError:
@@ -139,9 +156,31 @@ class Listener:
         finally:
             c.close()
 
+    def _on_cron_row(self, key: bytes | None, value: bytes | None) -> None:
+        """A row of the streams' crons table: the whole current state of one cron."""
+        try:
+            cron_id = str(json.loads(key or b'""'))
+            raw = json.loads(value) if value is not None else None
+            state = cron_model.CronState.from_dict(raw) if raw is not None else None
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("unreadable crons table row %r: %s", key, exc)
+            return
+        with self._lock:
+            if state is None:
+                self._crons.pop(cron_id, None)
+            else:
+                self._crons[state.cron_id] = state
+
     def _on_event(self, event: Event) -> None:
         with self._lock:
             answered = self._answers.get(event.event_id)
+        if isinstance(event, CronAdded | CronPaused | CronResumed | CronDeleted):
+            # The answer is applied at once, so a read right after the write sees it; the
+            # table's row, a moment later, is the same state.
+            with self._lock:
+                cron = cron_model.apply(self._crons.get(event.cron_id), event)
+                if cron is not None:
+                    self._crons[event.cron_id] = cron
         if answered is not None:
             answered.loop.call_soon_threadsafe(_resolve, answered.future, event)
         if isinstance(event, Heartbeat | AgentUp | AgentDown):

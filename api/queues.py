@@ -16,22 +16,18 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from elves.api.gateway import Gateway, gateway, to_event
+from elves.api.gateway import Gateway, ask, gateway, to_event
 from elves.api.requests import parse_json_body, parse_queue_task
-from elves.errors import CommandRejected, MissingField, NotFound, TaskTimeout, WrongType
-from elves.schemas.codec import CODEC
+from elves.errors import MissingField, NotFound, WrongType
 from elves.schemas.events import (
     AddQueueTask,
     CommitQueue,
     CreateQueue,
     Event,
-    QueueCommandRejected,
     StopQueue,
     new_id,
 )
 from elves.streams.queues import model as queues
-
-ANSWER_WAIT_S = 15.0
 
 
 def _now() -> int:
@@ -40,27 +36,7 @@ def _now() -> int:
 
 async def send(gw: Gateway, command: queues.Command) -> Event:
     """Produce a queue command and wait for the event that answers it."""
-    answers = queues.answer_ids(command)
-    pending = gw.listener.expect_any(answers)
-    try:
-        gw.producer.produce(
-            gw.settings.topic("commands"),
-            key=command.queue_id.encode(),
-            value=CODEC.encode(command),
-        )
-        gw.producer.poll(0)
-        try:
-            answer = await asyncio.wait_for(asyncio.shield(pending.future), ANSWER_WAIT_S)
-        except TimeoutError:
-            raise TaskTimeout(
-                f"the queue stream did not answer within {ANSWER_WAIT_S:.0f} s",
-                queue_id=command.queue_id,
-            ) from None
-    finally:
-        gw.listener.forget_answers(answers)
-    if isinstance(answer, QueueCommandRejected):
-        raise CommandRejected(answer.code, answer.reason, queue_id=command.queue_id)
-    return answer
+    return await ask(gw, command.queue_id, command, queues.answer_ids(command))
 
 
 async def create_queue(request: Request) -> JSONResponse:

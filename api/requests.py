@@ -124,3 +124,44 @@ def parse_queue_task(body: dict[str, Any], settings: Settings) -> QueueTaskReque
         backoff_s=_int(body, "backoff_s", 0, 0, 24 * 3600),
         proxy=proxy or None,
     )
+
+
+@dataclass(frozen=True)
+class CronRequest:
+    agent: str
+    app: str
+    func: str
+    params: str
+    timeout_s: int
+    rule: str
+    timezone: str
+    mode: str
+    misfire: str
+    overlap: str
+    name: str
+    proxy: str | None
+
+
+def parse_cron(body: dict[str, Any], settings: Settings) -> CronRequest:
+    """Types only; the cron fold judges the rule, the time zone and the policies, with codes."""
+    optional = {"timezone": "UTC", "mode": "CANP", "misfire": "run_once", "overlap": "skip"}
+    values = {}
+    for name, default in {**optional, "name": "", "proxy": ""}.items():
+        value = body.get(name, default)
+        if not isinstance(value, str):
+            raise WrongType(f"{name} must be a string", field=name)
+        values[name] = value
+    return CronRequest(
+        agent=_text(body, "agent"),
+        app=_text(body, "app"),
+        func=_text(body, "func"),
+        params=_params_text(body, settings),
+        timeout_s=_int(body, "timeout", settings.task_timeout_s, 1, MAX_TIMEOUT_S),
+        rule=_text(body, "rule"),
+        timezone=values["timezone"],
+        mode=values["mode"],
+        misfire=values["misfire"],
+        overlap=values["overlap"],
+        name=values["name"],
+        proxy=values["proxy"] or None,
+    )

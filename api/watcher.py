@@ -75,12 +75,14 @@ def _row(
         task_id=ids.get("task_id", ""),
         app=ids.get("app", ""),
         queue_id=ids.get("queue_id", ""),
+        cron_id=ids.get("cron_id", ""),
         payload=json.dumps(payload, separators=(",", ":"), default=str),
     )
 
 
 def _ids(event: object) -> dict[str, str]:
-    return {k: str(getattr(event, k, "") or "") for k in ("agent_id", "task_id", "app", "queue_id")}
+    keys = ("agent_id", "task_id", "app", "queue_id", "cron_id")
+    return {k: str(getattr(event, k, "") or "") for k in keys}
 
 
 def to_row(msg: Message, dlq_topic: str) -> AuditRow:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from elves import queue_cli
+from elves import cron_cli, queue_cli
 from elves.config import Settings
 from elves.table import params_of, render
 
@@ -187,6 +187,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("agent", help="run an agent on this host").set_defaults(handler=cmd_agent)
 
     queue_cli.register(sub)
+    cron_cli.register(sub)
     processor = sub.add_parser("processor", help="app processors (the server side of mode P)")
     processor_sub = processor.add_subparsers(dest="processor_command", required=True)
     processor_run = processor_sub.add_parser(

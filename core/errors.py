@@ -49,6 +49,18 @@ class BadSql(BadRequest):
     code = "403.5"
 
 
+class BadRule(BadRequest):
+    """A cron rule that cannot be read, or that never fires."""
+
+    code = "403.6"
+
+
+class BadTimezone(BadRequest):
+    """A time zone that is not an IANA name, e.g. "Asia/Shanghai"."""
+
+    code = "403.7"
+
+
 class NotFound(ElvesError):
     code = "404.0"
     status = 404
@@ -56,6 +68,10 @@ class NotFound(ElvesError):
 
 class TaskNotFound(NotFound):
     code = "404.1"
+
+
+class CronNotFound(NotFound):
+    code = "411.1"  # ELVES' code for it
 
 
 class UnknownAgent(ElvesError):
@@ -96,6 +112,6 @@ class CommandRejected(ElvesError):
         super().__init__(message, **details)
         self.code = code
         family = code.split(".")[0]
-        self.status = {"412": 409, "403": 400}.get(family, 400)
-        if code == "412.1":
+        self.status = {"411": 409, "412": 409, "403": 400}.get(family, 400)
+        if code in ("411.1", "412.1"):  # no such cron / queue
             self.status = 404

@@ -6,25 +6,8 @@ import argparse
 import json
 from typing import Any
 
-import httpx
-
 from elves.config import Settings
-from elves.table import params_of, render
-
-
-def _out(text: str) -> None:
-    print(text)  # noqa: T201 - the CLI's output
-
-
-def _call(settings: Settings, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
-    with httpx.Client(base_url=settings.base_url, timeout=60) as client:
-        response = client.request(method, path, **kwargs)
-    data: dict[str, Any] = response.json()
-    if response.status_code >= 400:
-        error = data.get("error", {})
-        _out(f"error [{error.get('code')}]: {error.get('message')}")
-        return None
-    return data
+from elves.table import call, out, params_of, render
 
 
 def _task_body(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
@@ -45,49 +28,49 @@ def _task_body(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, An
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
-    data = _call(settings, "POST", "/api/v1/queues", json={"app": args.app, "name": args.name})
+    data = call(settings, "POST", "/api/v1/queues", json={"app": args.app, "name": args.name})
     if data is None:
         return 1
-    _out(data["queue_id"])
+    out(data["queue_id"])
     return 0
 
 
 def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
     path = f"/api/v1/queues/{args.queue_id}/tasks"
-    data = _call(settings, "POST", path, json=_task_body(args, params_of(args.param)))
+    data = call(settings, "POST", path, json=_task_body(args, params_of(args.param)))
     if data is None:
         return 1
-    _out(data["task_id"])
+    out(data["task_id"])
     return 0
 
 
 def cmd_quick(args: argparse.Namespace, settings: Settings) -> int:
     body = {"app": args.app, **_task_body(args, params_of(args.param))}
-    data = _call(settings, "POST", "/api/v1/queues/quick", json=body)
+    data = call(settings, "POST", "/api/v1/queues/quick", json=body)
     if data is None:
         return 1
-    _out(f"queue {data['queue_id']}  task {data['task_id']}")
+    out(f"queue {data['queue_id']}  task {data['task_id']}")
     return 0
 
 
 def cmd_commit(args: argparse.Namespace, settings: Settings) -> int:
-    return 0 if _call(settings, "POST", f"/api/v1/queues/{args.queue_id}/commit") else 1
+    return 0 if call(settings, "POST", f"/api/v1/queues/{args.queue_id}/commit") else 1
 
 
 def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
-    return 0 if _call(settings, "POST", f"/api/v1/queues/{args.queue_id}/stop") else 1
+    return 0 if call(settings, "POST", f"/api/v1/queues/{args.queue_id}/stop") else 1
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     params = {"as_of": args.as_of} if args.as_of else {}
-    data = _call(settings, "GET", f"/api/v1/queues/{args.queue_id}", params=params)
+    data = call(settings, "GET", f"/api/v1/queues/{args.queue_id}", params=params)
     if data is None:
         return 1
     if args.json:
-        _out(json.dumps(data, indent=2))
+        out(json.dumps(data, indent=2))
         return 0
     when = f" as of {args.as_of}" if args.as_of else ""
-    _out(f"queue {data['queue_id']} ({data['app']}): {data['status']}{when}")
+    out(f"queue {data['queue_id']} ({data['app']}): {data['status']}{when}")
     rows = [
         [
             t["task_id"],
@@ -101,7 +84,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         for t in data["tasks"]
     ]
     headers = ["task", "status", "attempt", "flag", "time", "depends on", "result / cause"]
-    _out(render(headers, rows))
+    out(render(headers, rows))
     return 0
 
 

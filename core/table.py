@@ -1,10 +1,30 @@
-"""What the CLI reads and prints: `key=value` params, readable tables."""
+"""What the CLI reads and prints: `key=value` params, readable tables, gateway calls."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from typing import Any
+
+import httpx
+
+from elves.config import Settings
+
+
+def out(text: str) -> None:
+    print(text)  # noqa: T201 - the CLI's output
+
+
+def call(settings: Settings, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
+    """A gateway call: its JSON, or None after printing the error and its code."""
+    with httpx.Client(base_url=settings.base_url, timeout=60) as client:
+        response = client.request(method, path, **kwargs)
+    data: dict[str, Any] = response.json()
+    if response.status_code >= 400:
+        error = data.get("error", {})
+        out(f"error [{error.get('code')}]: {error.get('message')}")
+        return None
+    return data
 
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int = 60) -> str:

@@ -27,10 +27,14 @@ CORE_TOPICS = (
     TopicSpec("tasks", partitions=4),
     TopicSpec("results", partitions=4),
     TopicSpec("queues", partitions=4),
+    TopicSpec("crons", partitions=4),
     # One partition: liveness is decided by one stream instance that sees every agent.
     TopicSpec("heartbeats", partitions=1, compacted=True),
     TopicSpec("agents", partitions=1, compacted=True),
     TopicSpec("dlq", partitions=1),
+    # Faust would make it at the streams' start; made here too so that the gateway can read
+    # the crons' current state from it even before that (same partitions as the table).
+    TopicSpec("streams-crons-changelog", partitions=4, compacted=True),
 )
 
 DISPATCH_PARTITIONS = 1  # one agent consumes its topic alone; order per agent is kept

@@ -104,6 +104,14 @@ class Codec:
         fastavro.schemaless_writer(body, sv.parsed, record)
         return body.getvalue()
 
+    def name_of(self, data: bytes | None) -> str | None:
+        """The event type a message holds, from its header alone (None if not ours): a
+        consumer skips what it does not handle without decoding the body."""
+        if data is None or len(data) < HEADER_SIZE or data[:2] != MAGIC:
+            return None
+        writer = self.by_fingerprint.get(bytes(data[2:HEADER_SIZE]))
+        return None if writer is None else writer.name
+
     def decode(self, data: bytes | None) -> Event:
         if data is None or len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise DecodeError("not Avro single-object encoded (no C3 01 header)")

@@ -40,6 +40,7 @@ class TaskSubmitted:
     requested_by: str | None = None
     queue_id: str | None = None  # since v2
     attempt: int = 1  # since v2: a retry submits the same task again
+    cron_id: str | None = None  # since v3: the cron whose fire this is
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class TaskRejected:
     code: str
     reason: str
     queue_id: str | None = None  # since v2
+    cron_id: str | None = None  # since v3
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class TaskSucceeded:
     worker_message: str
     worker_costtime: int
     queue_id: str | None = None  # since v2
+    cron_id: str | None = None  # since v3
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ class TaskFailed:
     worker_message: str
     worker_costtime: int
     queue_id: str | None = None  # since v2
+    cron_id: str | None = None  # since v3
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,7 @@ class TaskTimedOut:
     agent_id: str
     deadline_at: int
     queue_id: str | None = None  # since v2
+    cron_id: str | None = None  # since v3
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,7 @@ class ProcessorResult:
     worker_costtime: int
     queue_id: str | None = None
     mode: str = "CAP"
+    cron_id: str | None = None  # since v2
 
 
 @dataclass(frozen=True)
@@ -396,6 +402,215 @@ class QueueFinished:
     status: str  # succeeded | failed | stopped
 
 
+# --- Cron: commands on `commands` (keyed by cron id), derived events on `crons`. ---
+
+
+@dataclass(frozen=True)
+class AddCron:
+    """A client schedules a task by a cron rule.
+
+    Modes CANP/CAP fire from the center (the streams); AANP/AAP are pushed to the agent, which
+    fires them itself, Kafka or not, and reports each run when it can.
+    """
+
+    event_id: str
+    occurred_at: int
+    cron_id: str
+    agent_id: str
+    app: str
+    func: str
+    params: str  # JSON text, as ELVES' `param`
+    timeout_s: int
+    rule: str  # 5 fields, 6 with seconds first, or Quartz (`0/5 * * * * ?`)
+    timezone: str = "UTC"
+    mode: str = "CANP"
+    misfire: str = "run_once"  # run_once | run_all | skip: fires missed while down
+    overlap: str = "skip"  # skip | queue | parallel: a fire while the previous run goes on
+    name: str = ""
+    proxy: str | None = None
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class PauseCron:
+    event_id: str
+    occurred_at: int
+    cron_id: str
+
+
+@dataclass(frozen=True)
+class ResumeCron:
+    event_id: str
+    occurred_at: int
+    cron_id: str
+
+
+@dataclass(frozen=True)
+class DeleteCron:
+    event_id: str
+    occurred_at: int
+    cron_id: str
+
+
+@dataclass(frozen=True)
+class CronAdded:
+    """An accepted `AddCron`, field for field: the cron's log alone rebuilds it."""
+
+    event_id: str
+    occurred_at: int
+    cron_id: str
+    agent_id: str
+    app: str
+    func: str
+    params: str
+    timeout_s: int
+    rule: str
+    timezone: str = "UTC"
+    mode: str = "CANP"
+    misfire: str = "run_once"
+    overlap: str = "skip"
+    name: str = ""
+    proxy: str | None = None
+
+
+@dataclass(frozen=True)
+class CronPaused:
+    event_id: str
+    occurred_at: int
+    cron_id: str
+
+
+@dataclass(frozen=True)
+class CronResumed:
+    """Fires are scheduled again from `occurred_at`; times that passed while paused are not
+    misfires (the pause asked for them not to run)."""
+
+    event_id: str
+    occurred_at: int
+    cron_id: str
+
+
+@dataclass(frozen=True)
+class CronDeleted:
+    event_id: str
+    occurred_at: int
+    cron_id: str
+
+
+@dataclass(frozen=True)
+class CronCommandRejected:
+    """A cron command broke a rule; nothing else happened. `code` is stable (411.x, 403.x)."""
+
+    event_id: str
+    occurred_at: int
+    cron_id: str
+    command: str
+    command_id: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CronFired:
+    """One fire of a cron: keyed by `(cron_id, scheduled_at)`, with its own task id."""
+
+    event_id: str
+    occurred_at: int
+    cron_id: str
+    scheduled_at: int
+    task_id: str
+    agent_id: str
+    catch_up: bool = False  # a missed time run late, by the misfire policy
+
+
+@dataclass(frozen=True)
+class CronFiresMissed:
+    """Scheduled times that did not run, by the misfire policy: never a silent loss."""
+
+    event_id: str
+    occurred_at: int
+    cron_id: str
+    first_at: int
+    last_at: int
+    count: int
+    policy: str
+
+
+@dataclass(frozen=True)
+class CronFireSkipped:
+    """A fire not run because the previous run was still going (overlap policy `skip`)."""
+
+    event_id: str
+    occurred_at: int
+    cron_id: str
+    scheduled_at: int
+    running_task_id: str
+
+
+@dataclass(frozen=True)
+class CronFireQueued:
+    """A fire held until the previous run ends (overlap policy `queue`)."""
+
+    event_id: str
+    occurred_at: int
+    cron_id: str
+    scheduled_at: int
+    running_task_id: str
+
+
+@dataclass(frozen=True)
+class AgentCronSet:
+    """The center's version of one agent-side cron (AANP/AAP), on the agent's dispatch topic.
+
+    The agent keeps the newest it got per cron id and runs it from its own clock; `status`
+    active, paused or deleted.
+    """
+
+    event_id: str
+    occurred_at: int
+    cron_id: str
+    agent_id: str
+    app: str
+    func: str
+    params: str
+    timeout_s: int
+    rule: str
+    timezone: str
+    mode: str
+    status: str
+    misfire: str = "run_once"
+    overlap: str = "skip"
+    proxy: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentCronRan:
+    """An agent-initiated run (AANP/AAP), reported whole once it ended (on `results`).
+
+    Its task id derives from (agent, cron, scheduled time), so a run re-sent from the agent's
+    spool after an outage is the same task. `source`: `config` (the agent's cron file) or
+    `center` (an `AgentCronSet`).
+    """
+
+    event_id: str
+    occurred_at: int
+    task_id: str
+    agent_id: str
+    cron_id: str
+    source: str
+    scheduled_at: int
+    started_at: int
+    app: str
+    func: str
+    params: str
+    mode: str
+    worker_flag: int
+    worker_message: str
+    worker_costtime: int
+    truncated: bool = False
+    timed_out: bool = False
+
+
 Event = (
     TaskSubmitted
     | TaskAccepted
@@ -426,6 +641,21 @@ Event = (
     | QueueTaskSkipped
     | QueueTaskCancelled
     | QueueFinished
+    | AddCron
+    | PauseCron
+    | ResumeCron
+    | DeleteCron
+    | CronAdded
+    | CronPaused
+    | CronResumed
+    | CronDeleted
+    | CronCommandRejected
+    | CronFired
+    | CronFiresMissed
+    | CronFireSkipped
+    | CronFireQueued
+    | AgentCronSet
+    | AgentCronRan
 )
 
 # The explicit registry: Avro record name -> class. A new event is added here and in avro/.
@@ -461,5 +691,20 @@ EVENT_TYPES: dict[str, type[Event]] = {
         QueueTaskSkipped,
         QueueTaskCancelled,
         QueueFinished,
+        AddCron,
+        PauseCron,
+        ResumeCron,
+        DeleteCron,
+        CronAdded,
+        CronPaused,
+        CronResumed,
+        CronDeleted,
+        CronCommandRejected,
+        CronFired,
+        CronFiresMissed,
+        CronFireSkipped,
+        CronFireQueued,
+        AgentCronSet,
+        AgentCronRan,
     )
 }

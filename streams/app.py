@@ -7,6 +7,8 @@ Two stream agents:
 - `agent_liveness` reads `heartbeats` and its own `agents` output into the `agents` table.
 Two timers are the only clock: one announces passed deadlines (as `DeadlinePassed` on `results`,
 so the task fold decides, never the timer), one notices silent agents.
+The queue flow (`streams/queues/wiring.py`) and the cron flow (`streams/cron/wiring.py`) sit
+beside them in the same worker; outcomes of their tasks are copied to `queues` and `crons`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from elves.config import Settings
 from elves.errors import DecodeError
 from elves.schemas.codec import CODEC
 from elves.schemas.events import (
+    AgentCronRan,
     AgentDown,
     AgentUp,
     DeadlinePassed,
@@ -36,8 +39,11 @@ from elves.schemas.events import (
     TaskSubmitted,
 )
 from elves.streams.agents import model as agents
+from elves.streams.agents.view import AgentView
+from elves.streams.cron.wiring import CRON_COMMANDS, wire_crons
 from elves.streams.queues.wiring import QUEUE_COMMANDS, wire_queues
 from elves.streams.tasks import model as tasks
+from elves.topics import ensure_topics
 
 log = logging.getLogger("elves.streams")
 
@@ -78,7 +84,7 @@ def _agent_state(raw: dict[str, Any] | None) -> agents.AgentState | None:
     return None if raw is None else agents.AgentState(**raw)
 
 
-def build_app(settings: Settings) -> faust.App:
+def build_app(settings: Settings, agent_view: AgentView) -> faust.App:
     app = faust.App(
         f"{settings.topic_prefix}streams",
         broker=f"kafka://{settings.bootstrap}",
@@ -145,6 +151,7 @@ def build_app(settings: Settings) -> faust.App:
         )
 
     queues_topic = wire_queues(app, settings, limits, dead_letter, now_ms)
+    crons_topic = wire_crons(app, settings, dead_letter, now_ms)
 
     processor_topics: dict[str, faust.TopicT] = {}
 
@@ -174,6 +181,7 @@ def build_app(settings: Settings) -> faust.App:
                 dispatch_topics[event.agent_id] = target
             await target.send(key=event.task_id.encode(), value=data)
         elif isinstance(event, AgentUp | AgentDown):
+            agent_view.apply(event)
             await agents_topic.send(key=event.agent_id.encode(), value=data)
         else:
             await tasks_topic.send(key=event.task_id.encode(), value=data)  # type: ignore[union-attr]
@@ -181,17 +189,15 @@ def build_app(settings: Settings) -> faust.App:
             if queue_id is not None:
                 # A queue task's outcome is its queue's input too, keyed by the queue.
                 await queues_topic.send(key=queue_id.encode(), value=data)
+            cron_id = getattr(event, "cron_id", None)
+            if cron_id is not None:
+                # A fire's outcome is its cron's input: overlap policies and the last result.
+                await crons_topic.send(key=cron_id.encode(), value=data)
 
     def recovered() -> bool:
         """Tables restored from their changelogs: before that a clock would act on stale state."""
         recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
         return bool(recovery.completed.is_set())
-
-    def agent_status(agent_id: str) -> tasks.AgentStatus:
-        state = _agent_state(agent_table.get(agent_id))
-        if state is None:
-            return "unknown"
-        return "up" if state.up else "down"
 
     async def decode(event: faust.EventT[bytes]) -> Event | None:
         try:
@@ -204,8 +210,8 @@ def build_app(settings: Settings) -> faust.App:
     async def task_lifecycle(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
             decoded = await decode(event)
-            if decoded is None or isinstance(decoded, QUEUE_COMMANDS):
-                continue  # queue commands are the queue flow's
+            if decoded is None or isinstance(decoded, QUEUE_COMMANDS + CRON_COMMANDS):
+                continue  # queue and cron commands are the queue and cron flows'
             task_id = getattr(decoded, "task_id", None)
             if task_id is None:
                 await dead_letter(event, f"unexpected {type(decoded).__name__} on a task topic")
@@ -215,12 +221,14 @@ def build_app(settings: Settings) -> faust.App:
             match decoded:
                 case TaskSubmitted():
                     out = tasks.decide_submit(
-                        state, decoded, agent_status(decoded.agent_id), now_ms(), limits
+                        state, decoded, agent_view.status(decoded.agent_id), now_ms(), limits
                     )
                 case TaskResultReported():
                     out = tasks.decide_result(state, decoded)
                 case DeadlinePassed():
                     out = tasks.decide_deadline(state, decoded)
+                case AgentCronRan():
+                    out = tasks.decide_agent_run(state, decoded)
                 case TaskStarted():
                     out = []
                 case _:
@@ -306,5 +314,8 @@ def run(settings: Settings, loglevel: str = "warn") -> None:
 
     (settings.state_dir / "streams").mkdir(parents=True, exist_ok=True)
     aiokafka.AIOKafkaConsumer = _Consumer  # Faust builds its consumer by this name
-    app = build_app(settings)
+    ensure_topics(settings)
+    agent_view = AgentView(settings)
+    agent_view.start()  # before any task is decided: it tells known agents from unknown ones
+    app = build_app(settings, agent_view)
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

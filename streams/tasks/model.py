@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from elves.schemas.events import (
+    AgentCronRan,
     DeadlinePassed,
     Event,
     ProcessorResult,
@@ -60,6 +61,7 @@ class TaskState:
     queue_id: str | None = None  # a queue task's queue: its outcomes are copied to it
     mode: str = "CSNP"
     params: str = ""  # kept for the processor of a P-mode task, which gets the instruction
+    cron_id: str | None = None  # a cron fire's cron: its outcomes are copied to it
 
     @property
     def final(self) -> bool:
@@ -76,6 +78,7 @@ def _reject(cmd: TaskSubmitted, code: str, reason: str) -> list[Event]:
             code=code,
             reason=reason,
             queue_id=cmd.queue_id,
+            cron_id=cmd.cron_id,
         )
     ]
 
@@ -158,6 +161,7 @@ def decide_result(state: TaskState | None, result: TaskResultReported) -> list[E
                 agent_id=result.agent_id,
                 deadline_at=state.deadline_at,
                 queue_id=state.queue_id,
+                cron_id=state.cron_id,
             )
         ]
     common = {
@@ -170,6 +174,7 @@ def decide_result(state: TaskState | None, result: TaskResultReported) -> list[E
         "worker_message": result.worker_message,
         "worker_costtime": result.worker_costtime,
         "queue_id": state.queue_id,
+        "cron_id": state.cron_id,
     }
     if result.worker_flag == 1:
         return [TaskSucceeded(**common)]  # type: ignore[arg-type]
@@ -188,8 +193,33 @@ def decide_deadline(state: TaskState | None, passed: DeadlinePassed) -> list[Eve
             agent_id=state.agent_id,
             deadline_at=state.deadline_at,
             queue_id=state.queue_id,
+            cron_id=state.cron_id,
         )
     ]
+
+
+def decide_agent_run(state: TaskState | None, ran: AgentCronRan) -> list[Event]:
+    """An agent-initiated run arrives whole: its outcome, once (a re-sent report adds nothing)."""
+    if state is not None:
+        return []
+    common = {
+        "event_id": derived_id(ran.event_id, "outcome"),
+        "occurred_at": ran.occurred_at,
+        "task_id": ran.task_id,
+        "attempt": 1,
+        "agent_id": ran.agent_id,
+        "cron_id": ran.cron_id,
+    }
+    if ran.timed_out:
+        return [TaskTimedOut(deadline_at=ran.occurred_at, **common)]  # type: ignore[arg-type]
+    worker = {
+        "worker_flag": ran.worker_flag,
+        "worker_message": ran.worker_message,
+        "worker_costtime": ran.worker_costtime,
+    }
+    if ran.worker_flag == 1:
+        return [TaskSucceeded(**common, **worker)]  # type: ignore[arg-type]
+    return [TaskFailed(**common, **worker)]  # type: ignore[arg-type]
 
 
 PROCESSOR_MODES = frozenset({"CAP", "AAP"})
@@ -224,6 +254,7 @@ def processor_result(state: TaskState, outcome: Event) -> ProcessorResult | None
         worker_message=message,
         worker_costtime=cost,
         queue_id=state.queue_id,
+        cron_id=state.cron_id,
         mode=state.mode,
     )
 
@@ -256,6 +287,7 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
                 queue_id=event.queue_id,
                 mode=event.mode,
                 params=event.params,
+                cron_id=event.cron_id,
             )
         case TaskAccepted():
             base = state or TaskState(
@@ -264,7 +296,13 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
             return replace(base, status="accepted", deadline_at=event.deadline_at)
         case TaskRejected():
             base = state or TaskState(
-                event.task_id, event.agent_id, "", "", "rejected", queue_id=event.queue_id
+                event.task_id,
+                event.agent_id,
+                "",
+                "",
+                "rejected",
+                queue_id=event.queue_id,
+                cron_id=event.cron_id,
             )
             return replace(base, status="rejected", reason=f"[{event.code}] {event.reason}")
         case TaskDispatched() if state is not None and (
@@ -291,6 +329,18 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
                 worker_flag=event.worker_flag,
                 worker_message=event.worker_message,
                 worker_costtime=event.worker_costtime,
+            )
+        case AgentCronRan() if state is None:
+            return TaskState(
+                event.task_id,
+                event.agent_id,
+                event.app,
+                event.func,
+                "running",
+                attempt=1,
+                mode=event.mode,
+                params=event.params,
+                cron_id=event.cron_id,
             )
         case TaskTimedOut() if state is not None and not state.final:
             return replace(

@@ -80,3 +80,28 @@ def test_queues_from_the_cli(stack: Stack) -> None:
 
     out = wait_for("the queue to succeed", shown, 60)
     assert "one" in out and "two" in out
+
+
+def test_the_readme_cron_tour(stack: Stack) -> None:
+    added = elves(
+        stack, "cron", "add", AGENT, "apptest", "helloword", "*/1 * * * * *", "-p", "my=tick",
+        "--timezone", "Asia/Shanghai",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stdout + added.stderr
+    cron_id = added.stdout.strip()
+
+    def shown() -> str | None:
+        show = elves(stack, "cron", "show", cron_id)
+        return show.stdout if re.search(r"last result\s+succeeded: tick", show.stdout) else None
+
+    text = wait_for("a fire's result in `cron show`", shown, 30)
+    assert re.search(r"next fires \(UTC\)", text) and re.search(r"counts\s+fires=", text)
+    listed = elves(stack, "cron", "list")
+    assert listed.returncode == 0 and cron_id in listed.stdout
+    for order, status in (("pause", "paused"), ("resume", "active"), ("delete", "deleted")):
+        done = elves(stack, "cron", order, cron_id)
+        assert done.returncode == 0 and done.stdout.strip() == f"{cron_id}: {status}", done.stdout
+    bad = elves(stack, "cron", "add", AGENT, "apptest", "helloword", "61 * * * *")
+    assert bad.returncode == 1 and "403.6" in bad.stdout
+    gone = elves(stack, "cron", "pause", "nope")
+    assert gone.returncode == 1 and "411.1" in gone.stdout

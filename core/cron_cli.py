@@ -1,0 +1,141 @@
+"""`elves cron ...`: center and agent crons from the command line, through the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from typing import Any
+
+from elves.config import Settings
+from elves.table import call, out, params_of, render
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return ""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
+    body: dict[str, Any] = {
+        "agent": args.agent,
+        "app": args.app,
+        "func": args.func,
+        "rule": args.rule,
+        "params": params_of(args.param),
+        "timeout": args.timeout,
+        "timezone": args.timezone,
+        "mode": args.mode,
+        "misfire": args.misfire,
+        "overlap": args.overlap,
+        "name": args.name,
+    }
+    data = call(settings, "POST", "/api/v1/crons", json=body)
+    if data is None:
+        return 1
+    out(data["cron_id"])
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    data = call(settings, "GET", "/api/v1/crons", params={"deleted": int(args.deleted)})
+    if data is None:
+        return 1
+    rows = [
+        [
+            c["cron_id"],
+            c["name"],
+            c["agent_id"],
+            f"{c['app']}.{c['func']}",
+            c["rule"],
+            c["mode"],
+            c["status"],
+            _when(c["next_at"]),
+            c["last_status"],
+        ]
+        for c in data["crons"]
+    ]
+    headers = ["cron", "name", "agent", "app.func", "rule", "mode", "status", "next (UTC)", "last"]
+    out(render(headers, rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    data = call(settings, "GET", f"/api/v1/crons/{args.cron_id}")
+    if data is None:
+        return 1
+    if args.json:
+        out(json.dumps(data, indent=2))
+        return 0
+    keys = (
+        "cron_id",
+        "name",
+        "status",
+        "agent_id",
+        "app",
+        "func",
+        "params",
+        "rule",
+        "timezone",
+        "mode",
+        "misfire",
+        "overlap",
+        "timeout_s",
+    )
+    rows: list[list[Any]] = [[k, data[k]] for k in keys]
+    rows.append(["next fires (UTC)", ", ".join(_when(t) for t in data["next_fires"])])
+    fire, result = data["last_fire"], data["last_result"]
+    if fire:
+        when = _when(fire["scheduled_at"])
+        rows.append(["last fire", f"{when} task {fire['task_id']} ({fire['status']})"])
+    if result:
+        rows.append(["last result", f"{result['status']}: {result['message']}"])
+    rows.append(["counts", " ".join(f"{k}={v}" for k, v in data["counts"].items())])
+    out(render(["field", "value"], rows, max_width=120))
+    return 0
+
+
+def _order(method: str, suffix: str) -> Any:
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        data = call(settings, method, f"/api/v1/crons/{args.cron_id}{suffix}")
+        if data is None:
+            return 1
+        out(f"{data['cron_id']}: {data['status']}")
+        return 0
+
+    return handler
+
+
+def register(sub: Any) -> None:
+    """Add `elves cron ...` to the CLI's subcommands."""
+    cron = sub.add_parser("cron", help="scheduled tasks")
+    csub = cron.add_subparsers(dest="cron_command", required=True)
+    add = csub.add_parser("add", help="schedule a task by a cron rule; prints the cron id")
+    add.add_argument("agent")
+    add.add_argument("app")
+    add.add_argument("func")
+    add.add_argument("rule", help="5 fields, 6 with seconds first, or Quartz ('0/5 * * * * ?')")
+    add.add_argument("-p", "--param", action="append", default=[], help="key=value (repeat)")
+    add.add_argument("-t", "--timeout", type=int, default=90)
+    add.add_argument("--timezone", default="UTC", help="IANA name, e.g. Asia/Shanghai")
+    add.add_argument("--mode", default="CANP", choices=["CANP", "CAP", "AANP", "AAP"])
+    add.add_argument("--misfire", default="run_once", choices=["run_once", "run_all", "skip"])
+    add.add_argument("--overlap", default="skip", choices=["skip", "queue", "parallel"])
+    add.add_argument("--name", default="")
+    add.set_defaults(handler=cmd_add)
+    listing = csub.add_parser("list", help="every cron")
+    listing.add_argument("--deleted", action="store_true", help="deleted ones too")
+    listing.set_defaults(handler=cmd_list)
+    show = csub.add_parser("show", help="a cron: rule, next fires, last fire, counts")
+    show.add_argument("cron_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_show)
+    for name, method, suffix in (
+        ("pause", "POST", "/pause"),
+        ("resume", "POST", "/resume"),
+        ("delete", "DELETE", ""),
+    ):
+        p = csub.add_parser(name, help=f"{name} a cron")
+        p.add_argument("cron_id")
+        p.set_defaults(handler=_order(method, suffix))

@@ -1,0 +1,1 @@
+"""Scheduled tasks: cron rules, the cron fold and its wiring."""

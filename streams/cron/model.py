@@ -1,0 +1,444 @@
+"""The cron fold: pure rules of scheduled tasks.
+
+A cron: active <-> paused, -> deleted. Center crons (CANP/CAP) fire from here; agent crons
+(AANP/AAP) are only kept here and pushed to their agent, which fires them itself.
+
+What arrives, and what decides on it:
+- the four commands (`AddCron`, `PauseCron`, `ResumeCron`, `DeleteCron`): `decide`;
+- the clock's reading (`now`): `decide_due`, for each cron whose next time has come;
+- a fire's outcome (`TaskSucceeded`, `TaskFailed`, `TaskTimedOut`, `TaskRejected` with the
+  cron's id): `decide_outcome`, which may start a fire held by the overlap policy `queue`.
+
+Rules:
+- Every scheduled time is decided once: fired, missed (misfire policy) or skipped/queued
+  (overlap policy). `handled_until` is the newest decided time, so a repeated tick, a second
+  streams worker or a replay after a restart finds nothing left to decide.
+- A fire's event id and task id derive from `(cron_id, scheduled_at)` alone: even an output
+  produced twice (a crash between the send and the commit) is the same fire and the same task,
+  which the task fold takes once.
+- Times that pass while a cron is paused are not misfires: resuming schedules from then.
+
+No Kafka, no clock, no I/O: `now` arrives on the events.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from typing import Any, Literal, assert_never, cast
+
+from elves.errors import BadRequest
+from elves.schemas.events import (
+    AddCron,
+    CronAdded,
+    CronCommandRejected,
+    CronDeleted,
+    CronFired,
+    CronFireQueued,
+    CronFireSkipped,
+    CronFiresMissed,
+    CronPaused,
+    CronResumed,
+    DeleteCron,
+    Event,
+    PauseCron,
+    ResumeCron,
+    TaskFailed,
+    TaskRejected,
+    TaskSubmitted,
+    TaskSucceeded,
+    TaskTimedOut,
+    derived_id,
+)
+from elves.streams.cron import rules
+
+Status = Literal["active", "paused", "deleted"]
+Command = AddCron | PauseCron | ResumeCron | DeleteCron
+Outcome = TaskSucceeded | TaskFailed | TaskTimedOut | TaskRejected
+CENTER_MODES = ("CANP", "CAP")
+AGENT_MODES = ("AANP", "AAP")
+# A fire is on time when decided within this long after its scheduled time; later, it missed.
+GRACE_MS = 2000
+MAX_QUEUED = 10  # overlap `queue` holds at most this many fires; more are skipped
+MAX_MISSED_COUNTED = 10_000  # a long outage's misses are counted up to this many
+
+
+@lru_cache(maxsize=4096)
+def _rule(text: str, timezone: str) -> rules.Rule:
+    return rules.parse_rule(text, timezone)
+
+
+@lru_cache(maxsize=1 << 16)
+def _next_fire(rule: str, timezone: str, after: int) -> int:
+    # Crons share rules and fire at the same times: one croniter walk (~100 us) serves them all.
+    return rules.next_fire(_rule(rule, timezone), after)
+
+
+@dataclass(frozen=True)
+class CronState:
+    cron_id: str
+    agent_id: str
+    app: str
+    func: str
+    params: str
+    timeout_s: int
+    rule: str
+    timezone: str
+    mode: str
+    misfire: str
+    overlap: str
+    name: str
+    proxy: str | None
+    created_at: int
+    status: Status = "active"
+    handled_until: int = 0  # every scheduled time up to here is decided
+    next_at: int = 0  # the next scheduled time to decide; 0: none (paused, deleted, agent cron)
+    running: tuple[str, ...] = ()  # task ids of fires not ended yet
+    queued: tuple[int, ...] = ()  # scheduled times held by overlap `queue`
+    fires: int = 0
+    missed: int = 0
+    skipped: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    last_scheduled_at: int = 0  # the newest fire
+    last_task_id: str = ""
+    ended_task_id: str = ""  # the newest fire that ended, and how
+    last_status: str = ""  # succeeded | failed | timed_out | rejected
+    last_message: str = ""
+    last_ended_at: int = 0
+
+    @property
+    def on_center(self) -> bool:
+        return self.mode in CENTER_MODES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CronState:
+        return cls(**{**raw, "running": tuple(raw["running"]), "queued": tuple(raw["queued"])})
+
+
+def fire_task_id(cron_id: str, scheduled_at: int) -> str:
+    return derived_id(f"{cron_id}:{scheduled_at}", "cron-task")
+
+
+def submission(state: CronState, fired: CronFired) -> TaskSubmitted:
+    """The task command of a fire: it runs through the task lifecycle like any task."""
+    return TaskSubmitted(
+        event_id=derived_id(fired.event_id, "submit"),
+        occurred_at=fired.occurred_at,
+        task_id=fired.task_id,
+        agent_id=state.agent_id,
+        app=state.app,
+        func=state.func,
+        params=state.params,
+        timeout_s=state.timeout_s,
+        proxy=state.proxy,
+        mode=state.mode,
+        cron_id=state.cron_id,
+    )
+
+
+# --- commands ---
+
+
+def decide(state: CronState | None, cmd: Command) -> list[Event]:
+    match cmd:
+        case AddCron():
+            return decide_add(state, cmd)
+        case PauseCron():
+            return _if_exists(state, cmd) or [_derived(CronPaused, cmd)]
+        case ResumeCron():
+            return _if_exists(state, cmd) or [_derived(CronResumed, cmd)]
+        case DeleteCron():
+            return _if_exists(state, cmd) or [_derived(CronDeleted, cmd)]
+        case _:
+            assert_never(cmd)
+
+
+def _derived(cls: type[CronPaused | CronResumed | CronDeleted], cmd: Command) -> Event:
+    return cls(
+        event_id=derived_id(cmd.event_id, cls.__name__),
+        occurred_at=cmd.occurred_at,
+        cron_id=cmd.cron_id,
+    )
+
+
+def _reject(cmd: Command, code: str, reason: str) -> list[Event]:
+    return [
+        CronCommandRejected(
+            event_id=derived_id(cmd.event_id, "rejected"),
+            occurred_at=cmd.occurred_at,
+            cron_id=cmd.cron_id,
+            command=type(cmd).__name__,
+            command_id=cmd.event_id,
+            code=code,
+            reason=reason,
+        )
+    ]
+
+
+def _if_exists(state: CronState | None, cmd: Command) -> list[Event]:
+    if state is None or state.status == "deleted":
+        return _reject(cmd, "411.1", f"cron not found: {cmd.cron_id}")
+    return []
+
+
+def field_error(cmd: AddCron, max_params_bytes: int = 1 << 20) -> tuple[str, str] | None:
+    """(code, reason) of the first rule an `AddCron` breaks, or None. The gateway checks the
+    same before it sends, so a client learns at once; the fold checks again for producers
+    that are not the gateway."""
+    for name in ("cron_id", "agent_id", "app", "func", "rule"):
+        if not getattr(cmd, name):
+            return "403.1", f"missing field: {name}"
+    if cmd.timeout_s <= 0:
+        return "403.2", f"timeout must be a positive number of seconds, not {cmd.timeout_s}"
+    if cmd.mode not in CENTER_MODES + AGENT_MODES:
+        modes = ", ".join(CENTER_MODES + AGENT_MODES)
+        return "403.2", f"mode must be one of {modes}, not {cmd.mode!r}"
+    if cmd.misfire not in rules.MISFIRE_POLICIES:
+        return "403.2", f"misfire must be one of {', '.join(rules.MISFIRE_POLICIES)}"
+    if cmd.overlap not in rules.OVERLAP_POLICIES:
+        return "403.2", f"overlap must be one of {', '.join(rules.OVERLAP_POLICIES)}"
+    if len(cmd.params.encode()) > max_params_bytes:
+        return "403.3", f"params larger than {max_params_bytes} bytes"
+    try:
+        params = json.loads(cmd.params)
+    except ValueError:
+        return "403.4", "params is not valid JSON"
+    if not isinstance(params, dict):
+        return "403.4", "params must be a JSON object"
+    try:
+        _rule(cmd.rule, cmd.timezone)
+    except BadRequest as exc:
+        return exc.code, exc.message
+    return None
+
+
+def decide_add(state: CronState | None, cmd: AddCron) -> list[Event]:
+    if state is not None:
+        if state.status == "deleted":
+            return _reject(cmd, "411.3", f"cron id {cmd.cron_id} was used by a deleted cron")
+        return _reject(cmd, "411.3", f"cron already exists: {cmd.cron_id}")
+    error = field_error(cmd)
+    if error is not None:
+        return _reject(cmd, *error)
+    fields = {k: v for k, v in asdict(cmd).items() if k != "requested_by"}
+    return [CronAdded(**{**fields, "event_id": derived_id(cmd.event_id, "added")})]
+
+
+# --- the clock ---
+
+
+def decide_due(state: CronState | None, now: int) -> list[Event]:
+    """What is due by `now`: fires, missed times and overlaps, each time decided once."""
+    if state is None or state.status != "active" or not state.on_center:
+        return []
+    if not state.next_at or state.next_at > now:
+        return []
+    # The newest times only: after a long outage the count stops at MAX_MISSED_COUNTED, but
+    # `next_at` still names the first time missed.
+    after_next = _next_fire(state.rule, state.timezone, state.next_at)
+    if after_next > now:
+        times = [state.next_at]  # the usual case, one time due: no search
+    else:
+        rule = _rule(state.rule, state.timezone)
+        times = rules.fires_between(rule, state.handled_until, now, MAX_MISSED_COUNTED)
+    if not times:
+        return []
+    policy = cast(rules.MisfirePolicy, state.misfire)  # checked when the cron was added
+    plan = rules.plan_fires(times, now, policy, GRACE_MS)
+    out: list[Event] = []
+    missed = sorted(plan.missed)
+    if missed:
+        cut_off = times[0] > state.next_at
+        out.append(
+            CronFiresMissed(
+                event_id=derived_id(f"{state.cron_id}:{missed[0]}:{missed[-1]}", "missed"),
+                occurred_at=now,
+                cron_id=state.cron_id,
+                first_at=state.next_at if cut_off else missed[0],
+                last_at=missed[-1],
+                count=len(missed),
+                policy=state.misfire,
+            )
+        )
+    running = state.running
+    queued = state.queued
+    for scheduled_at, catch_up in plan.run:
+        event = _fire_or_hold(state, scheduled_at, catch_up, now, running, queued)
+        out.append(event)
+        if isinstance(event, CronFired):
+            running = (*running, event.task_id)
+        elif isinstance(event, CronFireQueued):
+            queued = (*queued, scheduled_at)
+    return out
+
+
+def _fire_or_hold(
+    state: CronState,
+    scheduled_at: int,
+    catch_up: bool,
+    now: int,
+    running: tuple[str, ...],
+    queued: tuple[int, ...],
+) -> Event:
+    key = f"{state.cron_id}:{scheduled_at}"
+    if running and state.overlap != "parallel":
+        if state.overlap == "queue" and len(queued) < MAX_QUEUED:
+            return CronFireQueued(
+                event_id=derived_id(key, "queued"),
+                occurred_at=now,
+                cron_id=state.cron_id,
+                scheduled_at=scheduled_at,
+                running_task_id=running[-1],
+            )
+        return CronFireSkipped(
+            event_id=derived_id(key, "skipped"),
+            occurred_at=now,
+            cron_id=state.cron_id,
+            scheduled_at=scheduled_at,
+            running_task_id=running[-1],
+        )
+    return _fired(state, scheduled_at, catch_up, now)
+
+
+def _fired(state: CronState, scheduled_at: int, catch_up: bool, now: int) -> CronFired:
+    return CronFired(
+        event_id=derived_id(f"{state.cron_id}:{scheduled_at}", "fired"),
+        occurred_at=now,
+        cron_id=state.cron_id,
+        scheduled_at=scheduled_at,
+        task_id=fire_task_id(state.cron_id, scheduled_at),
+        agent_id=state.agent_id,
+        catch_up=catch_up,
+    )
+
+
+# --- outcomes ---
+
+
+def decide_outcome(state: CronState | None, outcome: Outcome) -> list[Event]:
+    """A fire ended: a fire held behind it (overlap `queue`) goes now."""
+    if state is None or outcome.task_id not in state.running:
+        return []
+    if state.status != "active" or not state.queued or len(state.running) > 1:
+        return []
+    return [_fired(state, state.queued[0], False, outcome.occurred_at)]
+
+
+# --- the fold ---
+
+
+def _next_at(state: CronState) -> int:
+    if state.status != "active" or not state.on_center:
+        return 0
+    return _next_fire(state.rule, state.timezone, state.handled_until)
+
+
+def _handled(state: CronState, scheduled_at: int) -> CronState:
+    state = replace(state, handled_until=max(state.handled_until, scheduled_at))
+    return replace(state, next_at=_next_at(state))
+
+
+def apply(state: CronState | None, event: Event) -> CronState | None:
+    match event:
+        case CronAdded() if state is None:
+            fields = asdict(event)
+            del fields["event_id"], fields["occurred_at"]
+            new = CronState(**fields, created_at=event.occurred_at)
+            return _handled(new, event.occurred_at)
+    if state is None:
+        return None
+    match event:
+        case CronPaused() if state.status == "active":
+            return replace(state, status="paused", next_at=0, queued=())
+        case CronResumed() if state.status == "paused":
+            resumed = replace(state, status="active")
+            return _handled(resumed, event.occurred_at)
+        case CronDeleted():
+            return replace(state, status="deleted", next_at=0, queued=())
+        # A fire is new once: its time not decided yet, or held by overlap `queue` until now.
+        case CronFired() if (
+            event.scheduled_at > state.handled_until or event.scheduled_at in state.queued
+        ):
+            held = tuple(t for t in state.queued if t != event.scheduled_at)
+            fired = replace(
+                state,
+                running=(*state.running, event.task_id),
+                queued=held,
+                fires=state.fires + 1,
+                last_scheduled_at=event.scheduled_at,
+                last_task_id=event.task_id,
+            )
+            return _handled(fired, event.scheduled_at)
+        case CronFiresMissed():
+            return _handled(replace(state, missed=state.missed + event.count), event.last_at)
+        case CronFireSkipped():
+            return _handled(replace(state, skipped=state.skipped + 1), event.scheduled_at)
+        case CronFireQueued() if event.scheduled_at not in state.queued:
+            holding = replace(state, queued=(*state.queued, event.scheduled_at))
+            return _handled(holding, event.scheduled_at)
+        case TaskSucceeded() | TaskFailed() | TaskTimedOut() | TaskRejected():
+            return _ended(state, event)
+    return state
+
+
+def _ended(state: CronState, outcome: Outcome) -> CronState:
+    if not state.on_center:
+        # An agent cron's run is reported whole, never tracked as running here.
+        state = replace(state, fires=state.fires + 1, last_task_id=outcome.task_id)
+        state = replace(state, last_scheduled_at=outcome.occurred_at)
+    elif outcome.task_id not in state.running:
+        return state
+    match outcome:
+        case TaskSucceeded():
+            status, message = "succeeded", outcome.worker_message
+        case TaskFailed():
+            status, message = "failed", outcome.worker_message
+        case TaskTimedOut():
+            status, message = "timed_out", "no result by the deadline"
+        case TaskRejected():
+            status, message = "rejected", f"[{outcome.code}] {outcome.reason}"
+    ok = status == "succeeded"
+    return replace(
+        state,
+        running=tuple(t for t in state.running if t != outcome.task_id),
+        succeeded=state.succeeded + ok,
+        failed=state.failed + (not ok),
+        ended_task_id=outcome.task_id,
+        last_status=status,
+        last_message=message,
+        last_ended_at=outcome.occurred_at,
+    )
+
+
+def fold(events: Iterable[Event], state: CronState | None = None) -> CronState | None:
+    for event in events:
+        state = apply(state, event)
+    return state
+
+
+def upcoming(state: CronState, now: int, count: int) -> list[int]:
+    """The next `count` scheduled times, for the detail view. A center cron's start from the
+    first undecided one (overdue ones show a stalled scheduler); an agent cron's from `now`."""
+    if state.status != "active":
+        return []
+    after = state.handled_until if state.on_center else now
+    return rules.next_fires(_rule(state.rule, state.timezone), after, count)
+
+
+def answer_ids(cmd: Command) -> frozenset[str]:
+    """The ids of the events that answer a command, for a caller waiting on `crons`."""
+    names = {
+        AddCron: "added",
+        PauseCron: "CronPaused",
+        ResumeCron: "CronResumed",
+        DeleteCron: "CronDeleted",
+    }
+    return frozenset(
+        {derived_id(cmd.event_id, names[type(cmd)]), derived_id(cmd.event_id, "rejected")}
+    )

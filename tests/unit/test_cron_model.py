@@ -1,0 +1,272 @@
+"""The cron fold without Kafka: commands, fires, misfires, overlaps and outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from elves.schemas.events import (
+    AddCron,
+    CronAdded,
+    CronCommandRejected,
+    CronFired,
+    CronFireQueued,
+    CronFireSkipped,
+    CronFiresMissed,
+    CronPaused,
+    CronResumed,
+    DeleteCron,
+    Event,
+    PauseCron,
+    ResumeCron,
+    TaskFailed,
+    TaskRejected,
+    TaskSucceeded,
+)
+from elves.streams.cron import model
+
+T0 = 1_800_000_000_000  # a whole minute (divisible by 60 000)
+S = 1000
+
+
+def add(**changes: object) -> AddCron:
+    base = AddCron(
+        event_id="cmd-1",
+        occurred_at=T0,
+        cron_id="c1",
+        agent_id="a1",
+        app="apptest",
+        func="helloword",
+        params="{}",
+        timeout_s=10,
+        rule="* * * * * *",  # every second (seconds first)
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+class Run:
+    """Feeds inputs through decide + apply, as the wiring does; keeps every derived event."""
+
+    def __init__(self, cmd: AddCron | None = None) -> None:
+        self.state: model.CronState | None = None
+        self.log: list[Event] = []
+        if cmd is not None:
+            self.command(cmd)
+
+    def _fold(self, input_: Event, out: list[Event]) -> list[Event]:
+        for e in [input_, *out]:
+            self.state = model.apply(self.state, e)
+        self.log += out
+        return out
+
+    def command(self, cmd: model.Command) -> list[Event]:
+        return self._fold(cmd, model.decide(self.state, cmd))
+
+    def tick(self, now: int) -> list[Event]:
+        out = model.decide_due(self.state, now)
+        for e in out:
+            self.state = model.apply(self.state, e)
+        self.log += out
+        return out
+
+    def outcome(self, outcome: TaskSucceeded | TaskFailed | TaskRejected) -> list[Event]:
+        return self._fold(outcome, model.decide_outcome(self.state, outcome))
+
+
+def succeeded(task_id: str, at: int) -> TaskSucceeded:
+    return TaskSucceeded(f"ok-{task_id}", at, task_id, 1, "a1", 1, "done", 5, cron_id="c1")
+
+
+def fired(events: list[Event]) -> list[CronFired]:
+    return [e for e in events if isinstance(e, CronFired)]
+
+
+def test_add_schedules_the_first_fire_after_the_add() -> None:
+    run = Run(add())
+    assert isinstance(run.log[0], CronAdded)
+    assert run.state is not None
+    assert run.state.status == "active"
+    assert run.state.next_at == T0 + S
+
+
+def test_a_bad_add_is_rejected_with_its_code_and_nothing_else() -> None:
+    cases = {
+        "403.6": add(rule="not a rule"),
+        "403.7": add(timezone="Mars/Olympus"),
+        "403.1": add(app=""),
+        "403.2": add(mode="XYZ"),
+        "403.4": add(params="[1]"),
+    }
+    for code, cmd in cases.items():
+        run = Run(cmd)
+        assert [type(e) for e in run.log] == [CronCommandRejected], code
+        assert isinstance(run.log[0], CronCommandRejected)
+        assert run.log[0].code == code
+        assert run.state is None
+
+
+def test_the_same_cron_id_twice_is_refused() -> None:
+    run = Run(add())
+    out = run.command(add(event_id="cmd-2"))
+    assert isinstance(out[0], CronCommandRejected)
+    assert out[0].code == "411.3"
+
+
+def test_orders_for_an_unknown_cron_are_411_1() -> None:
+    for cls in (PauseCron, ResumeCron, DeleteCron):
+        out = Run().command(cls("cmd-x", T0, "nope"))
+        assert isinstance(out[0], CronCommandRejected)
+        assert out[0].code == "411.1"
+
+
+def test_each_scheduled_time_fires_once_with_its_own_task_id() -> None:
+    run = Run(add())
+    first = fired(run.tick(T0 + S + 10))
+    assert [(f.scheduled_at, f.catch_up) for f in first] == [(T0 + S, False)]
+    assert run.tick(T0 + S + 20) == []  # a repeated tick: nothing left to decide
+    run.outcome(succeeded(first[0].task_id, T0 + S + 500))
+    second = fired(run.tick(T0 + 2 * S + 5))
+    assert [f.scheduled_at for f in second] == [T0 + 2 * S]
+    assert first[0].task_id != second[0].task_id
+    assert first[0].task_id == model.fire_task_id("c1", T0 + S)
+
+
+def test_a_replayed_decision_derives_the_same_fire() -> None:
+    a, b = Run(add()), Run(add())
+    assert a.tick(T0 + S + 10) == b.tick(T0 + S + 10)
+
+
+def test_run_once_after_an_outage_is_one_catch_up_run() -> None:
+    run = Run(add())  # misfire run_once by default
+    out = run.tick(T0 + 10 * S + 100)  # down from T0: times T0+1s .. T0+10s are due
+    assert [(f.scheduled_at, f.catch_up) for f in fired(out)] == [(T0 + 10 * S, True)]
+    missed = [e for e in out if isinstance(e, CronFiresMissed)]
+    assert len(missed) == 1
+    assert (missed[0].first_at, missed[0].last_at, missed[0].count) == (T0 + S, T0 + 9 * S, 9)
+    assert missed[0].policy == "run_once"
+
+
+def test_skip_runs_only_the_current_fire() -> None:
+    run = Run(add(misfire="skip", overlap="parallel"))
+    out = run.tick(T0 + 10 * S + 100)
+    assert [(f.scheduled_at, f.catch_up) for f in fired(out)] == [(T0 + 10 * S, False)]
+    missed = [e for e in out if isinstance(e, CronFiresMissed)]
+    assert missed[0].count == 9
+    assert missed[0].policy == "skip"
+
+
+def test_run_all_runs_every_missed_time_when_overlap_allows() -> None:
+    run = Run(add(misfire="run_all", overlap="parallel"))
+    out = run.tick(T0 + 10 * S + 100)
+    assert [f.scheduled_at for f in fired(out)] == [T0 + i * S for i in range(1, 11)]
+    assert sum(f.catch_up for f in fired(out)) == 9
+    assert not [e for e in out if isinstance(e, CronFiresMissed)]
+
+
+def test_a_late_daily_fire_runs_once_as_catch_up_unless_skip() -> None:
+    daily = add(rule="0 3 * * *")
+    three = T0 - T0 % (24 * 3600 * S) + 3 * 3600 * S + 24 * 3600 * S  # 03:00 UTC, day after T0
+    late = three + 10 * 60 * S
+    out = Run(daily).tick(late)
+    assert [(f.scheduled_at, f.catch_up) for f in fired(out)] == [(three, True)]
+    out = Run(replace(daily, misfire="skip")).tick(late)
+    assert fired(out) == []
+    assert [type(e) for e in out] == [CronFiresMissed]
+
+
+def test_overlap_skip_records_the_fire_not_run() -> None:
+    run = Run(add())
+    first = fired(run.tick(T0 + S + 10))[0]
+    out = run.tick(T0 + 2 * S + 10)  # the first run still goes
+    assert [type(e) for e in out] == [CronFireSkipped]
+    assert isinstance(out[0], CronFireSkipped)
+    assert out[0].running_task_id == first.task_id
+    assert run.state is not None and run.state.skipped == 1
+
+
+def test_overlap_queue_fires_the_held_time_when_the_run_ends() -> None:
+    run = Run(add(overlap="queue"))
+    first = fired(run.tick(T0 + S + 10))[0]
+    out = run.tick(T0 + 2 * S + 10)
+    assert [type(e) for e in out] == [CronFireQueued]
+    after = run.outcome(succeeded(first.task_id, T0 + 2 * S + 500))
+    assert [(f.scheduled_at, f.catch_up) for f in fired(after)] == [(T0 + 2 * S, False)]
+    assert run.state is not None and run.state.queued == ()
+    assert run.state.running == (after[0].task_id,)  # type: ignore[union-attr]
+
+
+def test_overlap_parallel_fires_anyway() -> None:
+    run = Run(add(overlap="parallel"))
+    run.tick(T0 + S + 10)
+    assert len(fired(run.tick(T0 + 2 * S + 10))) == 1
+    assert run.state is not None and len(run.state.running) == 2
+
+
+def test_outcomes_count_and_keep_the_last_result() -> None:
+    run = Run(add())
+    first = fired(run.tick(T0 + S + 10))[0]
+    run.outcome(succeeded(first.task_id, T0 + S + 400))
+    second = fired(run.tick(T0 + 2 * S + 10))[0]
+    run.outcome(
+        TaskFailed("f", T0 + 2 * S + 400, second.task_id, 1, "a1", 0, "boom", 3, cron_id="c1")
+    )
+    state = run.state
+    assert state is not None
+    assert (state.fires, state.succeeded, state.failed) == (2, 1, 1)
+    assert (state.last_task_id, state.last_status, state.last_message) == (
+        second.task_id,
+        "failed",
+        "boom",
+    )
+    assert state.running == ()
+
+
+def test_a_rejected_fire_ends_the_run_so_the_cron_goes_on() -> None:
+    run = Run(add())
+    first = fired(run.tick(T0 + S + 10))[0]
+    run.outcome(TaskRejected("r", T0 + S + 20, first.task_id, "a1", "414.2", "unknown agent: a1"))
+    assert run.state is not None and run.state.running == ()
+    assert run.state.last_status == "rejected"
+    assert len(fired(run.tick(T0 + 2 * S + 10))) == 1
+
+
+def test_pause_stops_fires_and_resume_schedules_from_then_without_misfires() -> None:
+    run = Run(add())
+    run.command(PauseCron("p", T0 + 500, "c1"))
+    assert isinstance(run.log[-1], CronPaused)
+    assert run.tick(T0 + 5 * S) == []
+    run.command(ResumeCron("r", T0 + 5 * S + 300, "c1"))
+    assert isinstance(run.log[-1], CronResumed)
+    out = run.tick(T0 + 6 * S + 10)
+    assert [(f.scheduled_at, f.catch_up) for f in fired(out)] == [(T0 + 6 * S, False)]
+    assert not [e for e in out if isinstance(e, CronFiresMissed)]
+
+
+def test_delete_stops_further_fires() -> None:
+    run = Run(add())
+    run.command(DeleteCron("d", T0 + 500, "c1"))
+    assert run.state is not None and run.state.status == "deleted"
+    assert run.tick(T0 + 5 * S) == []
+    out = run.command(PauseCron("p", T0 + 6 * S, "c1"))
+    assert isinstance(out[0], CronCommandRejected)
+
+
+def test_agent_crons_never_fire_from_the_center() -> None:
+    run = Run(add(mode="AANP"))
+    assert run.state is not None and run.state.next_at == 0
+    assert run.tick(T0 + 5 * S) == []
+
+
+def test_answer_ids_name_the_answer_and_the_refusal() -> None:
+    cmd = add()
+    out = Run(cmd).log
+    assert out[0].event_id in model.answer_ids(cmd)
+    refused = Run().command(PauseCron("p", T0, "nope"))
+    assert refused[0].event_id in model.answer_ids(PauseCron("p", T0, "nope"))
+
+
+def test_the_state_survives_its_json_row() -> None:
+    run = Run(add(overlap="queue"))
+    run.tick(T0 + S + 10)
+    run.tick(T0 + 2 * S + 10)
+    assert run.state is not None
+    assert model.CronState.from_dict(run.state.to_dict()) == run.state
