@@ -10,6 +10,10 @@ Delivery: at-least-once with dedupe. A dispatch's offset is committed only after
 delivers it again, and a crash after means the claim makes the agent ignore it. A crash while a
 task runs loses that task's result; the center's deadline then times it out (no task stays
 running forever), rather than the agent running an ops action twice.
+
+The agent's own cron (`cron.py`) runs beside the consumer: it starts before the agent reaches
+Kafka and fires whether Kafka answers or not. Its runs share the worker slots and the runner
+with dispatched tasks; the center's crons (`AgentCronSet`) arrive on the dispatch topic.
 """
 
 from __future__ import annotations
@@ -20,21 +24,24 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from elves.agent.cron import CronScheduler
 from elves.agent.forkserver import ForkServer, ForkServerUnavailable
 from elves.agent.heartbeat import Heartbeater
 from elves.agent.identity import agent_id as load_agent_id
 from elves.agent.outbox import Outbox, Row, default_path
 from elves.agent.runner import FLAG_ERROR, STOPPING, Runner, RunResult, TaskSpec
 from elves.config import Settings
-from elves.errors import DecodeError
+from elves.errors import BadRequest, DecodeError
 from elves.kafka import consumer as make_consumer
 from elves.kafka import dead_letter
 from elves.kafka import producer as make_producer
 from elves.schemas.codec import CODEC, event_name
 from elves.schemas.events import (
+    AgentCronSet,
     TaskCancelRequested,
     TaskDispatched,
     TaskResultReported,
@@ -46,6 +53,7 @@ from elves.topics import ensure_dispatch_topic
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
+TOPIC_RETRY_S = 2.0  # Kafka unreachable at the start: try again after this (the cron runs)
 EXPIRED = "the dispatch reached the agent after its deadline; not run"
 CANCELLED = "cancelled: the center asked to stop it"
 
@@ -83,13 +91,16 @@ class Agent:
         self._cancel_lock = threading.Lock()
         self._slots = threading.Semaphore(workers)
         self._futures: set[cf.Future[None]] = set()
+        # Cron runs wait for a slot on threads of their own: on the dispatch pool they could
+        # hold every thread while the dispatches that hold the slots wait for one.
+        self._cron_pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="cron-run")
+        self.crons = CronScheduler(
+            settings, self.agent_id, self.outbox, self._execute_cron, self._submit_cron
+        )
 
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        # The topic before the first heartbeat: once up, the streams may dispatch to it.
-        ensure_dispatch_topic(self.settings, self.agent_id)
-        log.info("agent %s: dispatch topic ready", self.agent_id)
         if self.forkserver is not None:
             try:
                 self.forkserver.start()
@@ -97,6 +108,29 @@ class Agent:
                 log.warning("no fork server, every task is a fresh interpreter: %s", exc)
                 self.forkserver = self.runner.forkserver = None
         self.outbox.start()
+        self.crons.start()
+        log.info("agent %s: cron file %s", self.agent_id, self.crons.path)
+        try:
+            # The topic before the first heartbeat: once up, the streams may dispatch to it.
+            if not self._dispatch_topic_ready(stop):
+                return
+            self._run_online(stop)
+        finally:
+            self._stop_local()
+
+    def _dispatch_topic_ready(self, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            try:
+                ensure_dispatch_topic(self.settings, self.agent_id)
+            except (KafkaException, TimeoutError) as exc:
+                log.warning("dispatch topic not ready (is Kafka reachable?), retrying: %s", exc)
+                stop.wait(TOPIC_RETRY_S)
+                continue
+            log.info("agent %s: dispatch topic ready", self.agent_id)
+            return True
+        return False
+
+    def _run_online(self, stop: threading.Event) -> None:
         dlq = make_producer(self.settings)
         beats_stop = threading.Event()
         beats = threading.Thread(
@@ -167,6 +201,8 @@ class Agent:
         if isinstance(event, TaskCancelRequested) and event.agent_id == self.agent_id:
             self._cancel(event)
             return False
+        if isinstance(event, AgentCronSet):
+            return self._cron_set(event, dlq, msg)
         if not isinstance(event, TaskDispatched):
             return self._reject(dlq, msg, f"{event_name(event)} is not a TaskDispatched")
         if event.agent_id != self.agent_id:
@@ -200,6 +236,22 @@ class Agent:
         )
         cancel.set()
 
+    def _cron_set(self, event: AgentCronSet, dlq: Producer, msg: Message) -> bool:
+        """Keep the center's newest version of one of this agent's crons (before the commit)."""
+        if event.agent_id != self.agent_id:
+            return self._reject(dlq, msg, f"cron for agent {event.agent_id!r}, not this one")
+        try:
+            kept = self.crons.push(event)
+        except BadRequest as exc:
+            return self._reject(dlq, msg, f"cron {event.cron_id}: [{exc.code}] {exc.message}")
+        log.info(
+            "cron %s from the center: %s%s",
+            event.cron_id,
+            event.status,
+            "" if kept else " (older than the version kept: ignored)",
+        )
+        return False
+
     def _reject(self, dlq: Producer, msg: Message, reason: str) -> bool:
         log.warning("dispatch to the DLQ: %s", reason)
         dead_letter(dlq, self.settings, msg, reason, self.origin)
@@ -221,21 +273,7 @@ class Agent:
             def started(pid: int) -> None:
                 self.outbox.put(*self._started_row(dispatch, pid))
 
-            key = (dispatch.task_id, dispatch.attempt)
-            with self._cancel_lock:
-                cancel = self._cancels.setdefault(key, threading.Event())
-            if self._kill.is_set():
-                cancel.set()
-            try:
-                if cancel.is_set():
-                    result = RunResult(FLAG_ERROR, CANCELLED, 0)
-                else:
-                    result = self.runner.run(spec, on_start=started, cancel=cancel)
-                    if result.worker_message == STOPPING and not self._kill.is_set():
-                        result = dataclasses.replace(result, worker_message=CANCELLED)
-            except Exception as exc:  # noqa: BLE001 - an agent bug must still end in a result
-                log.exception("task %s: the agent failed to run it", dispatch.task_id)
-                result = RunResult(FLAG_ERROR, f"agent error: {exc!r}", 0)
+            result = self._execute((dispatch.task_id, dispatch.attempt), spec, started)
             self.outbox.put(*self._result_row(dispatch, result))
             log.info(
                 "task %s attempt %s: flag %s in %s ms",
@@ -245,9 +283,52 @@ class Agent:
                 result.worker_costtime,
             )
         finally:
-            with self._cancel_lock:
-                self._cancels.pop((dispatch.task_id, dispatch.attempt), None)
             self._slots.release()
+
+    def _execute(
+        self, key: tuple[str, int], spec: TaskSpec, started: Callable[[int], None]
+    ) -> RunResult:
+        """Run one task (a dispatch's attempt or a cron fire) to its end, its timeout or its
+        cancel; the caller holds a worker slot."""
+        with self._cancel_lock:
+            cancel = self._cancels.setdefault(key, threading.Event())
+        if self._kill.is_set():
+            cancel.set()
+        try:
+            if cancel.is_set():
+                return RunResult(FLAG_ERROR, CANCELLED, 0)
+            result = self.runner.run(spec, on_start=started, cancel=cancel)
+        except Exception as exc:  # noqa: BLE001 - an agent bug must still end in a result
+            log.exception("task %s: the agent failed to run it", key[0])
+            return RunResult(FLAG_ERROR, f"agent error: {exc!r}", 0)
+        else:
+            if result.worker_message == STOPPING and not self._kill.is_set():
+                result = dataclasses.replace(result, worker_message=CANCELLED)
+            return result
+        finally:
+            with self._cancel_lock:
+                self._cancels.pop(key, None)
+
+    def _execute_cron(
+        self,
+        spec: TaskSpec,
+        task_id: str,
+        give_up: threading.Event,
+        started: Callable[[int], None],
+    ) -> RunResult | None:
+        """A cron fire: wait for a worker slot like a dispatch would; None if it gave up."""
+        while not self._slots.acquire(timeout=POLL_S):
+            if give_up.is_set():
+                return None
+        try:
+            return None if give_up.is_set() else self._execute((task_id, 1), spec, started)
+        finally:
+            self._slots.release()
+
+    def _submit_cron(self, run: Callable[[], None]) -> None:
+        future = self._cron_pool.submit(run)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
 
     def _started_row(self, dispatch: TaskDispatched, pid: int) -> Row:
         event = TaskStarted(
@@ -292,6 +373,15 @@ class Agent:
         except KafkaException as exc:
             log.debug("final commit: %s", exc)  # nothing new to commit is the usual case
         consumer.close()
+        self._stop_tasks()
+        pool.shutdown(wait=True)
+        beats_stop.set()
+        beats.join()
+        dlq.flush(2.0)
+
+    def _stop_tasks(self) -> None:
+        """No more cron fires; wait for the running tasks, then kill what is left."""
+        self.crons.stop()
         running = set(self._futures)
         if running:
             log.info("waiting up to %ss for %d running tasks", self.stop_grace_s, len(running))
@@ -302,10 +392,11 @@ class Agent:
                 with self._cancel_lock:
                     for cancel in self._cancels.values():
                         cancel.set()
-        pool.shutdown(wait=True)
-        beats_stop.set()
-        beats.join()
-        dlq.flush(2.0)
+
+    def _stop_local(self) -> None:
+        """What runs without Kafka: the cron, its runs, the outbox, the fork server."""
+        self._stop_tasks()
+        self._cron_pool.shutdown(wait=True)
         self.outbox.close(timeout=5.0)
         if self.forkserver is not None:
             self.forkserver.close()

@@ -17,8 +17,10 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -63,6 +65,26 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+class Transaction:
+    """An open commit on the outbox database: `put` outbox rows, `execute` anything else."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._now = int(time.time() * 1000)
+        self.rows = 0
+
+    def put(self, topic: str, key: bytes | None, value: bytes) -> int:
+        cur = self._conn.execute(
+            "INSERT INTO outbox (topic, key, value, created_at) VALUES (?,?,?,?)",
+            (topic, key, value, self._now),
+        )
+        self.rows += 1
+        return int(cur.lastrowid or 0)
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, params)
+
+
 class Outbox:
     """Open it, `start()` the sender, `put` and `claim` from any thread, `close()` at the end."""
 
@@ -103,54 +125,45 @@ class Outbox:
         return self.put_many([(topic, key, value)])[-1]
 
     def put_many(self, rows: list[Row]) -> list[int]:
-        now = int(time.time() * 1000)
-        with self._lock:
-            self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                seqs = [
-                    int(
-                        self._writer.execute(
-                            "INSERT INTO outbox (topic, key, value, created_at) VALUES (?,?,?,?)",
-                            (topic, key, value, now),
-                        ).lastrowid
-                        or 0
-                    )
-                    for topic, key, value in rows
-                ]
-                self._writer.execute("COMMIT")
-            except BaseException:
-                self._writer.execute("ROLLBACK")
-                raise
-        self._wake.set()
-        return seqs
+        with self.transaction() as txn:
+            return [txn.put(*row) for row in rows]
 
     def claim(self, task_id: str, attempt: int, *rows: Row) -> bool:
         """Record that this agent takes on (task_id, attempt), with `rows` in the same commit.
 
         False when it was claimed before: a redelivered dispatch, to be ignored.
         """
+        with self.transaction() as txn:
+            cur = txn.execute(
+                "INSERT OR IGNORE INTO ran (task_id, attempt, claimed_at) VALUES (?,?,?)",
+                (task_id, attempt, int(time.time())),
+            )
+            if cur.rowcount == 0:
+                return False
+            for row in rows:
+                txn.put(*row)
+        return True
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One commit of outbox rows and of other tables of this database (e.g. the cron's
+        state), so that what the agent must tell and what it remembers never disagree."""
         with self._lock:
             self._writer.execute("BEGIN IMMEDIATE")
+            txn = Transaction(self._writer)
             try:
-                cur = self._writer.execute(
-                    "INSERT OR IGNORE INTO ran (task_id, attempt, claimed_at) VALUES (?,?,?)",
-                    (task_id, attempt, int(time.time())),
-                )
-                if cur.rowcount == 0:
-                    self._writer.execute("ROLLBACK")
-                    return False
-                now = int(time.time() * 1000)
-                self._writer.executemany(
-                    "INSERT INTO outbox (topic, key, value, created_at) VALUES (?,?,?,?)",
-                    [(topic, key, value, now) for topic, key, value in rows],
-                )
+                yield txn
                 self._writer.execute("COMMIT")
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
-        if rows:
+        if txn.rows:
             self._wake.set()
-        return True
+
+    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """Read this database (any table) on the writer's connection."""
+        with self._lock:
+            return list(self._writer.execute(sql, params).fetchall())
 
     def has_run(self, task_id: str, attempt: int) -> bool:
         with self._lock:

@@ -57,6 +57,11 @@ class Settings:
     agent_workers: int = _setting(
         "ELVES_AGENT_WORKERS", 4, "Tasks one agent runs at once; more wait on its topic."
     )
+    agent_cron_file: str = _setting(
+        "ELVES_AGENT_CRON_FILE",
+        "",
+        "The agent's own cron (JSON, re-read on change); empty: <state>/agent/<id>/cron.json.",
+    )
     max_output_bytes: int = _setting(
         "ELVES_MAX_OUTPUT", 1024 * 1024, "Cap on a worker's captured stdout; the rest is dropped."
     )
@@ -88,6 +93,10 @@ class Settings:
 
     def processor_topic(self, app: str) -> str:
         return self.topic(f"processor.{app}")
+
+    def changelog_topic(self, table: str) -> str:
+        """A streams table's changelog (Faust's name for it): the table's rows, compacted."""
+        return self.topic(f"streams-{table}-changelog")
 
     @property
     def audit_dsn(self) -> str:
