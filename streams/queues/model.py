@@ -372,35 +372,26 @@ def retry_due(state: QueueState | None, fact: RetryDue) -> list[Event]:
     ]
 
 
-def _dependents(state: QueueState) -> dict[str, list[str]]:
-    """Task id -> the ids of the tasks that depend on it, in the order they were added."""
-    found: dict[str, list[str]] = {}
-    for task in state.tasks.values():
-        for dep in task.depends_on:
-            found.setdefault(dep, []).append(task.task_id)
-    return found
-
-
-def _verdict(state: QueueState, task: QueueTask) -> tuple[Literal["ready", "skip"], str] | None:
-    """Whether a pending task may run now, can never run (and why), or must wait."""
-    deps = [state.tasks[d] for d in task.depends_on]
-    if task.run_if == "all_done":
-        return ("ready", "") if all(d.final for d in deps) else None
-    for dep in deps:
-        if dep.final and dep.status != "succeeded":
-            return "skip", f"dependency {dep.task_id} {_ENDED[dep.status]}"
-    return ("ready", "") if all(d.status == "succeeded" for d in deps) else None
+def _verdict(task: QueueTask, ended: QueueTask) -> tuple[Literal["ready", "skip"], str] | None:
+    """Whether a pending task may run now, can never run (and why), or must wait, once `ended`,
+    one of its dependencies, ended. A doomed task is skipped when its first dependency fails, so
+    the one that just ended is the first that did not succeed."""
+    if task.run_if == "all_succeeded" and ended.status != "succeeded":
+        return "skip", f"dependency {ended.task_id} {_ENDED[ended.status]}"
+    return ("ready", "") if task.waiting == 0 else None
 
 
 def _settle(state: QueueState, ended: str, source_id: str, now: int) -> list[Event]:
-    """Ready or skip the dependents of a task that ended, transitively; end the queue if done."""
-    dependents = _dependents(state)
+    """Ready or skip the dependents of a task that ended, transitively; end the queue if done.
+
+    Only the dependents are looked at: the state counts what each task still waits for."""
     events: list[Event] = []
     todo = deque([ended])
     while todo:
-        for task_id in dependents.get(todo.popleft(), ()):
+        done = state.tasks[todo.popleft()]
+        for task_id in done.dependents:
             task = state.tasks[task_id]
-            verdict = _verdict(state, task) if task.status == "pending" else None
+            verdict = _verdict(task, done) if task.status == "pending" else None
             if verdict is None:
                 continue
             event: Event
@@ -419,14 +410,13 @@ def _settle(state: QueueState, ended: str, source_id: str, now: int) -> list[Eve
                 todo.append(task_id)  # its own dependents may now be doomed, or done waiting
             events.append(event)
             state = _apply(state, event)
-    if all(t.final for t in state.tasks.values()):
-        ok = all(t.status == "succeeded" for t in state.tasks.values())
+    if state.unfinished == 0:
         events.append(
             QueueFinished(
                 derived_id(source_id, "finished"),
                 now,
                 state.queue_id,
-                "succeeded" if ok else "failed",
+                "succeeded" if state.unsucceeded == 0 else "failed",
             )
         )
     return events

@@ -4,6 +4,11 @@
 `QueueState`; it ignores what does not fit the state, so a duplicate or late event changes
 nothing. `fold_until` gives the state as of a time (time travel). The rules that derive events
 live in `model.py`.
+
+A state also keeps what follows from its tasks (who depends on a task, how many dependencies a
+task still waits for, how many tasks have not ended), so that the rules' work per event is the
+tasks it affects, not every task of the queue. That is never stored: `QueueState.restore`
+derives it again.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Literal, assert_never
+from typing import Literal, assert_never
 
 from elves.schemas.events import (
     AddQueueTask,
@@ -84,6 +89,7 @@ class QueueTask:
     backoff_s: int
     proxy: str | None
     added_id: str  # the QueueTaskAdded's id: a redelivered add derives it again
+    seq: int = 0  # its place in the queue: tasks stored one by one keep their order by it
     status: TaskStatus = "pending"
     attempt: int = 0  # the latest attempt made ready; 0 before the first
     retry_due_at: int = 0  # while retrying: when attempt + 1 may run
@@ -91,6 +97,9 @@ class QueueTask:
     worker_message: str = ""
     worker_costtime: int = 0
     cause: str = ""  # why it was skipped, cancelled, or why its last attempt did not succeed
+    # Derived (see the module's doc), kept up to date by `_with_task`:
+    waiting: int = 0  # how many of its dependencies have not ended yet
+    dependents: tuple[str, ...] = ()  # the tasks that depend on it, in the order they were added
 
     @property
     def final(self) -> bool:
@@ -106,24 +115,26 @@ class QueueState:
     # command derives the same id again, so it is known and decides nothing new.
     created_id: str
     status: QueueStatus = "open"
-    # In the order they were added. Never mutated: `apply` builds a new mapping (a plain dict,
-    # so that `dataclasses.asdict` and a JSON table value take it as it is).
+    # In the order they were added. Never mutated: `apply` builds a new mapping.
     tasks: Mapping[str, QueueTask] = field(default_factory=dict)
     committed_id: str = ""
     finished_id: str = ""
+    # Derived, like the tasks' `waiting` and `dependents`:
+    unfinished: int = 0  # tasks that have not ended
+    unsucceeded: int = 0  # tasks that ended otherwise than succeeded
 
     @property
     def final(self) -> bool:
         return self.status in QUEUE_FINAL
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> QueueState:
-        """The state back from `dataclasses.asdict` (through JSON, whose lists were tuples)."""
-        tasks = {
-            task_id: QueueTask(**{**task, "depends_on": tuple(task["depends_on"])})
-            for task_id, task in raw["tasks"].items()
-        }
-        return cls(**{**raw, "tasks": tasks})
+    def restore(cls, header: QueueState, tasks: Iterable[QueueTask]) -> QueueState:
+        """A state from its header (the state without its tasks) and its tasks, as they are
+        stored: apart, and without what is derived, which is made again here."""
+        state = header
+        for task in sorted(tasks, key=lambda t: t.seq):
+            state = _with_task(state, task)
+        return state
 
 
 def _open_attempt(state: QueueState | None, outcome: Outcome) -> QueueTask | None:
@@ -148,7 +159,35 @@ def retry_delay_ms(task: QueueTask) -> int:
 
 
 def _with_task(state: QueueState, task: QueueTask) -> QueueState:
-    return replace(state, tasks={**state.tasks, task.task_id: task})
+    """The state with `task` added or changed, and what is derived from the tasks moved along:
+    only the tasks it touches are rebuilt."""
+    before = state.tasks.get(task.task_id)
+    tasks = {**state.tasks, task.task_id: task}
+    if before is None:
+        for dep in task.depends_on:
+            tasks[dep] = replace(tasks[dep], dependents=(*tasks[dep].dependents, task.task_id))
+        # A task restored after some of its dependencies ended waits for fewer of them.
+        task = replace(task, waiting=sum(1 for d in task.depends_on if not tasks[d].final))
+        tasks[task.task_id] = task
+        return _counted(state, tasks, task, added=1)
+    if task.final and not before.final:
+        for waiting in task.dependents:
+            tasks[waiting] = replace(tasks[waiting], waiting=tasks[waiting].waiting - 1)
+        return _counted(state, tasks, task, added=0)
+    return replace(state, tasks=tasks)
+
+
+def _counted(
+    state: QueueState, tasks: dict[str, QueueTask], task: QueueTask, added: int
+) -> QueueState:
+    """The state with `tasks`, counted once `task` was added (`added=1`) or ended (`added=0`)."""
+    ended = int(task.final)
+    return replace(
+        state,
+        tasks=tasks,
+        unfinished=state.unfinished + added - ended,
+        unsucceeded=state.unsucceeded + ended * (task.status != "succeeded"),
+    )
 
 
 def _record(state: QueueState, task: QueueTask, outcome: Outcome) -> QueueState:
@@ -227,6 +266,7 @@ def _apply(state: QueueState, event: Event) -> QueueState:
                     backoff_s=event.backoff_s,
                     proxy=event.proxy,
                     added_id=event.event_id,
+                    seq=len(state.tasks),
                 ),
             )
         case QueueCommitted() if state.status == "open":

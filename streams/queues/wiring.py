@@ -2,13 +2,16 @@
 
 `queue_flow` reads the queue commands on `commands` and, on `queues`, the task outcomes the task
 lifecycle copies there (keyed by queue id) and the clock's `RetryDue` facts; it folds them into
-the `queues` table and writes the derived events to `queues`. A ready task becomes a
+the `queue_rows` table and writes the derived events to `queues`. A ready task becomes a
 `TaskSubmitted` on `commands`, so queue tasks run through the same lifecycle as instant tasks.
+
+The table holds a queue as rows (`streams.queues.rows`), and only the rows an event changed are
+written. The rules read the states folded from those rows, kept in memory: an event costs what it
+changes, not a parse of its whole queue.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -23,6 +26,7 @@ from elves.schemas.events import (
     CommitQueue,
     CreateQueue,
     Event,
+    QueueTaskAdded,
     QueueTaskCancelled,
     QueueTaskReady,
     RetryDue,
@@ -36,6 +40,7 @@ from elves.schemas.events import (
     derived_id,
 )
 from elves.streams.queues import model as queues
+from elves.streams.queues import rows
 from elves.streams.tasks.model import Limits
 
 log = logging.getLogger("elves.streams.queues")
@@ -45,10 +50,6 @@ QUEUE_INPUTS = (TaskSucceeded, TaskFailed, TaskTimedOut, TaskRejected, RetryDue)
 CLOCK_TICK_S = 0.2
 
 DeadLetter = Callable[[faust.EventT[bytes], str], Awaitable[None]]
-
-
-def _state(raw: dict[str, Any] | None) -> queues.QueueState | None:
-    return None if raw is None else queues.QueueState.from_dict(raw)
 
 
 def submission(state: queues.QueueState, ready: QueueTaskReady) -> TaskSubmitted:
@@ -88,26 +89,37 @@ def wire_queues(
         settings.topic("commands"), partitions=4, key_type=bytes, value_type=bytes
     )
     as_json: Any = faust.Schema(key_serializer="json", value_serializer="json")
-    table = app.Table("queues", partitions=4, schema=as_json)
+    # A queue's rows are written while its own events are processed, so they share its partition.
+    table = app.Table("queue_rows", partitions=4, schema=as_json)
+    # The table's rows folded into states, by queue id: what the rules read.
+    states: dict[str, queues.QueueState] = {}
     # task id -> queue id of every queue, so that an add naming another queue's task is refused.
-    # Rebuilt from the table after a restart; one streams worker holds every partition.
+    # One streams worker holds every partition.
     task_queues: dict[str, str] = {}
-    index_built = False
+    # Both are made again from the table after every rebalance (a start too), once it recovered.
+    loaded = False
     announced: set[str] = set()
 
     def recovered() -> bool:
         recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
         return bool(recovery.completed.is_set())
 
-    def build_index() -> None:
-        nonlocal index_built
-        if index_built:
+    def load() -> None:
+        nonlocal loaded
+        if loaded:
             return
-        for raw in table.values():
-            state = _state(raw)
-            if state is not None:
-                task_queues.update({t: state.queue_id for t in state.tasks})
-        index_built = True
+        states.clear()
+        states.update(rows.restore(table.values()))
+        task_queues.clear()
+        for state in states.values():
+            task_queues.update(dict.fromkeys(state.tasks, state.queue_id))
+        loaded = True
+
+    async def reload(*_: Any, **__: Any) -> None:
+        nonlocal loaded
+        loaded = False  # the partitions may have moved: the table holds other queues now
+
+    app.on_partitions_assigned.connect(reload)
 
     async def decode(event: faust.EventT[bytes]) -> Event | None:
         try:
@@ -148,11 +160,11 @@ def wire_queues(
                 if decoded.queue_id is None or event.message.topic != settings.topic("queues"):
                     continue  # outcomes count once: as copied to `queues` for their queue
             queue_id = str(decoded.queue_id)
-            state = _state(table.get(queue_id))
+            load()
+            state = states.get(queue_id)
             out: list[Event]
             match decoded:
                 case CreateQueue() | AddQueueTask() | CommitQueue() | StopQueue():
-                    build_index()
                     out = queues.decide(
                         state, decoded, now_ms(), limits=limits, task_queues=task_queues
                     )
@@ -160,12 +172,14 @@ def wire_queues(
                     out = queues.retry_due(state, decoded)
                 case _:
                     out = queues.decide_outcome(state, decoded)
-            new = state
-            for e in [decoded, *out]:
-                new = queues.apply(new, e)
-            if new is not None and new != state:
-                table[queue_id] = dataclasses.asdict(new)
-                task_queues.update({t: new.queue_id for t in new.tasks})
+            new = queues.fold([decoded, *out], state)
+            for key, row in rows.changed(state, new, [decoded, *out]).items():
+                table[key] = row
+            if new is not None:
+                states[queue_id] = new
+            for e in out:
+                if isinstance(e, QueueTaskAdded):
+                    task_queues[e.task_id] = e.queue_id
             for e in out:
                 await emit(new, e)
             yield None
@@ -174,10 +188,10 @@ def wire_queues(
     async def retry_clock() -> None:
         if not recovered():
             return
+        load()
         now = now_ms()
         due_now: set[str] = set()
-        for raw in list(table.values()):
-            state = _state(raw)
+        for state in list(states.values()):
             for fact in queues.due_retries(state, now):
                 due_now.add(fact.event_id)
                 if fact.event_id not in announced:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-
 from elves.schemas.events import (
     AddQueueTask,
     CommitQueue,
@@ -390,12 +387,27 @@ def test_fold_until_shows_the_queue_as_of_a_time() -> None:
     assert model.fold_until(run.log, NOW - 1) is None
 
 
-def test_the_state_survives_a_table_round_trip() -> None:
+def test_the_state_counts_what_each_task_waits_for_and_what_has_not_ended() -> None:
     run = diamond()
+    assert run.task("a").dependents == ("b", "c")
+    assert [run.task(t).waiting for t in "abcd"] == [0, 1, 1, 2]
     run.outcome(ok("a", NOW + 10))
+    run.outcome(fail("b", NOW + 20))  # skips d
     assert run.state is not None
-    raw = json.loads(json.dumps(dataclasses.asdict(run.state)))
-    assert model.QueueState.from_dict(raw) == run.state
+    assert [run.task(t).waiting for t in "abcd"] == [0, 0, 0, 1]
+    assert (run.state.unfinished, run.state.unsucceeded) == (1, 2)
+    run.outcome(ok("c", NOW + 30))
+    assert (run.state.unfinished, run.state.unsucceeded) == (0, 2)
+    assert run.state.status == "failed"
+
+
+def test_a_wide_fan_in_readies_the_last_task_once_every_other_ended() -> None:
+    children = [f"t{i:03d}" for i in range(200)]
+    run = queue(add("root"), *(add(t, "root") for t in children), add("last", *children))
+    assert ready(run.outcome(ok("root", NOW + 1))) == [(t, 1) for t in children]
+    for t in children[:-1]:
+        assert run.outcome(ok(t, NOW + 2)) == []
+    assert ready(run.outcome(ok(children[-1], NOW + 3))) == [("last", 1)]
 
 
 def test_events_of_an_unknown_queue_fold_to_nothing() -> None:
