@@ -32,10 +32,11 @@ CORE_TOPICS = (
     TopicSpec("heartbeats", partitions=1, compacted=True),
     TopicSpec("agents", partitions=1, compacted=True),
     TopicSpec("dlq", partitions=1),
-    # Faust would make it at the streams' start; made here too so that the gateway can read
-    # the crons' current state from it even before that (same partitions as the table).
-    TopicSpec("streams-crons-changelog", partitions=4, compacted=True),
 )
+# Table rows, not events (the watcher does not store them). Faust would make this one at the
+# streams' start; made with the others so that the gateway can read the crons' current state
+# from it even before that (same partitions as the table).
+TABLE_TOPICS = (TopicSpec("streams-crons-changelog", partitions=4, compacted=True),)
 
 DISPATCH_PARTITIONS = 1  # one agent consumes its topic alone; order per agent is kept
 
@@ -46,7 +47,9 @@ def _config(spec: TopicSpec) -> dict[str, str]:
     return {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)}
 
 
-def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CORE_TOPICS) -> list[str]:
+def ensure_topics(
+    settings: Settings, specs: tuple[TopicSpec, ...] = CORE_TOPICS + TABLE_TOPICS
+) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap})
     existing = set(admin.list_topics(timeout=10).topics)

@@ -63,6 +63,7 @@ def test_creates_the_table_with_its_columns(store: AuditStore) -> None:
         "app": "String",
         "payload": "String",
         "queue_id": "String",
+        "cron_id": "String",
     }
 
 

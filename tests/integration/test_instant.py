@@ -179,6 +179,7 @@ def test_the_audit_holds_events_not_the_streams_internal_topics(stack: Stack) ->
             "tasks",
             "results",
             "queues",
+            "crons",
             "heartbeats",
             "agents",
             "dlq",

@@ -24,7 +24,7 @@ from elves.schemas.events import (
     TaskSubmitted,
     new_id,
 )
-from elves.topics import ensure_dispatch_topic, ensure_topics
+from elves.topics import CORE_TOPICS, TABLE_TOPICS, ensure_dispatch_topic, ensure_topics
 
 T0 = 1_700_000_000_000
 WAIT_S = 30.0
@@ -124,9 +124,8 @@ def test_every_event_of_every_topic_lands_once(
     # The watcher created no topic: only the ones this test made exist under its prefix.
     admin = AdminClient({"bootstrap.servers": settings.bootstrap})
     mine = {t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)}
-    assert mine == {settings.topic(n) for n in ("commands", "tasks", "results", "heartbeats")} | {
-        settings.topic(n) for n in ("agents", "dlq", "queues", "dispatch.agent-1")
-    }
+    made = {settings.topic(spec.name) for spec in CORE_TOPICS + TABLE_TOPICS}
+    assert mine == made | {settings.dispatch_topic("agent-1")}
 
 
 def test_garbage_lands_as_undecodable_and_dead_letters_as_such(
