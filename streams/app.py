@@ -21,6 +21,7 @@ from typing import Any
 
 import aiokafka
 import faust
+from faust.types import TP
 
 from elves.config import Settings
 from elves.errors import DecodeError
@@ -259,6 +260,8 @@ def build_app(settings: Settings, agent_view: AgentView) -> faust.App:
             if not isinstance(decoded, Heartbeat | AgentUp | AgentDown):
                 await dead_letter(event, f"unexpected {type(decoded).__name__} on liveness")
                 continue
+            if event.message.topic == heartbeats_tp.topic:
+                heartbeats_read[0] = event.message.offset
             state = _agent_state(agent_table.get(decoded.agent_id))
             out = agents.decide_heartbeat(state, decoded) if isinstance(decoded, Heartbeat) else []
             new = state
@@ -269,6 +272,18 @@ def build_app(settings: Settings, agent_view: AgentView) -> faust.App:
             for e in out:
                 await emit(e)
             yield None
+
+    heartbeats_tp = TP(settings.topic("heartbeats"), 0)
+    heartbeats_read = [-1]  # the offset of the last heartbeat the liveness fold has read
+
+    def heartbeats_caught_up() -> bool:
+        """This worker decides liveness, and silence is only silence once every heartbeat sent
+        is read: under load the worker fell seconds behind on `heartbeats` and declared live
+        agents down (bench/queues.py: 91 false AgentDowns in one run, tasks refused 414.1)."""
+        if heartbeats_tp not in app.assignor.assigned_actives():
+            return False  # another worker decides liveness (one partition)
+        high = app.consumer.highwater(heartbeats_tp)
+        return high is None or heartbeats_read[0] >= high - 1
 
     @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
     async def deadline_clock() -> None:
@@ -293,7 +308,7 @@ def build_app(settings: Settings, agent_view: AgentView) -> faust.App:
 
     @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
     async def liveness_clock() -> None:
-        if not recovered():
+        if not recovered() or not heartbeats_caught_up():
             return
         now = now_ms()
         for raw in list(agent_table.values()):
