@@ -35,7 +35,7 @@ from elves.agent.identity import agent_id as load_agent_id
 from elves.agent.outbox import Outbox, Row, default_path
 from elves.agent.runner import FLAG_ERROR, STOPPING, Runner, RunResult, TaskSpec
 from elves.config import Settings
-from elves.errors import BadRequest, DecodeError
+from elves.errors import BadRequest, BadSelector, DecodeError
 from elves.kafka import consumer as make_consumer
 from elves.kafka import dead_letter
 from elves.kafka import producer as make_producer
@@ -410,6 +410,13 @@ def run(settings: Settings, stop: threading.Event) -> None:
 
 def main(settings: Settings) -> int:
     """`elves agent`: run until SIGTERM or SIGINT."""
+    try:
+        tags = settings.tags
+    except BadSelector as exc:
+        # A typo must not start an untagged agent; the message says it all, no traceback.
+        log.error("ELVES_AGENT_TAGS: %s", exc.message)  # noqa: TRY400
+        return 2
+    log.info("agent tags: %s", tags or "(none)")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

@@ -1,4 +1,4 @@
-"""Heartbeats: every interval, who this agent is, which apps it has and how loaded it is.
+"""Heartbeats: every interval, who this agent is, its tags, which apps it has and how loaded it is.
 
 Heartbeats are produced directly, never spooled: a stale one says nothing true. Their producer
 gives up on a message after one interval, so an outage does not end with a burst of old beats.
@@ -59,6 +59,7 @@ class Heartbeater:
         self.settings = settings
         self.agent_id = agent_id
         self.started_at = int(time.time() * 1000)
+        self.tags = settings.tags  # checked at the agent's start, so this parses
         timeout_ms = max(1000, int(settings.heartbeat_s * 1000))
         # No idempotence: a lost or repeated beat is harmless, and an idempotent producer must
         # first get a producer id, which a broker that is still loading can delay for seconds.
@@ -77,6 +78,7 @@ class Heartbeater:
             started_at=self.started_at,
             apps=installed_apps(self.settings.apps_dir),
             load1=load1(),
+            tags=self.tags,
         )
         try:
             self.producer.produce(

@@ -23,10 +23,10 @@ from elves.api.audit import AuditStore
 from elves.api.gateway import Gateway, gateway, to_event
 from elves.api.listener import Listener
 from elves.api.openapi import OPENAPI
-from elves.api.requests import parse_instant, parse_json_body
+from elves.api.requests import InstantRequest, parse_instant, parse_json_body
 from elves.api.watcher import Watcher
 from elves.config import Settings
-from elves.errors import ElvesError, NotFound, TaskNotFound, TaskTimeout
+from elves.errors import ElvesError, NoAgentMatches, NotFound, TaskNotFound, TaskTimeout
 from elves.kafka import producer
 from elves.schemas.codec import CODEC
 from elves.schemas.events import (
@@ -37,6 +37,7 @@ from elves.schemas.events import (
     TaskTimedOut,
     new_id,
 )
+from elves.selectors import parse_selector
 from elves.streams.tasks import model as tasks
 from elves.topics import ensure_topics
 
@@ -47,22 +48,55 @@ REPLY_MARGIN_S = 2.0
 
 
 async def exec_instant(request: Request) -> JSONResponse:
+    """One agent: its result. A selector: one task per live matching agent, every result (each
+    with its agent id, sorted by it), and the worst one's HTTP status."""
     gw = gateway(request)
     req = parse_instant(parse_json_body(await request.body()), gw.settings)
+    requested_by = request.headers.get("x-elves-client")
+    if req.selector is None:
+        body, status = await _run(gw, req, req.agent, requested_by)
+        return JSONResponse(body, status_code=status)
+    agent_ids = gw.listener.matching(parse_selector(req.selector))
+    if not agent_ids:
+        raise NoAgentMatches(
+            f"no live agent matches the selector {req.selector}", selector=req.selector
+        )
+    runs = await asyncio.gather(*(_run_or_wait(gw, req, a, requested_by) for a in agent_ids))
+    results = [{"agent_id": a, **body} for a, (body, _) in zip(agent_ids, runs, strict=True)]
+    worst = max(status for _, status in runs)
+    return JSONResponse({"selector": req.selector, "results": results}, status_code=worst)
+
+
+async def _run_or_wait(
+    gw: Gateway, req: InstantRequest, agent_id: str, requested_by: str | None
+) -> tuple[dict[str, Any], int]:
+    """One agent's run among several: a wait past its timeout is its result (408.1), not the
+    whole call's error, so the others' results still come back."""
+    try:
+        return await _run(gw, req, agent_id, requested_by)
+    except TaskTimeout as exc:
+        task_id = str(exc.details.get("task_id", ""))
+        return {"task_id": task_id, "status": "waiting", "error": exc.to_dict()}, exc.status
+
+
+async def _run(
+    gw: Gateway, req: InstantRequest, agent_id: str, requested_by: str | None
+) -> tuple[dict[str, Any], int]:
+    """Submit one task and wait for its outcome: (the response body, its HTTP status)."""
     task_id = new_id()
     submitted_at = int(time.time() * 1000)
     command = TaskSubmitted(
         event_id=new_id(),
         occurred_at=submitted_at,
         task_id=task_id,
-        agent_id=req.agent,
+        agent_id=agent_id,
         app=req.app,
         func=req.func,
         params=req.params,
         timeout_s=req.timeout_s,
         proxy=req.proxy,
         mode="CSNP",
-        requested_by=request.headers.get("x-elves-client"),
+        requested_by=requested_by,
     )
     pending = gw.listener.expect(task_id)
     try:
@@ -81,7 +115,7 @@ async def exec_instant(request: Request) -> JSONResponse:
     finally:
         gw.listener.forget(task_id)
     timings = _timings(submitted_at, pending.seen, outcome)
-    return JSONResponse(_outcome(task_id, outcome, timings), status_code=_status(outcome))
+    return _outcome(task_id, outcome, timings), _status(outcome)
 
 
 def _outcome(task_id: str, event: Event, timings: dict[str, int]) -> dict[str, Any]:

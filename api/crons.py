@@ -43,6 +43,7 @@ async def add_cron(request: Request) -> JSONResponse:
         name=req.name,
         proxy=req.proxy,
         requested_by=request.headers.get("x-elves-client"),
+        selector=req.selector,
     )
     await ask(gw, command.cron_id, command, crons.answer_ids(command))
     return JSONResponse(_detail(_known(request, command.cron_id)), status_code=201)
@@ -87,7 +88,18 @@ def _known(request: Request, cron_id: str) -> crons.CronState:
 
 
 def _summary(state: crons.CronState) -> dict[str, Any]:
-    keys = ("cron_id", "name", "agent_id", "app", "func", "rule", "timezone", "mode", "status")
+    keys = (
+        "cron_id",
+        "name",
+        "agent_id",
+        "selector",
+        "app",
+        "func",
+        "rule",
+        "timezone",
+        "mode",
+        "status",
+    )
     data = {k: getattr(state, k) for k in keys}
     data["next_at"] = state.next_at or None
     data["last_status"] = state.last_status or None
@@ -98,12 +110,17 @@ def _detail(state: crons.CronState) -> dict[str, Any]:
     data = asdict(state)
     data["running"] = list(state.running)
     data["queued"] = list(state.queued)
+    data["last_task_ids"] = list(state.last_task_ids)
     data["next_fires"] = crons.upcoming(state, _now(), UPCOMING)
     data["last_fire"] = (
         {
             "scheduled_at": state.last_scheduled_at,
             "task_id": state.last_task_id,
-            "status": "running" if state.last_task_id in state.running else "ended",
+            "task_ids": list(state.last_task_ids or (state.last_task_id,)),
+            # a selector fire runs while any of its tasks (one per agent) runs
+            "status": "running"
+            if set(state.last_task_ids or (state.last_task_id,)) & set(state.running)
+            else "ended",
         }
         if state.last_task_id
         else None

@@ -38,6 +38,7 @@ from elves.schemas.events import (
     TaskStarted,
     TaskTimedOut,
 )
+from elves.selectors import Selector, matches
 from elves.streams.agents import model as agent_model
 from elves.streams.cron import model as cron_model
 
@@ -106,6 +107,12 @@ class Listener:
     def agent(self, agent_id: str) -> agent_model.AgentState | None:
         with self._lock:
             return self._agents.get(agent_id)
+
+    def matching(self, selector: Selector) -> list[str]:
+        """The agents that are up and carry the selector's tags (their latest heartbeat's)."""
+        with self._lock:
+            agents = list(self._agents.values())
+        return sorted(a.agent_id for a in agents if a.up and matches(selector, a.tags))
 
     def crons(self) -> list[cron_model.CronState]:
         with self._lock:

@@ -46,16 +46,22 @@ OPENAPI: dict[str, Any] = {
         "/health": {"get": {"summary": "Liveness of the gateway", "responses": {"200": _ok({})}}},
         "/api/v1/tasks/instant": {
             "post": {
-                "summary": "Run an app function on one agent and wait for its result (CSNP)",
+                "summary": "Run an app function on one agent, or on every live agent a tag "
+                "selector matches, and wait for the result(s) (CSNP)",
                 "requestBody": {
                     "required": True,
                     "content": {
                         "application/json": {
                             "schema": {
                                 "type": "object",
-                                "required": ["agent", "app", "func"],
+                                "required": ["app", "func"],
                                 "properties": {
                                     "agent": {"type": "string"},
+                                    "selector": {
+                                        "type": "string",
+                                        "description": "instead of agent: role=web,dc!=bj; "
+                                        "the reply is {selector, results: [...]}",
+                                    },
                                     "app": {"type": "string"},
                                     "func": {"type": "string"},
                                     "params": {"type": "object"},

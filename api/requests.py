@@ -8,18 +8,20 @@ from typing import Any
 
 from elves.config import Settings
 from elves.errors import BadJson, MissingField, ParamsTooLarge, WrongType
+from elves.selectors import parse_selector
 
 MAX_TIMEOUT_S = 24 * 3600
 
 
 @dataclass(frozen=True)
 class InstantRequest:
-    agent: str
+    agent: str  # "" when a selector names the agents
     app: str
     func: str
     params: str  # JSON text of an object
     timeout_s: int
     proxy: str | None
+    selector: str | None = None  # run on every live agent with these tags
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
@@ -41,8 +43,24 @@ def _text(body: dict[str, Any], name: str) -> str:
     return value
 
 
+def _target(body: dict[str, Any]) -> tuple[str, str | None]:
+    """(agent, selector): exactly one is given; a selector is checked here (403.8)."""
+    has_agent = body.get("agent") not in (None, "")
+    has_selector = body.get("selector") not in (None, "")
+    if has_agent and has_selector:
+        raise WrongType("give either agent or selector, not both", field="selector")
+    if not has_selector:
+        if not has_agent:
+            raise MissingField("missing field: agent (or selector)", field="agent")
+        return _text(body, "agent"), None
+    selector = _text(body, "selector")
+    parse_selector(selector)
+    return "", selector
+
+
 def parse_instant(body: dict[str, Any], settings: Settings) -> InstantRequest:
-    agent, app, func = _text(body, "agent"), _text(body, "app"), _text(body, "func")
+    agent, selector = _target(body)
+    app, func = _text(body, "app"), _text(body, "func")
     params_text = _params_text(body, settings)
     timeout = body.get("timeout", settings.task_timeout_s)
     if isinstance(timeout, bool) or not isinstance(timeout, int):
@@ -52,7 +70,7 @@ def parse_instant(body: dict[str, Any], settings: Settings) -> InstantRequest:
     proxy = body.get("proxy")
     if proxy is not None and not isinstance(proxy, str):
         raise WrongType("proxy must be a string", field="proxy")
-    return InstantRequest(agent, app, func, params_text, timeout, proxy or None)
+    return InstantRequest(agent, app, func, params_text, timeout, proxy or None, selector)
 
 
 def _params_text(body: dict[str, Any], settings: Settings) -> str:
@@ -128,7 +146,7 @@ def parse_queue_task(body: dict[str, Any], settings: Settings) -> QueueTaskReque
 
 @dataclass(frozen=True)
 class CronRequest:
-    agent: str
+    agent: str  # "" when a selector names the agents
     app: str
     func: str
     params: str
@@ -140,6 +158,7 @@ class CronRequest:
     overlap: str
     name: str
     proxy: str | None
+    selector: str | None = None
 
 
 def parse_cron(body: dict[str, Any], settings: Settings) -> CronRequest:
@@ -151,8 +170,9 @@ def parse_cron(body: dict[str, Any], settings: Settings) -> CronRequest:
         if not isinstance(value, str):
             raise WrongType(f"{name} must be a string", field=name)
         values[name] = value
+    agent, selector = _target(body)
     return CronRequest(
-        agent=_text(body, "agent"),
+        agent=agent,
         app=_text(body, "app"),
         func=_text(body, "func"),
         params=_params_text(body, settings),
@@ -164,4 +184,5 @@ def parse_cron(body: dict[str, Any], settings: Settings) -> CronRequest:
         overlap=values["overlap"],
         name=values["name"],
         proxy=values["proxy"] or None,
+        selector=selector,
     )

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import httpx
 
@@ -40,9 +41,39 @@ def _fail(response: httpx.Response) -> int:
     return 1
 
 
+def _result_rows(data: dict[str, Any]) -> list[list[Any]]:
+    if "worker_flag" not in data:  # rejected or still waiting: the error says why
+        error = data.get("error", {})
+        return [
+            ["task", data.get("task_id")],
+            ["status", data.get("status")],
+            ["error", f"[{error.get('code')}] {error.get('message')}"],
+        ]
+    return [
+        ["task", data["task_id"]],
+        ["status", data["status"]],
+        ["worker_flag", data["worker_flag"]],
+        ["worker_costtime", f"{data.get('worker_costtime', 0)} ms"],
+        ["worker_message", data["worker_message"]],
+    ]
+
+
+def _exec_many(data: dict[str, Any]) -> int:
+    """One block per agent of a selector's run; 0 only if every one succeeded."""
+    for result in data["results"]:
+        _out(f"agent {result['agent_id']}")
+        _out(render(["field", "value"], _result_rows(result), max_width=200))
+        _out("")
+    return 0 if all(r.get("worker_flag") == 1 for r in data["results"]) else 2
+
+
 def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
+    if (args.agent is None) == (args.selector is None):
+        _out("error [403.1]: give an agent or --selector, not both")
+        return 1
+    target = {"agent": args.agent} if args.selector is None else {"selector": args.selector}
     body = {
-        "agent": args.agent,
+        **target,
         "app": args.app,
         "func": args.func,
         "params": params_of(args.param),
@@ -53,17 +84,12 @@ def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
     data = response.json()
     if args.json:
         _out(json.dumps(data, indent=2))
+    if "results" in data:  # a selector: results even when some failed
+        return (0 if response.status_code == 200 else 1) if args.json else _exec_many(data)
     if response.status_code != 200:
         return 1 if args.json else _fail(response)
     if not args.json:
-        rows = [
-            ["task", data["task_id"]],
-            ["status", data["status"]],
-            ["worker_flag", data["worker_flag"]],
-            ["worker_costtime", f"{data['worker_costtime']} ms"],
-            ["worker_message", data["worker_message"]],
-        ]
-        _out(render(["field", "value"], rows, max_width=200))
+        _out(render(["field", "value"], _result_rows(data), max_width=200))
     return 0 if data["worker_flag"] == 1 else 2
 
 
@@ -82,11 +108,13 @@ def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
             a["status"],
             a["hostname"],
             _when(a["last_seen_at"]),
+            ",".join(f"{k}={v}" for k, v in sorted(a.get("tags", {}).items())),
             ", ".join(f"{k}:{v}" for k, v in sorted(a["apps"].items())),
         ]
         for a in response.json()["agents"]
     ]
-    _out(render(["agent", "status", "host", "last heartbeat (UTC)", "apps"], rows, 80))
+    headers = ["agent", "status", "host", "last heartbeat (UTC)", "tags", "apps"]
+    _out(render(headers, rows, 80))
     return 0
 
 
@@ -197,7 +225,9 @@ def parser() -> argparse.ArgumentParser:
     processor_run.set_defaults(handler=cmd_processor_run)
 
     ex = sub.add_parser("exec", help="run an instant task and print its result")
-    ex.add_argument("agent")
+    # `elves exec AGENT APP FUNC`, or `elves exec --selector role=web APP FUNC`
+    ex.add_argument("agent", nargs="?", help="omit it with --selector")
+    ex.add_argument("--selector", help="every live agent with these tags, e.g. role=web,dc=bj")
     ex.add_argument("app")
     ex.add_argument("func")
     ex.add_argument("-p", "--param", action="append", default=[], help="key=value (repeat)")

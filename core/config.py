@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from elves.selectors import parse_tags
+
 
 def _setting(env: str, default: Any, why: str) -> Any:
     return field(default=default, metadata={"env": env, "why": why})
@@ -51,6 +53,11 @@ class Settings:
     agent_id: str = _setting(
         "ELVES_AGENT_ID", "", "This agent's id; empty means the one kept in its state dir."
     )
+    agent_tags: str = _setting(
+        "ELVES_AGENT_TAGS",
+        "",
+        "This agent's tags, key=value,...: selectors target groups of agents by them.",
+    )
     apps_dir: Path = _setting(
         "ELVES_APPS_DIR", Path("apps/samples"), "Where the agent finds installed apps."
     )
@@ -84,6 +91,11 @@ class Settings:
             values[f.name] = kind(raw)
         values.update(overrides)
         return cls(**values)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The agent's tags, parsed; a malformed `ELVES_AGENT_TAGS` raises BadSelector."""
+        return parse_tags(self.agent_tags)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -18,8 +18,12 @@ def _when(ms: int | None) -> str:
 
 
 def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
+    if (args.agent is None) == (args.selector is None):
+        out("error [403.1]: give an agent or --selector, not both")
+        return 1
+    target = {"agent": args.agent} if args.selector is None else {"selector": args.selector}
     body: dict[str, Any] = {
-        "agent": args.agent,
+        **target,
         "app": args.app,
         "func": args.func,
         "rule": args.rule,
@@ -46,7 +50,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         [
             c["cron_id"],
             c["name"],
-            c["agent_id"],
+            c["agent_id"] or c.get("selector") or "",
             f"{c['app']}.{c['func']}",
             c["rule"],
             c["mode"],
@@ -56,7 +60,17 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         ]
         for c in data["crons"]
     ]
-    headers = ["cron", "name", "agent", "app.func", "rule", "mode", "status", "next (UTC)", "last"]
+    headers = [
+        "cron",
+        "name",
+        "agent/selector",
+        "app.func",
+        "rule",
+        "mode",
+        "status",
+        "next (UTC)",
+        "last",
+    ]
     out(render(headers, rows))
     return 0
 
@@ -73,6 +87,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         "name",
         "status",
         "agent_id",
+        "selector",
         "app",
         "func",
         "params",
@@ -88,7 +103,8 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     fire, result = data["last_fire"], data["last_result"]
     if fire:
         when = _when(fire["scheduled_at"])
-        rows.append(["last fire", f"{when} task {fire['task_id']} ({fire['status']})"])
+        tasks = ", ".join(fire.get("task_ids") or [fire["task_id"]])
+        rows.append(["last fire", f"{when} task {tasks} ({fire['status']})"])
     if result:
         rows.append(["last result", f"{result['status']}: {result['message']}"])
     rows.append(["counts", " ".join(f"{k}={v}" for k, v in data["counts"].items())])
@@ -112,7 +128,8 @@ def register(sub: Any) -> None:
     cron = sub.add_parser("cron", help="scheduled tasks")
     csub = cron.add_subparsers(dest="cron_command", required=True)
     add = csub.add_parser("add", help="schedule a task by a cron rule; prints the cron id")
-    add.add_argument("agent")
+    add.add_argument("agent", nargs="?", help="omit it with --selector")
+    add.add_argument("--selector", help="fire on every live agent with these tags (role=web)")
     add.add_argument("app")
     add.add_argument("func")
     add.add_argument("rule", help="5 fields, 6 with seconds first, or Quartz ('0/5 * * * * ?')")

@@ -61,6 +61,12 @@ class BadTimezone(BadRequest):
     code = "403.7"
 
 
+class BadSelector(BadRequest):
+    """A tag selector (`role=web,dc!=bj`) or an agent's tags that do not parse."""
+
+    code = "403.8"
+
+
 class NotFound(ElvesError):
     code = "404.0"
     status = 404
@@ -76,6 +82,13 @@ class CronNotFound(NotFound):
 
 class UnknownAgent(ElvesError):
     code = "414.2"
+    status = 404
+
+
+class NoAgentMatches(ElvesError):
+    """No agent that is up carries the tags a selector asks for."""
+
+    code = "414.3"
     status = 404
 
 

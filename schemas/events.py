@@ -212,6 +212,7 @@ class Heartbeat:
     started_at: int
     apps: Mapping[str, str] = field(default_factory=dict)  # app name -> version
     load1: float = 0.0
+    tags: Mapping[str, str] = field(default_factory=dict)  # since v2: what selectors match
 
 
 @dataclass(frozen=True)
@@ -429,6 +430,8 @@ class AddCron:
     name: str = ""
     proxy: str | None = None
     requested_by: str | None = None
+    # since v2: fire on every live agent with these tags (`role=web,dc=bj`); agent_id is then ""
+    selector: str | None = None
 
 
 @dataclass(frozen=True)
@@ -471,6 +474,7 @@ class CronAdded:
     overlap: str = "skip"
     name: str = ""
     proxy: str | None = None
+    selector: str | None = None  # since v2
 
 
 @dataclass(frozen=True)
@@ -512,7 +516,12 @@ class CronCommandRejected:
 
 @dataclass(frozen=True)
 class CronFired:
-    """One fire of a cron: keyed by `(cron_id, scheduled_at)`, with its own task id."""
+    """One fire of a cron: keyed by `(cron_id, scheduled_at)`, with its own task id.
+
+    A selector cron's fire is still one event, so each scheduled time is decided once; it runs
+    one task per agent that matched then (`task_ids[i]` on `agent_ids[i]`; `task_id` and
+    `agent_id` are then "").
+    """
 
     event_id: str
     occurred_at: int
@@ -521,6 +530,18 @@ class CronFired:
     task_id: str
     agent_id: str
     catch_up: bool = False  # a missed time run late, by the misfire policy
+    task_ids: tuple[str, ...] = ()  # since v2
+    agent_ids: tuple[str, ...] = ()  # since v2
+
+    def __post_init__(self) -> None:
+        _as_tuple(self, "task_ids")
+        _as_tuple(self, "agent_ids")
+
+    def targets(self) -> list[tuple[str, str]]:
+        """(task id, agent id) of every task this fire runs."""
+        if self.task_ids:
+            return list(zip(self.task_ids, self.agent_ids, strict=True))
+        return [(self.task_id, self.agent_id)]
 
 
 @dataclass(frozen=True)
@@ -538,13 +559,15 @@ class CronFiresMissed:
 
 @dataclass(frozen=True)
 class CronFireSkipped:
-    """A fire not run because the previous run was still going (overlap policy `skip`)."""
+    """A fire not run because the previous run was still going (overlap policy `skip`), or,
+    for a selector cron, because no live agent matched (`running_task_id` "", the `reason`)."""
 
     event_id: str
     occurred_at: int
     cron_id: str
     scheduled_at: int
     running_task_id: str
+    reason: str = ""  # since v2
 
 
 @dataclass(frozen=True)

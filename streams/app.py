@@ -152,7 +152,7 @@ def build_app(settings: Settings, agent_view: AgentView) -> faust.App:
         )
 
     queues_topic = wire_queues(app, settings, limits, dead_letter, now_ms)
-    crons_topic = wire_crons(app, settings, dead_letter, now_ms)
+    crons_topic = wire_crons(app, settings, dead_letter, now_ms, agent_view)
 
     processor_topics: dict[str, faust.TopicT] = {}
 

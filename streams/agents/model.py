@@ -22,6 +22,7 @@ class AgentState:
     started_at: int = 0
     apps: Mapping[str, str] = field(default_factory=dict)
     load1: float = 0.0
+    tags: Mapping[str, str] = field(default_factory=dict)  # from the latest heartbeat
 
 
 def decide_heartbeat(state: AgentState | None, beat: Heartbeat) -> list[Event]:
@@ -73,6 +74,7 @@ def apply(state: AgentState | None, event: Event) -> AgentState | None:
                 started_at=event.started_at,
                 apps=dict(event.apps),
                 load1=event.load1,
+                tags=dict(event.tags),
             )
         case AgentUp():
             base = state or AgentState(event.agent_id, True, event.last_seen_at, 60.0)

@@ -17,6 +17,11 @@ Rules:
   produced twice (a crash between the send and the commit) is the same fire and the same task,
   which the task fold takes once.
 - Times that pass while a cron is paused are not misfires: resuming schedules from then.
+- A selector cron (`role=web,dc=bj` instead of one agent) runs, at each fire, one task per
+  live agent that matches then: the caller passes those agent ids in (`targets`), read from
+  its view of the agents. The fire stays one `CronFired`, so the time is still decided once;
+  each task's id derives from `(cron_id, scheduled_at, agent_id)`. The fire counts as running
+  while any of its tasks runs. No agent matching is a `CronFireSkipped` with the reason.
 
 No Kafka, no clock, no I/O: `now` arrives on the events.
 """
@@ -24,7 +29,7 @@ No Kafka, no clock, no I/O: `now` arrives on the events.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Any, Literal, assert_never, cast
@@ -52,6 +57,7 @@ from elves.schemas.events import (
     TaskTimedOut,
     derived_id,
 )
+from elves.selectors import parse_selector
 from elves.streams.cron import rules
 
 Status = Literal["active", "paused", "deleted"]
@@ -93,6 +99,7 @@ class CronState:
     proxy: str | None
     created_at: int
     status: Status = "active"
+    selector: str | None = None  # set: fire on every live agent it matches; agent_id is ""
     handled_until: int = 0  # every scheduled time up to here is decided
     next_at: int = 0  # the next scheduled time to decide; 0: none (paused, deleted, agent cron)
     running: tuple[str, ...] = ()  # task ids of fires not ended yet
@@ -104,6 +111,7 @@ class CronState:
     failed: int = 0
     last_scheduled_at: int = 0  # the newest fire
     last_task_id: str = ""
+    last_task_ids: tuple[str, ...] = ()  # every task of the newest fire (one per agent)
     ended_task_id: str = ""  # the newest fire that ended, and how
     last_status: str = ""  # succeeded | failed | timed_out | rejected
     last_message: str = ""
@@ -118,28 +126,38 @@ class CronState:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> CronState:
-        return cls(**{**raw, "running": tuple(raw["running"]), "queued": tuple(raw["queued"])})
+        tuples = {k: tuple(raw.get(k, ())) for k in ("running", "queued", "last_task_ids")}
+        return cls(**{**raw, **tuples})
 
 
 def fire_task_id(cron_id: str, scheduled_at: int) -> str:
     return derived_id(f"{cron_id}:{scheduled_at}", "cron-task")
 
 
-def submission(state: CronState, fired: CronFired) -> TaskSubmitted:
-    """The task command of a fire: it runs through the task lifecycle like any task."""
-    return TaskSubmitted(
-        event_id=derived_id(fired.event_id, "submit"),
-        occurred_at=fired.occurred_at,
-        task_id=fired.task_id,
-        agent_id=state.agent_id,
-        app=state.app,
-        func=state.func,
-        params=state.params,
-        timeout_s=state.timeout_s,
-        proxy=state.proxy,
-        mode=state.mode,
-        cron_id=state.cron_id,
-    )
+def selector_task_id(cron_id: str, scheduled_at: int, agent_id: str) -> str:
+    return derived_id(f"{cron_id}:{scheduled_at}:{agent_id}", "cron-task")
+
+
+def submissions(state: CronState, fired: CronFired) -> list[TaskSubmitted]:
+    """The task commands of a fire, one per target: each runs through the task lifecycle like
+    any task."""
+    many = bool(fired.task_ids)
+    return [
+        TaskSubmitted(
+            event_id=derived_id(fired.event_id, f"submit:{agent_id}" if many else "submit"),
+            occurred_at=fired.occurred_at,
+            task_id=task_id,
+            agent_id=agent_id,
+            app=state.app,
+            func=state.func,
+            params=state.params,
+            timeout_s=state.timeout_s,
+            proxy=state.proxy,
+            mode=state.mode,
+            cron_id=state.cron_id,
+        )
+        for task_id, agent_id in fired.targets()
+    ]
 
 
 # --- commands ---
@@ -191,9 +209,20 @@ def field_error(cmd: AddCron, max_params_bytes: int = 1 << 20) -> tuple[str, str
     """(code, reason) of the first rule an `AddCron` breaks, or None. The gateway checks the
     same before it sends, so a client learns at once; the fold checks again for producers
     that are not the gateway."""
-    for name in ("cron_id", "agent_id", "app", "func", "rule"):
+    for name in ("cron_id", "app", "func", "rule"):
         if not getattr(cmd, name):
             return "403.1", f"missing field: {name}"
+    if not cmd.agent_id and not cmd.selector:
+        return "403.1", "missing field: agent (or selector)"
+    if cmd.agent_id and cmd.selector:
+        return "403.2", "give either agent or selector, not both"
+    if cmd.selector:
+        try:
+            parse_selector(cmd.selector)
+        except BadRequest as exc:
+            return exc.code, exc.message
+        if cmd.mode not in CENTER_MODES:
+            return "403.2", f"a selector cron fires from the center (CANP, CAP), not {cmd.mode}"
     if cmd.timeout_s <= 0:
         return "403.2", f"timeout must be a positive number of seconds, not {cmd.timeout_s}"
     if cmd.mode not in CENTER_MODES + AGENT_MODES:
@@ -233,8 +262,10 @@ def decide_add(state: CronState | None, cmd: AddCron) -> list[Event]:
 # --- the clock ---
 
 
-def decide_due(state: CronState | None, now: int) -> list[Event]:
-    """What is due by `now`: fires, missed times and overlaps, each time decided once."""
+def decide_due(state: CronState | None, now: int, targets: Sequence[str] = ()) -> list[Event]:
+    """What is due by `now`: fires, missed times and overlaps, each time decided once.
+
+    `targets`: for a selector cron, the live agents that match it now (ignored otherwise)."""
     if state is None or state.status != "active" or not state.on_center:
         return []
     if not state.next_at or state.next_at > now:
@@ -269,10 +300,10 @@ def decide_due(state: CronState | None, now: int) -> list[Event]:
     running = state.running
     queued = state.queued
     for scheduled_at, catch_up in plan.run:
-        event = _fire_or_hold(state, scheduled_at, catch_up, now, running, queued)
+        event = _fire_or_hold(state, scheduled_at, catch_up, now, running, queued, targets)
         out.append(event)
         if isinstance(event, CronFired):
-            running = (*running, event.task_id)
+            running = (*running, *(task_id for task_id, _ in event.targets()))
         elif isinstance(event, CronFireQueued):
             queued = (*queued, scheduled_at)
     return out
@@ -285,6 +316,7 @@ def _fire_or_hold(
     now: int,
     running: tuple[str, ...],
     queued: tuple[int, ...],
+    targets: Sequence[str],
 ) -> Event:
     key = f"{state.cron_id}:{scheduled_at}"
     if running and state.overlap != "parallel":
@@ -303,31 +335,66 @@ def _fire_or_hold(
             scheduled_at=scheduled_at,
             running_task_id=running[-1],
         )
-    return _fired(state, scheduled_at, catch_up, now)
+    return _fired(state, scheduled_at, catch_up, now, targets)
 
 
-def _fired(state: CronState, scheduled_at: int, catch_up: bool, now: int) -> CronFired:
-    return CronFired(
-        event_id=derived_id(f"{state.cron_id}:{scheduled_at}", "fired"),
+def _no_target(state: CronState, scheduled_at: int, now: int) -> CronFireSkipped:
+    return CronFireSkipped(
+        event_id=derived_id(f"{state.cron_id}:{scheduled_at}", "skipped"),
         occurred_at=now,
         cron_id=state.cron_id,
         scheduled_at=scheduled_at,
-        task_id=fire_task_id(state.cron_id, scheduled_at),
-        agent_id=state.agent_id,
+        running_task_id="",
+        reason=f"no live agent matches the selector {state.selector}",
+    )
+
+
+def _fired(
+    state: CronState, scheduled_at: int, catch_up: bool, now: int, targets: Sequence[str]
+) -> CronFired | CronFireSkipped:
+    key = f"{state.cron_id}:{scheduled_at}"
+    if not state.selector:
+        return CronFired(
+            event_id=derived_id(key, "fired"),
+            occurred_at=now,
+            cron_id=state.cron_id,
+            scheduled_at=scheduled_at,
+            task_id=fire_task_id(state.cron_id, scheduled_at),
+            agent_id=state.agent_id,
+            catch_up=catch_up,
+        )
+    if not targets:
+        return _no_target(state, scheduled_at, now)
+    agents = tuple(sorted(set(targets)))
+    return CronFired(
+        event_id=derived_id(key, "fired"),
+        occurred_at=now,
+        cron_id=state.cron_id,
+        scheduled_at=scheduled_at,
+        task_id="",
+        agent_id="",
         catch_up=catch_up,
+        task_ids=tuple(selector_task_id(state.cron_id, scheduled_at, a) for a in agents),
+        agent_ids=agents,
     )
 
 
 # --- outcomes ---
 
 
-def decide_outcome(state: CronState | None, outcome: Outcome) -> list[Event]:
-    """A fire ended: a fire held behind it (overlap `queue`) goes now."""
+def decide_outcome(
+    state: CronState | None, outcome: Outcome, targets: Sequence[str] = ()
+) -> list[Event]:
+    """A fire ended: a fire held behind it (overlap `queue`) goes now. `targets` as for
+    `decide_due`: with none for a selector cron, every held fire is skipped (nothing would
+    end to release the rest)."""
     if state is None or outcome.task_id not in state.running:
         return []
     if state.status != "active" or not state.queued or len(state.running) > 1:
         return []
-    return [_fired(state, state.queued[0], False, outcome.occurred_at)]
+    if state.selector and not targets:
+        return [_no_target(state, t, outcome.occurred_at) for t in state.queued]
+    return [_fired(state, state.queued[0], False, outcome.occurred_at, targets)]
 
 
 # --- the fold ---
@@ -366,19 +433,23 @@ def apply(state: CronState | None, event: Event) -> CronState | None:
             event.scheduled_at > state.handled_until or event.scheduled_at in state.queued
         ):
             held = tuple(t for t in state.queued if t != event.scheduled_at)
+            task_ids = tuple(task_id for task_id, _ in event.targets())
             fired = replace(
                 state,
-                running=(*state.running, event.task_id),
+                running=(*state.running, *task_ids),
                 queued=held,
                 fires=state.fires + 1,
                 last_scheduled_at=event.scheduled_at,
-                last_task_id=event.task_id,
+                last_task_id=task_ids[0],
+                last_task_ids=task_ids,
             )
             return _handled(fired, event.scheduled_at)
         case CronFiresMissed():
             return _handled(replace(state, missed=state.missed + event.count), event.last_at)
         case CronFireSkipped():
-            return _handled(replace(state, skipped=state.skipped + 1), event.scheduled_at)
+            held = tuple(t for t in state.queued if t != event.scheduled_at)
+            skipped = replace(state, skipped=state.skipped + 1, queued=held)
+            return _handled(skipped, event.scheduled_at)
         case CronFireQueued() if event.scheduled_at not in state.queued:
             holding = replace(state, queued=(*state.queued, event.scheduled_at))
             return _handled(holding, event.scheduled_at)

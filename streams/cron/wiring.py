@@ -3,7 +3,8 @@
 `cron_flow` reads the cron commands on `commands` and, on `crons`, the outcomes of fires that the
 task lifecycle copies there (keyed by cron id); `cron_clock` decides what is due. Both fold into
 the `crons` table and write the derived events to `crons`. A fire becomes a `TaskSubmitted` on
-`commands`; an agent cron's definition goes to its agent as an `AgentCronSet`.
+`commands` (a selector cron's fire: one per matching agent, as this worker's `AgentView` sees
+them at the fire); an agent cron's definition goes to its agent as an `AgentCronSet`.
 
 The clock decides in place rather than sending itself a message to decide on: a tick through
 Kafka and back cost hundreds of milliseconds of lag under load (bench/cron.py). So the table is
@@ -48,6 +49,7 @@ from elves.schemas.events import (
     TaskTimedOut,
     derived_id,
 )
+from elves.streams.agents.view import AgentView
 from elves.streams.cron import model as crons
 
 log = logging.getLogger("elves.streams.cron")
@@ -107,12 +109,19 @@ def _decide(state: crons.CronState | None, cmd: crons.Command) -> list[Event]:
     return crons.decide(state, cmd)
 
 
-def _on_outcome(state: crons.CronState | None, outcome: crons.Outcome) -> list[Event]:
-    return crons.decide_outcome(state, outcome)
+def _targets(state: crons.CronState | None, view: AgentView) -> list[str]:
+    """The live agents a selector cron would fire on now ([] for a one-agent cron)."""
+    return view.matching(state.selector) if state is not None and state.selector else []
 
 
-def _due(state: crons.CronState | None, now: int) -> list[Event]:
-    return crons.decide_due(state, now)
+def _on_outcome(
+    state: crons.CronState | None, outcome: crons.Outcome, view: AgentView
+) -> list[Event]:
+    return crons.decide_outcome(state, outcome, _targets(state, view))
+
+
+def _due(state: crons.CronState | None, now: int, view: AgentView) -> list[Event]:
+    return crons.decide_due(state, now, _targets(state, view))
 
 
 def wire_crons(
@@ -120,6 +129,7 @@ def wire_crons(
     settings: Settings,
     dead_letter: DeadLetter,
     now_ms: Callable[[], int],
+    agent_view: AgentView,
 ) -> faust.TopicT:
     """Declare the cron table, agent and clock on `app`; return the `crons` topic."""
     crons_name = settings.topic("crons")
@@ -168,8 +178,9 @@ def wire_crons(
         if state is None:
             return
         if isinstance(event, CronFired):
-            command = crons.submission(state, event)
-            await commands_topic.send(key=command.task_id.encode(), value=CODEC.encode(command))
+            for command in crons.submissions(state, event):
+                key = command.task_id.encode()
+                await commands_topic.send(key=key, value=CODEC.encode(command))
         elif not state.on_center and isinstance(
             event, CronAdded | CronPaused | CronResumed | CronDeleted
         ):
@@ -221,7 +232,8 @@ def wire_crons(
                 case TaskSucceeded() | TaskFailed() | TaskTimedOut() | TaskRejected() if (
                     on_crons and decoded.cron_id is not None
                 ):
-                    await fold(decoded.cron_id, decoded, partial(_on_outcome, outcome=decoded))
+                    decide = partial(_on_outcome, outcome=decoded, view=agent_view)
+                    await fold(decoded.cron_id, decoded, decide)
             yield None
 
     @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
@@ -235,6 +247,6 @@ def wire_crons(
         for partition in sorted(mine):
             due = [c for c, at in due_index[partition].items() if at <= now]
             for cron_id in due:
-                await fold(cron_id, None, partial(_due, now=now))
+                await fold(cron_id, None, partial(_due, now=now, view=agent_view))
 
     return crons_topic

@@ -65,3 +65,12 @@ def test_fold_builds_every_agent() -> None:
     [up] = model.decide_heartbeat(None, beat(T0))
     agents = model.fold([beat(T0), up])
     assert list(agents) == ["a1"] and agents["a1"].up
+
+
+def test_an_agent_has_the_tags_of_its_latest_heartbeat() -> None:
+    tagged = Heartbeat("t1", T0 + 1000, "a1", "host", 1.0, T0, tags={"role": "web"})
+    retagged = Heartbeat("t2", T0 + 2000, "a1", "host", 1.0, T0, tags={"role": "db"})
+    state = run(beat(T0), tagged)
+    assert state is not None and state.tags == {"role": "web"}
+    state = run(beat(T0), tagged, retagged, tagged)  # a late, older beat changes nothing
+    assert state is not None and state.tags == {"role": "db"}

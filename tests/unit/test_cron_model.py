@@ -61,15 +61,17 @@ class Run:
     def command(self, cmd: model.Command) -> list[Event]:
         return self._fold(cmd, model.decide(self.state, cmd))
 
-    def tick(self, now: int) -> list[Event]:
-        out = model.decide_due(self.state, now)
+    def tick(self, now: int, targets: tuple[str, ...] = ()) -> list[Event]:
+        out = model.decide_due(self.state, now, targets)
         for e in out:
             self.state = model.apply(self.state, e)
         self.log += out
         return out
 
-    def outcome(self, outcome: TaskSucceeded | TaskFailed | TaskRejected) -> list[Event]:
-        return self._fold(outcome, model.decide_outcome(self.state, outcome))
+    def outcome(
+        self, outcome: TaskSucceeded | TaskFailed | TaskRejected, targets: tuple[str, ...] = ()
+    ) -> list[Event]:
+        return self._fold(outcome, model.decide_outcome(self.state, outcome, targets))
 
 
 def succeeded(task_id: str, at: int) -> TaskSucceeded:
@@ -270,3 +272,110 @@ def test_the_state_survives_its_json_row() -> None:
     run.tick(T0 + 2 * S + 10)
     assert run.state is not None
     assert model.CronState.from_dict(run.state.to_dict()) == run.state
+
+
+# --- selector crons: one task per matching live agent at each fire ---
+
+WEB = ("w1", "w2", "w3")
+
+
+def by_selector(**changes: object) -> AddCron:
+    return add(**{"agent_id": "", "selector": "role=web", **changes})
+
+
+def test_a_selector_fire_is_one_event_with_a_task_per_agent() -> None:
+    run = Run(by_selector())
+    assert run.state is not None and run.state.selector == "role=web"
+    [fire] = fired(run.tick(T0 + S + 10, ("w3", "w1", "w2")))
+    assert fire.agent_ids == WEB  # sorted
+    assert fire.task_ids == tuple(model.selector_task_id("c1", T0 + S, a) for a in WEB)
+    assert len(set(fire.task_ids)) == 3
+    assert run.state.running == fire.task_ids
+    assert run.state.last_task_ids == fire.task_ids
+    commands = model.submissions(run.state, fire)
+    assert [(c.task_id, c.agent_id, c.cron_id) for c in commands] == [
+        (t, a, "c1") for t, a in zip(fire.task_ids, WEB, strict=True)
+    ]
+    assert len({c.event_id for c in commands}) == 3
+    # Each time is decided once: a repeated tick, even with other agents, decides nothing.
+    assert run.tick(T0 + S + 20, ("w4",)) == []
+    assert run.state.fires == 1
+
+
+def test_a_single_agent_fire_still_submits_one_task() -> None:
+    run = Run(add())
+    [fire] = fired(run.tick(T0 + S + 10, ("ignored",)))
+    assert run.state is not None
+    [command] = model.submissions(run.state, fire)
+    assert (command.task_id, command.agent_id) == (model.fire_task_id("c1", T0 + S), "a1")
+
+
+def test_a_selector_fire_runs_until_its_last_task_ends() -> None:
+    run = Run(by_selector())  # overlap skip
+    [fire] = fired(run.tick(T0 + S + 10, WEB))
+    run.outcome(succeeded(fire.task_ids[0], T0 + S + 300))
+    run.outcome(succeeded(fire.task_ids[1], T0 + S + 400))
+    out = run.tick(T0 + 2 * S + 10, WEB)  # the third still runs: the fire runs
+    assert [type(e) for e in out] == [CronFireSkipped]
+    assert isinstance(out[0], CronFireSkipped)
+    assert out[0].running_task_id == fire.task_ids[2]
+    run.outcome(succeeded(fire.task_ids[2], T0 + 2 * S + 500))
+    assert run.state is not None and run.state.running == ()
+    assert run.state.succeeded == 3
+    assert len(fired(run.tick(T0 + 3 * S + 10, WEB))) == 1
+
+
+def test_a_selector_fire_with_no_live_match_is_recorded_as_skipped() -> None:
+    run = Run(by_selector())
+    out = run.tick(T0 + S + 10, ())
+    assert [type(e) for e in out] == [CronFireSkipped]
+    assert isinstance(out[0], CronFireSkipped)
+    assert out[0].running_task_id == ""
+    assert "role=web" in out[0].reason
+    assert run.state is not None and run.state.skipped == 1
+    assert run.tick(T0 + S + 20, WEB) == []  # that time was decided
+    assert len(fired(run.tick(T0 + 2 * S + 10, WEB))) == 1
+
+
+def test_a_queued_selector_fire_goes_to_the_agents_matching_when_it_goes() -> None:
+    run = Run(by_selector(overlap="queue"))
+    [fire] = fired(run.tick(T0 + S + 10, ("w1",)))
+    assert [type(e) for e in run.tick(T0 + 2 * S + 10, ("w1",))] == [CronFireQueued]
+    [held] = fired(run.outcome(succeeded(fire.task_ids[0], T0 + 2 * S + 500), ("w1", "w2")))
+    assert (held.scheduled_at, held.agent_ids) == (T0 + 2 * S, ("w1", "w2"))
+    assert run.state is not None and run.state.queued == ()
+
+
+def test_queued_selector_fires_with_no_match_are_skipped_not_held_forever() -> None:
+    run = Run(by_selector(overlap="queue"))
+    [fire] = fired(run.tick(T0 + S + 10, ("w1",)))
+    run.tick(T0 + 2 * S + 10, ("w1",))
+    run.tick(T0 + 3 * S + 10, ("w1",))
+    out = run.outcome(succeeded(fire.task_ids[0], T0 + 3 * S + 500), ())
+    assert [type(e) for e in out] == [CronFireSkipped, CronFireSkipped]
+    assert run.state is not None and run.state.queued == () and run.state.skipped == 2
+
+
+def test_a_bad_selector_cron_is_rejected_with_its_code() -> None:
+    cases = {
+        "403.8": by_selector(selector="role"),
+        "403.1": add(agent_id=""),
+        "403.2": add(selector="role=web"),  # agent and selector both
+    }
+    cases_mode = by_selector(mode="AANP")  # an agent cron runs on one agent
+    for code, cmd in [*cases.items(), ("403.2", cases_mode)]:
+        run = Run(cmd)
+        assert [type(e) for e in run.log] == [CronCommandRejected], code
+        assert isinstance(run.log[0], CronCommandRejected)
+        assert run.log[0].code == code
+
+
+def test_a_selector_state_survives_its_json_row() -> None:
+    run = Run(by_selector(overlap="parallel"))
+    run.tick(T0 + S + 10, WEB)
+    assert run.state is not None
+    assert model.CronState.from_dict(run.state.to_dict()) == run.state
+    old_row = {
+        k: v for k, v in run.state.to_dict().items() if k not in ("selector", "last_task_ids")
+    }
+    assert model.CronState.from_dict(old_row).last_task_ids == ()
