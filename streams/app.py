@@ -3,7 +3,8 @@
 Two stream agents:
 - `task_lifecycle` reads `commands` and `results` (co-partitioned by task id) and folds them
   into the `tasks` table with `streams.tasks.model`; it writes the lifecycle to `tasks` and each
-  dispatch to its agent's own topic.
+  dispatch to its agent's own topic. It is the one consumer of `commands`: queue and cron
+  commands it hands to their flows (`streams.flow`).
 - `agent_liveness` reads `heartbeats` and its own `agents` output into the `agents` table.
 Two timers are the only clock: one announces passed deadlines (as `DeadlinePassed` on `results`,
 so the task fold decides, never the timer), one notices silent agents.
@@ -151,8 +152,8 @@ def build_app(settings: Settings, agent_view: AgentView) -> faust.App:
             },
         )
 
-    queues_topic = wire_queues(app, settings, limits, dead_letter, now_ms)
-    crons_topic = wire_crons(app, settings, dead_letter, now_ms, agent_view)
+    queue_flow = wire_queues(app, settings, limits, dead_letter, now_ms)
+    cron_flow = wire_crons(app, settings, dead_letter, now_ms, agent_view)
 
     processor_topics: dict[str, faust.TopicT] = {}
 
@@ -189,11 +190,11 @@ def build_app(settings: Settings, agent_view: AgentView) -> faust.App:
             queue_id = getattr(event, "queue_id", None)
             if queue_id is not None:
                 # A queue task's outcome is its queue's input too, keyed by the queue.
-                await queues_topic.send(key=queue_id.encode(), value=data)
+                await queue_flow.topic.send(key=queue_id.encode(), value=data)
             cron_id = getattr(event, "cron_id", None)
             if cron_id is not None:
                 # A fire's outcome is its cron's input: overlap policies and the last result.
-                await crons_topic.send(key=cron_id.encode(), value=data)
+                await cron_flow.topic.send(key=cron_id.encode(), value=data)
 
     def recovered() -> bool:
         """Tables restored from their changelogs: before that a clock would act on stale state."""
@@ -211,8 +212,14 @@ def build_app(settings: Settings, agent_view: AgentView) -> faust.App:
     async def task_lifecycle(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
             decoded = await decode(event)
-            if decoded is None or isinstance(decoded, QUEUE_COMMANDS + CRON_COMMANDS):
-                continue  # queue and cron commands are the queue and cron flows'
+            if isinstance(decoded, QUEUE_COMMANDS):
+                await queue_flow.on_command(decoded)
+                continue
+            if isinstance(decoded, CRON_COMMANDS):
+                await cron_flow.on_command(decoded)
+                continue
+            if decoded is None:
+                continue
             task_id = getattr(decoded, "task_id", None)
             if task_id is None:
                 await dead_letter(event, f"unexpected {type(decoded).__name__} on a task topic")

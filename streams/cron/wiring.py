@@ -1,6 +1,7 @@
 """The cron stream: `streams.cron.model` wired to Faust.
 
-`cron_flow` reads the cron commands on `commands` and, on `crons`, the outcomes of fires that the
+The cron commands on `commands` are handed over by the task lifecycle, the one consumer of
+`commands` (see `streams.flow`); `cron_flow` reads, on `crons`, the outcomes of fires that the
 task lifecycle copies there (keyed by cron id); `cron_clock` decides what is due. Both fold into
 the `crons` table and write the derived events to `crons`. A fire becomes a `TaskSubmitted` on
 `commands` (a selector cron's fire: one per matching agent, as this worker's `AgentView` sees
@@ -51,13 +52,14 @@ from elves.schemas.events import (
 )
 from elves.streams.agents.view import AgentView
 from elves.streams.cron import model as crons
+from elves.streams.flow import Flow
 
 log = logging.getLogger("elves.streams.cron")
 
 CRON_COMMANDS = (AddCron, PauseCron, ResumeCron, DeleteCron)
-# What the flow reads, by record name: everything else on its topics is skipped undecoded.
-INPUTS = frozenset(
-    cls.__name__ for cls in (*CRON_COMMANDS, TaskSucceeded, TaskFailed, TaskTimedOut, TaskRejected)
+# What the flow reads on `crons`, by record name: everything else is skipped undecoded.
+OUTCOME_NAMES = frozenset(
+    cls.__name__ for cls in (TaskSucceeded, TaskFailed, TaskTimedOut, TaskRejected)
 )
 PARTITIONS = 4
 CLOCK_TICK_S = 0.05
@@ -130,10 +132,9 @@ def wire_crons(
     dead_letter: DeadLetter,
     now_ms: Callable[[], int],
     agent_view: AgentView,
-) -> faust.TopicT:
-    """Declare the cron table, agent and clock on `app`; return the `crons` topic."""
+) -> Flow:
+    """Declare the cron table, agent and clock on `app`; return the cron flow."""
     crons_name = settings.topic("crons")
-    inputs = app.topic(settings.topic("commands"), crons_name, key_type=bytes, value_type=bytes)
     crons_topic = app.topic(crons_name, partitions=PARTITIONS, key_type=bytes, value_type=bytes)
     commands_topic = app.topic(
         settings.topic("commands"), partitions=PARTITIONS, key_type=bytes, value_type=bytes
@@ -209,28 +210,29 @@ def wire_crons(
         for e in out:
             await emit(new, e)
 
-    @app.agent(inputs, name="cron_flow")
+    async def on_command(decoded: Event) -> None:
+        """A cron command, handed over by the task lifecycle (the one consumer of `commands`)."""
+        if isinstance(decoded, AddCron | PauseCron | ResumeCron | DeleteCron):
+            await fold(decoded.cron_id, decoded, partial(_decide, cmd=decoded))
+
+    @app.agent(crons_topic, name="cron_flow")
     async def cron_flow(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
             name = CODEC.name_of(event.value)
-            on_crons = event.message.topic == crons_name
-            if name is None and on_crons:
-                await dead_letter(event, "[422.1] not a known event")  # `commands` has its own
-            if name not in INPUTS:
+            if name is None:
+                await dead_letter(event, "[422.1] not a known event")
+            if name not in OUTCOME_NAMES:
                 yield None
-                continue  # task commands and the crons' own derived events are not ours
+                continue  # the crons' own derived events are most of `crons`: not decoded
             try:
                 decoded = CODEC.decode(event.value)
             except DecodeError as exc:
-                if on_crons:
-                    await dead_letter(event, f"[{exc.code}] {exc.message}")
+                await dead_letter(event, f"[{exc.code}] {exc.message}")
                 yield None
                 continue
             match decoded:
-                case AddCron() | PauseCron() | ResumeCron() | DeleteCron():
-                    await fold(decoded.cron_id, decoded, partial(_decide, cmd=decoded))
                 case TaskSucceeded() | TaskFailed() | TaskTimedOut() | TaskRejected() if (
-                    on_crons and decoded.cron_id is not None
+                    decoded.cron_id is not None
                 ):
                     decide = partial(_on_outcome, outcome=decoded, view=agent_view)
                     await fold(decoded.cron_id, decoded, decide)
@@ -249,4 +251,4 @@ def wire_crons(
             for cron_id in due:
                 await fold(cron_id, None, partial(_due, now=now, view=agent_view))
 
-    return crons_topic
+    return Flow(crons_topic, on_command)

@@ -1,8 +1,9 @@
 """The queue stream: `streams.queues.model` wired to Faust.
 
-`queue_flow` reads the queue commands on `commands` and, on `queues`, the task outcomes the task
-lifecycle copies there (keyed by queue id) and the clock's `RetryDue` facts; it folds them into
-the `queue_rows` table and writes the derived events to `queues`. A ready task becomes a
+The queue commands on `commands` are handed over by the task lifecycle, the one consumer of
+`commands` (see `streams.flow`); `queue_flow` reads, on `queues`, the task outcomes the task
+lifecycle copies there (keyed by queue id) and the clock's `RetryDue` facts. Both fold into
+the `queue_rows` table and write the derived events to `queues`. A ready task becomes a
 `TaskSubmitted` on `commands`, so queue tasks run through the same lifecycle as instant tasks.
 
 The table holds a queue as rows (`streams.queues.rows`), and only the rows an event changed are
@@ -39,6 +40,7 @@ from elves.schemas.events import (
     TaskTimedOut,
     derived_id,
 )
+from elves.streams.flow import Flow
 from elves.streams.queues import model as queues
 from elves.streams.queues import rows
 from elves.streams.tasks.model import Limits
@@ -47,6 +49,7 @@ log = logging.getLogger("elves.streams.queues")
 
 QUEUE_COMMANDS = (CreateQueue, AddQueueTask, CommitQueue, StopQueue)
 QUEUE_INPUTS = (TaskSucceeded, TaskFailed, TaskTimedOut, TaskRejected, RetryDue)
+INPUT_NAMES = frozenset(cls.__name__ for cls in QUEUE_INPUTS)
 CLOCK_TICK_S = 0.2
 
 DeadLetter = Callable[[faust.EventT[bytes], str], Awaitable[None]]
@@ -77,11 +80,8 @@ def wire_queues(
     limits: Limits,
     dead_letter: DeadLetter,
     now_ms: Callable[[], int],
-) -> faust.TopicT:
-    """Declare the queue table, agent and clock on `app`; return the `queues` topic."""
-    inputs = app.topic(
-        settings.topic("commands"), settings.topic("queues"), key_type=bytes, value_type=bytes
-    )
+) -> Flow:
+    """Declare the queue table, agent and clock on `app`; return the queue flow."""
     queues_topic = app.topic(
         settings.topic("queues"), partitions=4, key_type=bytes, value_type=bytes
     )
@@ -125,9 +125,7 @@ def wire_queues(
         try:
             return CODEC.decode(event.value)
         except DecodeError as exc:
-            # `commands` has the task lifecycle as its dead-letterer; `queues` is ours alone.
-            if event.message.topic == settings.topic("queues"):
-                await dead_letter(event, f"[{exc.code}] {exc.message}")
+            await dead_letter(event, f"[{exc.code}] {exc.message}")
             return None
 
     async def emit(state: queues.QueueState | None, event: Event) -> None:
@@ -150,38 +148,47 @@ def wire_queues(
             target = app.topic(settings.dispatch_topic(agent_id), key_type=bytes, value_type=bytes)
             await target.send(key=event.task_id.encode(), value=CODEC.encode(kill))
 
-    @app.agent(inputs, name="queue_flow")
+    async def handle(decoded: Event) -> None:
+        """Fold one command or input into its queue; called inside the processing of the event
+        that carries it, so the rows go to that event's partition: the queue's."""
+        if not isinstance(decoded, QUEUE_COMMANDS + QUEUE_INPUTS):
+            return
+        if isinstance(decoded, TaskSucceeded | TaskFailed | TaskTimedOut | TaskRejected):
+            if decoded.queue_id is None:
+                return
+        queue_id = str(decoded.queue_id)
+        load()
+        state = states.get(queue_id)
+        out: list[Event]
+        match decoded:
+            case CreateQueue() | AddQueueTask() | CommitQueue() | StopQueue():
+                out = queues.decide(
+                    state, decoded, now_ms(), limits=limits, task_queues=task_queues
+                )
+            case RetryDue():
+                out = queues.retry_due(state, decoded)
+            case _:
+                out = queues.decide_outcome(state, decoded)
+        new = queues.fold([decoded, *out], state)
+        for key, row in rows.changed(state, new, [decoded, *out]).items():
+            table[key] = row
+        if new is not None:
+            states[queue_id] = new
+        for e in out:
+            if isinstance(e, QueueTaskAdded):
+                task_queues[e.task_id] = e.queue_id
+        for e in out:
+            await emit(new, e)
+
+    @app.agent(queues_topic, name="queue_flow")
     async def queue_flow(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
-            decoded = await decode(event)
-            if not isinstance(decoded, QUEUE_COMMANDS + QUEUE_INPUTS):
-                continue  # task commands and the queue's own derived events are not ours
-            if isinstance(decoded, TaskSucceeded | TaskFailed | TaskTimedOut | TaskRejected):
-                if decoded.queue_id is None or event.message.topic != settings.topic("queues"):
-                    continue  # outcomes count once: as copied to `queues` for their queue
-            queue_id = str(decoded.queue_id)
-            load()
-            state = states.get(queue_id)
-            out: list[Event]
-            match decoded:
-                case CreateQueue() | AddQueueTask() | CommitQueue() | StopQueue():
-                    out = queues.decide(
-                        state, decoded, now_ms(), limits=limits, task_queues=task_queues
-                    )
-                case RetryDue():
-                    out = queues.retry_due(state, decoded)
-                case _:
-                    out = queues.decide_outcome(state, decoded)
-            new = queues.fold([decoded, *out], state)
-            for key, row in rows.changed(state, new, [decoded, *out]).items():
-                table[key] = row
-            if new is not None:
-                states[queue_id] = new
-            for e in out:
-                if isinstance(e, QueueTaskAdded):
-                    task_queues[e.task_id] = e.queue_id
-            for e in out:
-                await emit(new, e)
+            # Most of `queues` is this flow's own output: skip it without decoding.
+            name = CODEC.name_of(event.value)
+            if name is None or name in INPUT_NAMES:
+                decoded = await decode(event)
+                if decoded is not None:
+                    await handle(decoded)
             yield None
 
     @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
@@ -199,4 +206,4 @@ def wire_queues(
                     await queues_topic.send(key=fact.queue_id.encode(), value=CODEC.encode(fact))
         announced.intersection_update(due_now)
 
-    return queues_topic
+    return Flow(queues_topic, handle)
