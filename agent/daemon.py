@@ -32,7 +32,9 @@ from elves.agent.cron import CronScheduler
 from elves.agent.forkserver import ForkServer, ForkServerUnavailable
 from elves.agent.heartbeat import Heartbeater
 from elves.agent.identity import agent_id as load_agent_id
+from elves.agent.install import packages_dir
 from elves.agent.outbox import Outbox, Row, default_path
+from elves.agent.rollout import Rollout
 from elves.agent.runner import FLAG_ERROR, STOPPING, Runner, RunResult, TaskSpec
 from elves.config import Settings
 from elves.errors import BadRequest, BadSelector, DecodeError
@@ -82,8 +84,12 @@ class Agent:
         self.outbox = Outbox(settings, default_path(settings, self.agent_id))
         self.forkserver = ForkServer() if use_forkserver else None
         self.runner = Runner(
-            settings.apps_dir, settings.max_output_bytes, forkserver=self.forkserver
+            settings.apps_dir,
+            settings.max_output_bytes,
+            forkserver=self.forkserver,
+            installed=packages_dir(settings, self.agent_id),
         )
+        self.rollout = Rollout(settings, self.agent_id)
         self.ready = threading.Event()  # set once the consumer is subscribed (for tests, CLI)
         self._kill = threading.Event()  # set when running tasks must be killed
         # One event per claimed attempt: set by the agent stopping or a TaskCancelRequested.
@@ -134,12 +140,21 @@ class Agent:
         dlq = make_producer(self.settings)
         beats_stop = threading.Event()
         beats = threading.Thread(
-            target=Heartbeater(self.settings, self.agent_id).run,
+            target=Heartbeater(
+                self.settings,
+                self.agent_id,
+                packages=lambda: (self.rollout.versions(), self.rollout.errors()),
+            ).run,
             args=(beats_stop,),
             name="heartbeat",
             daemon=True,
         )
         beats.start()
+        # Installs run beside the heartbeats and tasks; it stops with the heartbeats.
+        self._rollout_thread = threading.Thread(
+            target=self.rollout.run, args=(beats_stop,), name="rollout", daemon=True
+        )
+        self._rollout_thread.start()
         log.info("agent %s: heartbeats every %ss", self.agent_id, self.settings.heartbeat_s)
         pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="task")
         consumer = make_consumer(self.settings, f"elves-agent-{self.agent_id}")
@@ -377,6 +392,7 @@ class Agent:
         pool.shutdown(wait=True)
         beats_stop.set()
         beats.join()
+        self._rollout_thread.join(timeout=5.0)
         dlq.flush(2.0)
 
     def _stop_tasks(self) -> None:

@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from confluent_kafka import KafkaException, Producer
@@ -55,8 +56,17 @@ def load1() -> float:
 class Heartbeater:
     """Beats at once, then every `settings.heartbeat_s`, until `stop` is set."""
 
-    def __init__(self, settings: Settings, agent_id: str, producer: Producer | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        agent_id: str,
+        producer: Producer | None = None,
+        packages: Callable[[], tuple[Mapping[str, str], Mapping[str, str]]] | None = None,
+    ) -> None:
         self.settings = settings
+        # (installed package versions, install errors), from the rollout; packages win over
+        # the folders of apps_dir, as they do when a task runs.
+        self.packages = packages
         self.agent_id = agent_id
         self.started_at = int(time.time() * 1000)
         self.tags = settings.tags  # checked at the agent's start, so this parses
@@ -69,6 +79,7 @@ class Heartbeater:
         )
 
     def beat(self) -> Heartbeat:
+        versions, errors = self.packages() if self.packages is not None else ({}, {})
         event = Heartbeat(
             event_id=new_id(),
             occurred_at=int(time.time() * 1000),
@@ -76,9 +87,10 @@ class Heartbeater:
             hostname=socket.gethostname(),
             interval_s=self.settings.heartbeat_s,
             started_at=self.started_at,
-            apps=installed_apps(self.settings.apps_dir),
+            apps={**installed_apps(self.settings.apps_dir), **versions},
             load1=load1(),
             tags=self.tags,
+            install_errors=dict(errors),
         )
         try:
             self.producer.produce(

@@ -1,7 +1,8 @@
 """Run one task as its own process and turn what it did into ELVES' (flag, message, costtime).
 
 The worker contract: `<entry> <app> <func> <base64(json params)>` in the app's folder; the entry
-is `python <apps_dir>/<app>/app-worker.py` unless the task's `proxy` ("interp|file" or "file")
+is `python <apps_dir>/<app>/app-worker.py` (for an installed package: the current version's
+folder and its manifest's `entry`) unless the task's `proxy` ("interp|file" or "file")
 overrides it. The process gets a new session, so its process group holds everything it starts,
 and at the timeout the whole group gets SIGKILL. Default-entry Python tasks are forked from the
 warm fork server when there is one; anything else, or a fork server that fails, is a plain
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 from elves.agent.forkserver import ForkServer, ForkServerUnavailable
+from elves.agent.install import CURRENT, entry_of
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,8 @@ class _Subprocess:
 
 
 class Runner:
-    """Runs tasks for apps installed under `apps_dir`; thread-safe (one call per task)."""
+    """Runs tasks for apps installed under `installed` (packages, see install.py) or, failing
+    that, under `apps_dir` (folders, e.g. the samples); thread-safe (one call per task)."""
 
     def __init__(
         self,
@@ -110,23 +113,36 @@ class Runner:
         python: str = sys.executable,
         forkserver: ForkServer | None = None,
         env: Mapping[str, str] | None = None,
+        installed: Path | None = None,
     ) -> None:
         self.apps_dir = Path(apps_dir).resolve()
+        self.installed = installed
         self.max_output_bytes = max_output_bytes
         self.python = python
         self.forkserver = forkserver
         self.env = dict(os.environ if env is None else env)
 
-    def command(self, spec: TaskSpec) -> list[str]:
+    def locate(self, app: str) -> tuple[Path, Path]:
+        """(the app's folder, its worker script): the installed package's current version
+        first, else the folder under `apps_dir`."""
+        if self.installed is not None:
+            current = self.installed / app / CURRENT
+            if current.is_dir():
+                folder = current.resolve()  # this task keeps this version, whatever comes next
+                return folder, folder / entry_of(folder)
+        folder = self.apps_dir / app
+        return folder, folder / WORKER_SCRIPT
+
+    def command(self, spec: TaskSpec, script: Path | None = None) -> list[str]:
         """The argv of the worker contract."""
         encoded = base64.b64encode((spec.params or "{}").encode()).decode("ascii")
-        return [*self.entry(spec), spec.app, spec.func, encoded]
+        return [*self.entry(spec, script), spec.app, spec.func, encoded]
 
-    def entry(self, spec: TaskSpec) -> list[str]:
+    def entry(self, spec: TaskSpec, script: Path | None = None) -> list[str]:
         if spec.proxy:
             interp, sep, file = spec.proxy.partition("|")
             return [interp.strip(), file.strip()] if sep else [interp.strip()]
-        return [self.python, str(self.apps_dir / spec.app / WORKER_SCRIPT)]
+        return [self.python, str(script or self.locate(spec.app)[1])]
 
     def run(
         self,
@@ -138,10 +154,10 @@ class Runner:
         started = time.monotonic()
         if not _APP_NAME.match(spec.app):
             return RunResult(FLAG_ERROR, f"bad app name {spec.app!r}", _ms(started))
-        app_dir = self.apps_dir / spec.app
-        if not spec.proxy and not (app_dir / WORKER_SCRIPT).is_file():
+        app_dir, script = self.locate(spec.app)
+        if not spec.proxy and not script.is_file():
             return RunResult(FLAG_ERROR, f"app '{spec.app}' not installed", _ms(started))
-        argv = self.command(spec)
+        argv = self.command(spec, script)
         cwd = app_dir if app_dir.is_dir() else self.apps_dir
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from elves.api import crons, queues
+from elves.api import apps, crons, queues
 from elves.api.audit import AuditStore
 from elves.api.gateway import Gateway, gateway, to_event
 from elves.api.listener import Listener
@@ -283,6 +283,11 @@ ROUTES = [
     Route("/api/v1/crons/{cron_id}", crons.delete, methods=["DELETE"]),
     Route("/api/v1/crons/{cron_id}/pause", crons.pause, methods=["POST"]),
     Route("/api/v1/crons/{cron_id}/resume", crons.resume, methods=["POST"]),
+    Route("/api/v1/apps", apps.list_apps, methods=["GET"]),
+    Route("/api/v1/apps/{app}", apps.get_app, methods=["GET"]),
+    Route("/api/v1/apps/{app}/active", apps.activate, methods=["POST"]),
+    Route("/api/v1/apps/{app}/versions/{version}", apps.publish, methods=["POST"]),
+    Route("/api/v1/apps/{app}/versions/{version}/package", apps.download, methods=["GET"]),
 ]
 
 

@@ -3,8 +3,9 @@
 One consumer thread, assigned (no group) to every partition of `tasks`, `results`, `queues` and
 `crons` at their end (only outcomes and answers from now on matter) and of `heartbeats`, `agents`
 and the crons table's changelog from their beginning (all compacted: the latest word on every
-agent and every cron). Instant calls register a future *before* the command is produced, so no
-outcome can slip past.
+agent and every cron), and `apps` from its beginning (the whole log, folded: every app's
+versions and the active one). Instant calls register a future *before* the command is
+produced, so no outcome can slip past.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from elves import app_versions
 from elves.config import Settings
 from elves.errors import DecodeError
 from elves.kafka import consumer
@@ -26,6 +28,8 @@ from elves.schemas.codec import CODEC
 from elves.schemas.events import (
     AgentDown,
     AgentUp,
+    AppVersionActivated,
+    AppVersionPublished,
     CronAdded,
     CronDeleted,
     CronPaused,
@@ -61,6 +65,7 @@ class Listener:
         self._answers: dict[str, Pending] = {}  # event id -> a command waiting for it
         self._agents: dict[str, agent_model.AgentState] = {}
         self._crons: dict[str, cron_model.CronState] = {}
+        self._apps: dict[str, app_versions.AppState] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -122,12 +127,21 @@ class Listener:
         with self._lock:
             return self._crons.get(cron_id)
 
+    def apps(self) -> list[app_versions.AppState]:
+        with self._lock:
+            return sorted(self._apps.values(), key=lambda a: a.app)
+
+    def app(self, app: str) -> app_versions.AppState | None:
+        with self._lock:
+            return self._apps.get(app)
+
     def _assignments(self, c: Consumer) -> list[TopicPartition]:
         """Outcome topics from their current end (asked now, so nothing later is missed);
         the compacted ones from their beginning."""
         s = self.settings
         from_end = [s.topic(n) for n in ("tasks", "results", "queues", "crons")]
-        whole = [s.topic(n) for n in ("heartbeats", "agents")] + [s.changelog_topic("crons")]
+        whole = [s.topic(n) for n in ("heartbeats", "agents", "apps")]
+        whole.append(s.changelog_topic("crons"))
         deadline = time.monotonic() + 30
         meta = c.list_topics(timeout=10).topics
         while any(n not in meta for n in from_end + whole) and time.monotonic() < deadline:
@@ -188,6 +202,12 @@ class Listener:
                 cron = cron_model.apply(self._crons.get(event.cron_id), event)
                 if cron is not None:
                     self._crons[event.cron_id] = cron
+        if isinstance(event, AppVersionPublished | AppVersionActivated):
+            # Before the answer: the publish or activate call reads the state right after.
+            with self._lock:
+                app = app_versions.apply(self._apps.get(event.app), event)
+                if app is not None:
+                    self._apps[event.app] = app
         if answered is not None:
             answered.loop.call_soon_threadsafe(_resolve, answered.future, event)
         if isinstance(event, Heartbeat | AgentUp | AgentDown):

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from elves import cron_cli, queue_cli
+from elves import app_cli, cron_cli, queue_cli
 from elves.config import Settings
 from elves.table import params_of, render
 
@@ -115,6 +115,9 @@ def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
     ]
     headers = ["agent", "status", "host", "last heartbeat (UTC)", "tags", "apps"]
     _out(render(headers, rows, 80))
+    for a in response.json()["agents"]:
+        for app, why in sorted(a.get("install_errors", {}).items()):
+            _out(f"{a['agent_id']}: {app} not installed, the version before runs: {why}")
     return 0
 
 
@@ -216,6 +219,7 @@ def parser() -> argparse.ArgumentParser:
 
     queue_cli.register(sub)
     cron_cli.register(sub)
+    app_cli.register(sub)
     processor = sub.add_parser("processor", help="app processors (the server side of mode P)")
     processor_sub = processor.add_subparsers(dest="processor_command", required=True)
     processor_run = processor_sub.add_parser(

@@ -61,6 +61,14 @@ class Settings:
     apps_dir: Path = _setting(
         "ELVES_APPS_DIR", Path("apps/samples"), "Where the agent finds installed apps."
     )
+    app_store: str = _setting(
+        "ELVES_APP_STORE",
+        "",
+        "Where the gateway keeps app packages (by sha256); empty: <state>/appstore.",
+    )
+    max_package_bytes: int = _setting(
+        "ELVES_MAX_PACKAGE", 16 * 1024 * 1024, "Largest app package (zip) one may publish."
+    )
     agent_workers: int = _setting(
         "ELVES_AGENT_WORKERS", 4, "Tasks one agent runs at once; more wait on its topic."
     )
@@ -113,6 +121,10 @@ class Settings:
     @property
     def audit_dsn(self) -> str:
         return self.clickhouse_dsn or f"chdb://{self.state_dir.resolve() / 'audit'}"
+
+    @property
+    def app_store_dir(self) -> Path:
+        return Path(self.app_store) if self.app_store else self.state_dir / "appstore"
 
     @property
     def base_url(self) -> str:

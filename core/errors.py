@@ -80,6 +80,31 @@ class CronNotFound(NotFound):
     code = "411.1"  # ELVES' code for it
 
 
+class BadPackage(BadRequest):
+    """An app package that is not a safe, well-formed zip with a manifest (413.x: supervisor)."""
+
+    code = "413.2"
+
+
+class PackageTooLarge(BadPackage):
+    """The package is over `ELVES_MAX_PACKAGE`; same code, HTTP 413."""
+
+    status = 413
+
+
+class UnknownAppVersion(NotFound):
+    """No such app, or no such published version of it."""
+
+    code = "413.3"
+
+
+class VersionTaken(ElvesError):
+    """The version was published before with other content: a version never changes."""
+
+    code = "413.4"
+    status = 409
+
+
 class UnknownAgent(ElvesError):
     code = "414.2"
     status = 404

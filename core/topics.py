@@ -20,6 +20,7 @@ class TopicSpec:
     name: str  # without the prefix
     partitions: int
     compacted: bool = False
+    retained: bool = False  # kept forever: a log that is folded from its beginning
 
 
 CORE_TOPICS = (
@@ -28,6 +29,9 @@ CORE_TOPICS = (
     TopicSpec("results", partitions=4),
     TopicSpec("queues", partitions=4),
     TopicSpec("crons", partitions=4),
+    # App versions: published and activated, keyed by app. The whole log is kept (not compacted,
+    # no retention): every agent folds it from the beginning to learn the desired versions.
+    TopicSpec("apps", partitions=1, retained=True),
     # One partition: liveness is decided by one stream instance that sees every agent.
     TopicSpec("heartbeats", partitions=1, compacted=True),
     TopicSpec("agents", partitions=1, compacted=True),
@@ -44,6 +48,8 @@ DISPATCH_PARTITIONS = 1  # one agent consumes its topic alone; order per agent i
 def _config(spec: TopicSpec) -> dict[str, str]:
     if spec.compacted:
         return {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+    if spec.retained:
+        return {"cleanup.policy": "delete", "retention.ms": "-1"}
     return {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)}
 
 

@@ -213,6 +213,8 @@ class Heartbeat:
     apps: Mapping[str, str] = field(default_factory=dict)  # app name -> version
     load1: float = 0.0
     tags: Mapping[str, str] = field(default_factory=dict)  # since v2: what selectors match
+    # since v3: app -> why the desired version did not install (the previous one still runs)
+    install_errors: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -634,6 +636,35 @@ class AgentCronRan:
     timed_out: bool = False
 
 
+@dataclass(frozen=True)
+class AppVersionPublished:
+    """A package was stored (content-addressed by `sha256`) as `version` of `app` (on `apps`)."""
+
+    event_id: str
+    occurred_at: int
+    app: str
+    version: str
+    sha256: str
+    size: int
+    entry: str  # from manifest.json: the worker script, relative to the package root
+    proxy: str | None = None
+    description: str = ""
+    published_by: str | None = None
+
+
+@dataclass(frozen=True)
+class AppVersionActivated:
+    """Agents should run `version` of `app` from now on; a rollback is an older version."""
+
+    event_id: str
+    occurred_at: int
+    app: str
+    version: str
+    sha256: str
+    previous: str | None = None  # the version that was active before, if any
+    requested_by: str | None = None
+
+
 Event = (
     TaskSubmitted
     | TaskAccepted
@@ -679,6 +710,8 @@ Event = (
     | CronFireQueued
     | AgentCronSet
     | AgentCronRan
+    | AppVersionPublished
+    | AppVersionActivated
 )
 
 # The explicit registry: Avro record name -> class. A new event is added here and in avro/.
@@ -729,5 +762,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CronFireQueued,
         AgentCronSet,
         AgentCronRan,
+        AppVersionPublished,
+        AppVersionActivated,
     )
 }

@@ -23,6 +23,7 @@ class AgentState:
     apps: Mapping[str, str] = field(default_factory=dict)
     load1: float = 0.0
     tags: Mapping[str, str] = field(default_factory=dict)  # from the latest heartbeat
+    install_errors: Mapping[str, str] = field(default_factory=dict)  # app -> why not installed
 
 
 def decide_heartbeat(state: AgentState | None, beat: Heartbeat) -> list[Event]:
@@ -75,6 +76,7 @@ def apply(state: AgentState | None, event: Event) -> AgentState | None:
                 apps=dict(event.apps),
                 load1=event.load1,
                 tags=dict(event.tags),
+                install_errors=dict(event.install_errors),
             )
         case AgentUp():
             base = state or AgentState(event.agent_id, True, event.last_seen_at, 60.0)

@@ -180,6 +180,7 @@ def test_the_audit_holds_events_not_the_streams_internal_topics(stack: Stack) ->
             "results",
             "queues",
             "crons",
+            "apps",
             "heartbeats",
             "agents",
             "dlq",

@@ -1,0 +1,144 @@
+"""App packages end to end: publish, install on the agent, a failed install keeps the old
+version (and the heartbeat says why), a good one replaces it, a rollback brings the old back."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from elves.appstore import AppStore
+from elves.local import Stack, wait_for
+from elves.packages import sha256_of
+
+from .conftest import AGENT
+
+
+def package(app: str, version: str, files: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        manifest = {"entry": "app-worker.py", "version": version, "description": "test"}
+        zf.writestr("manifest.json", json.dumps(manifest))
+        zf.writestr("app-worker.py", "from elves.apps.sdk.worker import main\n\nmain()\n")
+        answer = f"v{version}"
+        zf.writestr(
+            f"{app}.py",
+            f"class {app}:\n    def which(self, param):\n        return 'true', {answer!r}\n",
+        )
+        for name, body in (files or {}).items():
+            zf.writestr(name, body)
+    return buf.getvalue()
+
+
+def publish(stack: Stack, app: str, version: str, data: bytes, **params: str) -> httpx.Response:
+    return stack.client.post(
+        f"/api/v1/apps/{app}/versions/{version}",
+        content=data,
+        params=params,
+        headers={"content-type": "application/zip"},
+    )
+
+
+def agent(stack: Stack) -> dict[str, Any]:
+    response = stack.client.get(f"/api/v1/agents/{AGENT}")
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def runs(stack: Stack, app: str) -> str:
+    data = stack.exec(AGENT, app, "which").json()
+    assert data["worker_flag"] == 1, data
+    return str(data["worker_message"])
+
+
+def test_publish_install_fail_keep_upgrade_and_roll_back(stack: Stack) -> None:
+    app = f"pkg{uuid.uuid4().hex[:8]}"
+    v1, v2 = package(app, "1"), package(app, "2")
+
+    done = publish(stack, app, "1", v1)
+    assert done.status_code == 201, done.text
+    assert (done.json()["sha256"], done.json()["active"]) == (sha256_of(v1), "1")
+    wait_for("v1 installed", lambda: agent(stack)["apps"].get(app) == "1")
+    assert runs(stack, app) == "v1"
+
+    # v2 stored, then its bytes in the store go bad: the agent must refuse them.
+    stored = publish(stack, app, "2", v2, activate="false")
+    assert stored.status_code == 201 and stored.json()["active"] == "1", stored.text
+    AppStore(stack.settings.app_store_dir).path_of(sha256_of(v2)).write_bytes(v2[:-8] + b"garbage!")
+    activated = stack.client.post(f"/api/v1/apps/{app}/active", json={"version": "2"})
+    assert activated.json() == {"app": app, "active": "2", "previous": "1"}, activated.text
+    errors = wait_for("the failure reported", lambda: agent(stack)["install_errors"].get(app))
+    assert errors.startswith("2: checksum mismatch"), errors
+    assert agent(stack)["apps"][app] == "1"
+    assert runs(stack, app) == "v1"
+
+    # The good v2 again: the store is mended, the activation is new, the agent installs it.
+    again = publish(stack, app, "2", v2)
+    assert again.status_code == 201 and again.json()["new"] is False, again.text
+    wait_for(
+        "v2 installed",
+        lambda: (a := agent(stack))["apps"].get(app) == "2" and app not in a["install_errors"],
+    )
+    assert runs(stack, app) == "v2"
+
+    # Rollback: activate v1 again.
+    back = stack.client.post(f"/api/v1/apps/{app}/active", json={"version": "1"})
+    assert back.status_code == 200, back.text
+    wait_for("v1 back", lambda: agent(stack)["apps"].get(app) == "1")
+    assert runs(stack, app) == "v1"
+
+    listed = {a["app"]: a for a in stack.client.get("/api/v1/apps").json()["apps"]}
+    assert listed[app]["active"] == "1"
+    assert [v["version"] for v in listed[app]["versions"]] == ["1", "2"]
+    download = stack.client.get(f"/api/v1/apps/{app}/versions/2/package")
+    assert download.content == v2
+    assert download.headers["x-elves-sha256"] == sha256_of(v2)
+
+
+def test_bad_packages_and_unknown_versions_are_refused(stack: Stack) -> None:
+    app = f"pkg{uuid.uuid4().hex[:8]}"
+    slip = publish(stack, app, "1", package(app, "1", {"../../evil.py": "x"}))
+    assert (slip.status_code, slip.json()["error"]["code"]) == (400, "413.2"), slip.text
+    assert "unsafe path" in slip.json()["error"]["message"]
+    wrong = publish(stack, app, "2", package(app, "1"))  # the manifest says version 1
+    assert wrong.json()["error"]["code"] == "413.2"
+    garbage = publish(stack, app, "1", b"not a zip")
+    assert garbage.json()["error"]["code"] == "413.2"
+    unknown = stack.client.post(f"/api/v1/apps/{app}/active", json={"version": "1"})
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "413.3")
+    missing = stack.client.get(f"/api/v1/apps/{app}/versions/1/package")
+    assert missing.json()["error"]["code"] == "413.3"
+    first = publish(stack, app, "1", package(app, "1"), activate="false")
+    assert first.status_code == 201
+    taken = publish(stack, app, "1", package(app, "1", {"extra.txt": "other content"}))
+    assert (taken.status_code, taken.json()["error"]["code"]) == (409, "413.4")
+
+
+def test_the_cli_publishes_a_folder_and_activates(stack: Stack, tmp_path: Path) -> None:
+    app = f"pkg{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / app
+    with zipfile.ZipFile(io.BytesIO(package(app, "3"))) as zf:
+        zf.extractall(folder)
+    env = {"ELVES_GATEWAY_URL": stack.settings.base_url, "PATH": "/usr/bin:/bin"}
+
+    def elves(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "elves.cli", "app", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+
+    published = elves("publish", str(folder), "--no-activate")
+    assert published.returncode == 0, published.stdout + published.stderr
+    assert f"{app} 3 sha256" in published.stdout
+    listed = elves("list")
+    assert listed.returncode == 0 and app in listed.stdout
+    assert elves("activate", app, "3").returncode == 0
+    assert elves("activate", app, "4").returncode == 1
+    wait_for("v3 installed", lambda: agent(stack)["apps"].get(app) == "3")
+    assert runs(stack, app) == "v3"

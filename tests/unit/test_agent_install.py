@@ -1,0 +1,138 @@
+"""Installing packages on an agent: checksum, atomic unpack and switch, failures keep the old
+version; the runner finds installed apps before the apps folder."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from elves import app_versions
+from elves.agent.install import (
+    activate,
+    current_version,
+    install,
+    installed_versions,
+)
+from elves.agent.rollout import InstallFailed, Rollout
+from elves.agent.runner import FLAG_OK, Runner, TaskSpec
+from elves.config import Settings
+from elves.errors import BadPackage
+from elves.packages import sha256_of
+from elves.schemas.events import AppVersionPublished, Event
+
+SAMPLES = Path(__file__).resolve().parents[2] / "apps" / "samples"
+LIMIT = 1 << 20
+
+
+def package(app: str, answer: str, manifest: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("manifest.json", manifest or json.dumps({"entry": "app-worker.py"}))
+        zf.writestr("app-worker.py", "from elves.apps.sdk.worker import main\n\nmain()\n")
+        zf.writestr(
+            f"{app}.py",
+            f"class {app}:\n    def which(self, param):\n        return 'true', {answer!r}\n",
+        )
+    return buf.getvalue()
+
+
+def test_install_then_activate(tmp_path: Path) -> None:
+    data = package("demo", "v1")
+    folder = install(tmp_path, "demo", "1", sha256_of(data), data, LIMIT)
+    assert folder == tmp_path / "demo" / "1"
+    assert (folder / "demo.py").is_file()
+    assert current_version(tmp_path, "demo") is None  # installed is not yet running
+    activate(tmp_path, "demo", "1")
+    assert installed_versions(tmp_path) == {"demo": "1"}
+    assert os.readlink(tmp_path / "demo" / "current") == "1"
+    assert [p.name for p in (tmp_path / "demo").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_checksum_mismatch_installs_nothing(tmp_path: Path) -> None:
+    data = package("demo", "v1")
+    with pytest.raises(BadPackage, match="checksum mismatch"):
+        install(tmp_path, "demo", "1", sha256_of(b"other"), data, LIMIT)
+    assert not (tmp_path / "demo" / "1").exists()
+
+
+def test_a_failed_install_keeps_the_previous_version(tmp_path: Path) -> None:
+    v1 = package("demo", "v1")
+    install(tmp_path, "demo", "1", sha256_of(v1), v1, LIMIT)
+    activate(tmp_path, "demo", "1")
+    for bad in (b"not a zip", package("demo", "v2", manifest="{broken")):
+        with pytest.raises(BadPackage):
+            install(tmp_path, "demo", "2", sha256_of(bad), bad, LIMIT)
+    with pytest.raises(BadPackage, match="not installed"):
+        activate(tmp_path, "demo", "2")
+    assert installed_versions(tmp_path) == {"demo": "1"}
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["1", "current"]
+
+
+def test_switching_back_and_forth(tmp_path: Path) -> None:
+    for version in ("1", "2"):
+        data = package("demo", version)
+        install(tmp_path, "demo", version, sha256_of(data), data, LIMIT)
+    activate(tmp_path, "demo", "2")
+    activate(tmp_path, "demo", "1")
+    assert current_version(tmp_path, "demo") == "1"
+
+
+def _published(app: str, version: str, data: bytes, activation: str) -> list[Event]:
+    event = AppVersionPublished(f"p{version}", 1, app, version, sha256_of(data), len(data), "x")
+    return app_versions.decide_publish(None, event, activation)
+
+
+def test_rollout_reports_a_failure_and_retries_on_the_next_activation(tmp_path: Path) -> None:
+    served: dict[str, bytes] = {}
+
+    def fetch(app: str, version: str) -> bytes:
+        if version not in served:
+            raise InstallFailed("download failed: HTTP 404")
+        return served[version]
+
+    rollout = Rollout(Settings(state_dir=tmp_path), "a1", fetch=fetch)
+    v1, v2 = package("demo", "v1"), package("demo", "v2")
+    served["1"] = v1
+    for e in _published("demo", "1", v1, "act-1"):
+        rollout.apply(e)
+    rollout.reconcile()
+    assert (rollout.versions(), rollout.errors()) == ({"demo": "1"}, {})
+
+    served["2"] = v2[:-10] + b"corrupted!"  # not the bytes the version was published with
+    for e in _published("demo", "2", v2, "act-2"):
+        rollout.apply(e)
+    rollout.reconcile()
+    assert rollout.versions() == {"demo": "1"}
+    assert "checksum mismatch" in rollout.errors()["demo"]
+    rollout.reconcile()  # nothing new asked: no retry
+    served["2"] = v2
+    state = rollout._apps["demo"]
+    for e in app_versions.decide_activate(state, "demo", "2", "act-3", 2):
+        rollout.apply(e)
+    rollout.reconcile()
+    assert (rollout.versions(), rollout.errors()) == ({"demo": "2"}, {})
+    for e in app_versions.decide_activate(rollout._apps["demo"], "demo", "1", "act-4", 3):
+        rollout.apply(e)
+    served.clear()  # a rollback to an installed version needs no download
+    rollout.reconcile()
+    assert (rollout.versions(), rollout.errors()) == ({"demo": "1"}, {})
+
+
+def test_the_runner_finds_installed_apps_first(tmp_path: Path) -> None:
+    data = package("apptest", "from the package")
+    install(tmp_path, "apptest", "9", sha256_of(data), data, LIMIT)
+    runner = Runner(SAMPLES, 10_000, python=sys.executable, installed=tmp_path)
+    # Installed but not current: the sample folder still runs.
+    assert runner.locate("apptest")[0] == SAMPLES / "apptest"
+    activate(tmp_path, "apptest", "9")
+    folder = (tmp_path / "apptest" / "9").resolve()
+    assert runner.locate("apptest") == (folder, folder / "app-worker.py")
+    result = runner.run(TaskSpec("apptest", "which", "{}", 20))
+    assert (result.worker_flag, result.worker_message) == (FLAG_OK, "from the package")
+    assert runner.locate("noop")[0] == SAMPLES / "noop"  # not installed: the apps folder
