@@ -141,3 +141,79 @@ OPENAPI: dict[str, Any] = {
     },
     "components": {"schemas": {"Error": _ERROR}},
 }
+
+
+def _op(summary: str, *codes: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One operation: its path parameters come from the path, added below."""
+    op: dict[str, Any] = {"summary": summary, "responses": {"200": _ok({"type": "object"})}}
+    op["responses"].update(_errors(*codes))
+    if body is not None:
+        schema = {"type": "object", "properties": body}
+        op["requestBody"] = {"content": {"application/json": {"schema": schema}}}
+    return op
+
+
+_S, _I, _O, _L = {"type": "string"}, {"type": "integer"}, {"type": "object"}, {"type": "array"}
+_TASK = {"agent": _S, "func": _S, "params": _O, "timeout": _I, "mode": _S, "depends_on": _L,
+         "run_if": _S, "max_attempts": _I, "backoff_s": _I, "task_id": _S, "proxy": _S}  # fmt: skip
+_CRON = {"agent": _S, "selector": _S, "app": _S, "func": _S, "params": _O, "rule": _S,
+         "timezone": _S, "timeout": _I, "mode": _S, "misfire": _S, "overlap": _S,
+         "name": _S}  # fmt: skip
+_MORE: dict[str, dict[str, Any]] = {
+    "/api/v1/queues": {"post": _op("Create a queue for an app", 400, body={"app": _S})},
+    "/api/v1/queues/quick": {
+        "post": _op("Create a queue, add one task, commit (ELVES qksqueue)", 400, body=_TASK)
+    },
+    "/api/v1/queues/{queue_id}": {
+        "get": _op("A queue and every task's status (as_of: the state at a past time)", 404)
+    },
+    "/api/v1/queues/{queue_id}/tasks": {
+        "post": _op("Add a task to an open queue", 400, 404, 409, body=_TASK)
+    },
+    "/api/v1/queues/{queue_id}/commit": {"post": _op("Commit a queue", 404, 409)},
+    "/api/v1/queues/{queue_id}/stop": {"post": _op("Stop a queue; kills what runs", 404, 409)},
+    "/api/v1/crons": {
+        "post": _op("Schedule a task by a cron rule", 400, body=_CRON),
+        "get": _op("Every cron (deleted=1: deleted ones too)"),
+    },
+    "/api/v1/crons/{cron_id}": {
+        "get": _op("A cron: rule, next fires, last fire and result, counts", 404),
+        "delete": _op("Delete a cron: no further fires", 404),
+    },
+    "/api/v1/crons/{cron_id}/pause": {"post": _op("Pause a cron", 404)},
+    "/api/v1/crons/{cron_id}/resume": {"post": _op("Resume a cron", 404)},
+    "/api/v1/apps": {"get": _op("Every published app: its versions and the active one")},
+    "/api/v1/apps/{app}": {"get": _op("One app: its versions and the active one", 404)},
+    "/api/v1/apps/{app}/active": {
+        "post": _op(
+            "Activate a published version (an older one: a rollback)",
+            400,
+            404,
+            body={"version": _S},
+        )
+    },
+    "/api/v1/apps/{app}/versions/{version}": {
+        "post": {
+            **_op("Publish a package (activate=false: store only)", 400, 409, 413),
+            "requestBody": {
+                "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}
+            },
+        }
+    },
+    "/api/v1/apps/{app}/versions/{version}/package": {
+        "get": {
+            **_op("Download a package; its sha256 in the X-Elves-Sha256 header", 404),
+            "responses": {
+                "200": {"description": "the zip", "content": {"application/zip": {}}},
+                **_errors(404),
+            },
+        }
+    },
+}
+for _path, _ops in _MORE.items():
+    _names = [part[1:-1] for part in _path.split("/") if part.startswith("{")]
+    for _operation in _ops.values():
+        _operation["parameters"] = [
+            {"name": n, "in": "path", "required": True, "schema": _S} for n in _names
+        ]
+OPENAPI["paths"].update(_MORE)
