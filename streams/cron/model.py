@@ -28,7 +28,6 @@ No Kafka, no clock, no I/O: `now` arrives on the events.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
@@ -59,6 +58,7 @@ from elves.schemas.events import (
 )
 from elves.selectors import parse_selector
 from elves.streams.cron import rules
+from elves.streams.tasks.model import params_error
 
 Status = Literal["active", "paused", "deleted"]
 Command = AddCron | PauseCron | ResumeCron | DeleteCron
@@ -232,14 +232,9 @@ def field_error(cmd: AddCron, max_params_bytes: int = 1 << 20) -> tuple[str, str
         return "403.2", f"misfire must be one of {', '.join(rules.MISFIRE_POLICIES)}"
     if cmd.overlap not in rules.OVERLAP_POLICIES:
         return "403.2", f"overlap must be one of {', '.join(rules.OVERLAP_POLICIES)}"
-    if len(cmd.params.encode()) > max_params_bytes:
-        return "403.3", f"params larger than {max_params_bytes} bytes"
-    try:
-        params = json.loads(cmd.params)
-    except ValueError:
-        return "403.4", "params is not valid JSON"
-    if not isinstance(params, dict):
-        return "403.4", "params must be a JSON object"
+    error = params_error(cmd.params, max_params_bytes)
+    if error is not None:
+        return error
     try:
         _rule(cmd.rule, cmd.timezone)
     except BadRequest as exc:

@@ -90,13 +90,18 @@ def validation_error(cmd: TaskSubmitted, limits: Limits) -> tuple[str, str] | No
             return "403.1", f"missing field: {name}"
     if cmd.timeout_s <= 0:
         return "403.2", f"timeout must be a positive number of seconds, not {cmd.timeout_s}"
-    if len(cmd.params.encode()) > limits.max_params_bytes:
-        return "403.3", f"params larger than {limits.max_params_bytes} bytes"
+    return params_error(cmd.params, limits.max_params_bytes)
+
+
+def params_error(params: str, max_bytes: int) -> tuple[str, str] | None:
+    """(code, reason) if a task's params are not a JSON object of at most `max_bytes`."""
+    if len(params.encode()) > max_bytes:
+        return "403.3", f"params larger than {max_bytes} bytes"
     try:
-        params = json.loads(cmd.params)
+        value = json.loads(params)
     except ValueError:
         return "403.4", "params is not valid JSON"
-    if not isinstance(params, dict):
+    if not isinstance(value, dict):
         return "403.4", "params must be a JSON object"
     return None
 
