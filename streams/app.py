@@ -304,14 +304,14 @@ def build_app(settings: Settings, agent_view: AgentView) -> faust.App:
                 if state is not None and not state.final:
                     open_deadlines[key] = state
             index_built = True
-        for passed in tasks.overdue(list(open_deadlines.values()), now_ms()):
+        overdue = tasks.overdue(list(open_deadlines.values()), now_ms())
+        for passed in overdue:
             if passed.event_id in announced:
                 continue
             announced.add(passed.event_id)
             await results_topic.send(key=passed.task_id.encode(), value=CODEC.encode(passed))
-        announced.intersection_update(
-            {d.event_id for d in tasks.overdue(list(open_deadlines.values()), now_ms())}
-        )
+        # Remember only what is still overdue: the rest ended, or its deadline moved on.
+        announced.intersection_update(d.event_id for d in overdue)
 
     @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
     async def liveness_clock() -> None:
