@@ -14,9 +14,7 @@ own lateness); `seen` = when this bench read the fire from Kafka - the scheduled
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -24,9 +22,8 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_END, TopicPartition
 
-from elves.config import Settings
 from elves.kafka import consumer, producer
-from elves.local import free_port, own_stack, wait_for
+from elves.local import bench_settings, own_stack, wait_for
 from elves.schemas.codec import CODEC
 from elves.schemas.events import AddCron, CronFired, CronFireSkipped, CronFiresMissed, new_id
 
@@ -45,14 +42,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="seconds not measured")
     args = parser.parse_args()
 
-    state = Path(tempfile.mkdtemp(prefix="elves-bench-cron-"))
-    settings = Settings(
-        bootstrap=f"127.0.0.1:{os.environ.get('BENCH_KAFKA_PORT', '19492')}",
-        topic_prefix=f"benchc{uuid.uuid4().hex[:6]}.",
-        state_dir=state,
-        gateway_port=free_port(),
-        apps_dir=ROOT / "apps" / "samples",
-    )
+    settings = bench_settings("benchc", ROOT)
     with own_stack(settings, []) as stack:
         # Added as another system would: AddCron commands straight to Kafka (thousands through
         # the REST gateway, each waiting for its answer, would take minutes).

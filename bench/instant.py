@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 
-from elves.config import Settings
-from elves.local import free_port, own_stack
+from elves.local import bench_settings, own_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("gateway_to_dispatch", "dispatch_to_agent", "app_run", "result_to_reply")
@@ -106,19 +102,11 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    state = Path(tempfile.mkdtemp(prefix="elves-bench-"))
-    settings = Settings(
-        bootstrap=f"127.0.0.1:{os.environ.get('BENCH_KAFKA_PORT', '19492')}",
-        topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
-        state_dir=state,
-        gateway_port=free_port(),
-        heartbeat_s=2.0,
-        apps_dir=ROOT / "apps" / "samples",
-        watcher_flush_s=args.watcher_flush,
-    )
+    settings = bench_settings("bench", ROOT, heartbeat_s=2.0, watcher_flush_s=args.watcher_flush)
     agents = [f"bench-agent-{i + 1}" for i in range(args.agents)]
     with own_stack(settings, agents, args.workers):
-        print(f"stack up: {args.agents} agents x {args.workers} workers, logs in {state}/logs")
+        logs = settings.state_dir / "logs"
+        print(f"stack up: {args.agents} agents x {args.workers} workers, logs in {logs}")
         asyncio.run(sequential(settings.base_url, agents[0], args.sequential))
         asyncio.run(concurrent(settings.base_url, agents, args.concurrent, args.clients))
 

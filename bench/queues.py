@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from elves.config import Settings
 from elves.kafka import consumer
-from elves.local import free_port, own_stack, wait_for
+from elves.local import bench_settings, own_stack, wait_for
 from elves.schemas.codec import CODEC
 from elves.schemas.events import QueueFinished
 
@@ -62,15 +60,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
 
-    state = Path(tempfile.mkdtemp(prefix="elves-bench-queue-"))
-    settings = Settings(
-        bootstrap=f"127.0.0.1:{os.environ.get('BENCH_KAFKA_PORT', '19492')}",
-        topic_prefix=f"benchq{uuid.uuid4().hex[:6]}.",
-        state_dir=state,
-        gateway_port=free_port(),
-        heartbeat_s=2.0,
-        apps_dir=ROOT / "apps" / "samples",
-    )
+    settings = bench_settings("benchq", ROOT, heartbeat_s=2.0)
     agents = [f"benchq-agent-{i + 1}" for i in range(args.agents)]
     with own_stack(settings, agents, args.workers) as stack:
         client = stack.client

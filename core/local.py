@@ -11,7 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +30,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_broker_port() -> int:
+    """A free port for a broker of one's own: its KRaft controller listens on port + 1 too."""
+    while True:
+        port = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+
+
+def bench_settings(name: str, root: Path, **overrides: Any) -> Settings:
+    """Settings for a benchmark's own stack: its broker port (BENCH_KAFKA_PORT), fresh topics
+    and state, the sample apps."""
+    values: dict[str, Any] = {
+        "bootstrap": f"127.0.0.1:{os.environ.get('BENCH_KAFKA_PORT', '19492')}",
+        "topic_prefix": f"{name}{uuid.uuid4().hex[:6]}.",
+        "state_dir": Path(tempfile.mkdtemp(prefix=f"elves-{name}-")),
+        "gateway_port": free_port(),
+        "apps_dir": root / "apps" / "samples",
+    }
+    return Settings(**{**values, **overrides})
 
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import time
 import uuid
@@ -22,7 +21,7 @@ import pytest
 from elves.agent.cronplan import run_task_id
 from elves.config import Settings
 from elves.kafka import producer
-from elves.local import Process, Stack, free_port, kafka, wait_for
+from elves.local import Process, Stack, free_broker_port, free_port, kafka, wait_for
 from elves.schemas.codec import CODEC
 from elves.schemas.events import AgentCronSet
 from elves.topics import ensure_topics
@@ -251,14 +250,7 @@ def test_after_an_agent_restart_the_missed_times_follow_the_misfire_policy(
 
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[Stack]:
-    port = free_port()
-    while True:  # the controller listens on port + 1
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            break
-        except OSError:
-            port = free_port()
+    port = free_broker_port()
     settings = Settings(
         bootstrap=f"127.0.0.1:{port}",
         topic_prefix="outage.",

@@ -19,7 +19,7 @@ import pytest
 from elves.agent.daemon import Agent
 from elves.config import Settings
 from elves.kafka import consumer, producer
-from elves.local import free_port, wait_for
+from elves.local import free_broker_port, wait_for
 from elves.schemas.codec import CODEC
 from elves.schemas.events import TaskDispatched, TaskResultReported, TaskStarted
 from elves.topics import ensure_topics
@@ -34,16 +34,7 @@ def kafka(command: str, bootstrap: str, state: Path) -> None:
 
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    while True:  # the controller listens on port + 1
-        try:
-            import socket
-
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            break
-        except OSError:
-            port = free_port()
+    port = free_broker_port()
     bootstrap = f"127.0.0.1:{port}"
     kafka("start", bootstrap, tmp_path / "broker")
     try:
