@@ -91,6 +91,10 @@ __all__ = [
 ]
 
 
+# The setting's default (ELVES_MAX_PARAMS); the wiring passes the setting itself.
+DEFAULT_MAX_PARAMS = 64 * 1024
+
+
 def fire_task_id(cron_id: str, scheduled_at: int) -> str:
     return derived_id(f"{cron_id}:{scheduled_at}", "cron-task")
 
@@ -124,10 +128,12 @@ def submissions(state: CronState, fired: CronFired) -> list[TaskSubmitted]:
 # --- commands ---
 
 
-def decide(state: CronState | None, cmd: Command) -> list[Event]:
+def decide(
+    state: CronState | None, cmd: Command, max_params_bytes: int = DEFAULT_MAX_PARAMS
+) -> list[Event]:
     match cmd:
         case AddCron():
-            return decide_add(state, cmd)
+            return decide_add(state, cmd, max_params_bytes)
         case PauseCron():
             return _if_exists(state, cmd) or [_derived(CronPaused, cmd)]
         case ResumeCron():
@@ -166,7 +172,7 @@ def _if_exists(state: CronState | None, cmd: Command) -> list[Event]:
     return []
 
 
-def field_error(cmd: AddCron, max_params_bytes: int = 1 << 20) -> tuple[str, str] | None:
+def field_error(cmd: AddCron, max_params_bytes: int) -> tuple[str, str] | None:
     """(code, reason) of the first rule an `AddCron` breaks, or None. The gateway checks the
     same before it sends, so a client learns at once; the fold checks again for producers
     that are not the gateway."""
@@ -203,12 +209,12 @@ def field_error(cmd: AddCron, max_params_bytes: int = 1 << 20) -> tuple[str, str
     return None
 
 
-def decide_add(state: CronState | None, cmd: AddCron) -> list[Event]:
+def decide_add(state: CronState | None, cmd: AddCron, max_params_bytes: int) -> list[Event]:
     if state is not None:
         if state.status == "deleted":
             return _reject(cmd, "411.3", f"cron id {cmd.cron_id} was used by a deleted cron")
         return _reject(cmd, "411.3", f"cron already exists: {cmd.cron_id}")
-    error = field_error(cmd)
+    error = field_error(cmd, max_params_bytes)
     if error is not None:
         return _reject(cmd, *error)
     fields = {k: v for k, v in asdict(cmd).items() if k != "requested_by"}

@@ -107,8 +107,10 @@ class CronTable(faust.Table):  # type: ignore[type-arg]
         return partition_of(str(key))
 
 
-def _decide(state: crons.CronState | None, cmd: crons.Command) -> list[Event]:
-    return crons.decide(state, cmd)
+def _decide(
+    state: crons.CronState | None, cmd: crons.Command, max_params_bytes: int
+) -> list[Event]:
+    return crons.decide(state, cmd, max_params_bytes)
 
 
 def _targets(state: crons.CronState | None, view: AgentView) -> list[str]:
@@ -213,7 +215,11 @@ def wire_crons(
     async def on_command(decoded: Event) -> None:
         """A cron command, handed over by the task lifecycle (the one consumer of `commands`)."""
         if isinstance(decoded, AddCron | PauseCron | ResumeCron | DeleteCron):
-            await fold(decoded.cron_id, decoded, partial(_decide, cmd=decoded))
+            await fold(
+                decoded.cron_id,
+                decoded,
+                partial(_decide, cmd=decoded, max_params_bytes=settings.max_params_bytes),
+            )
 
     @app.agent(crons_topic, name="cron_flow")
     async def cron_flow(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:

@@ -379,3 +379,11 @@ def test_a_selector_state_survives_its_json_row() -> None:
         k: v for k, v in run.state.to_dict().items() if k not in ("selector", "last_task_ids")
     }
     assert model.CronState.from_dict(old_row).last_task_ids == ()
+
+
+def test_params_past_the_setting_are_refused_by_the_fold_too() -> None:
+    big = add(params='{"a": "' + "x" * 100 + '"}')
+    [refused] = model.decide(None, big, max_params_bytes=50)
+    assert isinstance(refused, CronCommandRejected)
+    assert refused.code == "403.3"
+    assert isinstance(model.decide(None, big, max_params_bytes=500)[0], CronAdded)
