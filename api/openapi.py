@@ -154,8 +154,9 @@ def _op(summary: str, *codes: int, body: dict[str, Any] | None = None) -> dict[s
 
 
 _S, _I, _O, _L = {"type": "string"}, {"type": "integer"}, {"type": "object"}, {"type": "array"}
-_TASK = {"agent": _S, "func": _S, "params": _O, "timeout": _I, "mode": _S, "depends_on": _L,
-         "run_if": _S, "max_attempts": _I, "backoff_s": _I, "task_id": _S, "proxy": _S}  # fmt: skip
+_TASK = {"agent": _S, "selector": _S, "func": _S, "params": _O, "timeout": _I, "mode": _S,
+         "depends_on": _L, "run_if": _S, "max_attempts": _I, "backoff_s": _I, "task_id": _S,
+         "proxy": _S}  # fmt: skip
 _CRON = {"agent": _S, "selector": _S, "app": _S, "func": _S, "params": _O, "rule": _S,
          "timezone": _S, "timeout": _I, "mode": _S, "misfire": _S, "overlap": _S,
          "name": _S}  # fmt: skip
@@ -168,7 +169,13 @@ _MORE: dict[str, dict[str, Any]] = {
         "get": _op("A queue and every task's status (as_of: the state at a past time)", 404)
     },
     "/api/v1/queues/{queue_id}/tasks": {
-        "post": _op("Add a task to an open queue", 400, 404, 409, body=_TASK)
+        "post": _op(
+            "Add a task to an open queue (selector: one task per live matching agent, grouped)",
+            400,
+            404,
+            409,
+            body=_TASK,
+        )
     },
     "/api/v1/queues/{queue_id}/commit": {"post": _op("Commit a queue", 404, 409)},
     "/api/v1/queues/{queue_id}/stop": {"post": _op("Stop a queue; kills what runs", 404, 409)},

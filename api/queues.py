@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 
 from elves.api.gateway import Gateway, ask, gateway, to_event
 from elves.api.requests import parse_json_body, parse_queue_task
-from elves.errors import MissingField, NotFound, WrongType
+from elves.errors import MissingField, NoAgentMatches, NotFound, WrongType
 from elves.schemas.events import (
     AddQueueTask,
     CommitQueue,
@@ -27,6 +27,7 @@ from elves.schemas.events import (
     StopQueue,
     new_id,
 )
+from elves.selectors import parse_selector
 from elves.streams.queues import model as queues
 
 
@@ -53,13 +54,23 @@ async def create_queue(request: Request) -> JSONResponse:
 
 async def add_task(request: Request) -> JSONResponse:
     gw = gateway(request)
-    task_id = await _add(gw, request.path_params["queue_id"], await request.body())
-    return JSONResponse({"task_id": task_id}, status_code=201)
+    added = await _add(gw, request.path_params["queue_id"], await request.body())
+    return JSONResponse(added, status_code=201)
 
 
-async def _add(gw: Gateway, queue_id: str, raw: bytes) -> str:
+async def _add(gw: Gateway, queue_id: str, raw: bytes) -> dict[str, Any]:
+    """Add one task, or by selector one task per live matching agent: {"task_id"}, and for a
+    selector the tasks made ({"tasks": [{"task_id", "agent_id"}]})."""
     req = parse_queue_task(parse_json_body(raw), gw.settings)
     task_id = req.task_id or new_id()
+    agent_ids: tuple[str, ...] = ()
+    if req.selector is not None:
+        # Matched here, recorded in the command: the fold stays pure and replays alike.
+        agent_ids = tuple(gw.listener.matching(parse_selector(req.selector)))
+        if not agent_ids:
+            raise NoAgentMatches(
+                f"no live agent matches the selector {req.selector}", selector=req.selector
+            )
     command = AddQueueTask(
         event_id=new_id(),
         occurred_at=_now(),
@@ -75,9 +86,14 @@ async def _add(gw: Gateway, queue_id: str, raw: bytes) -> str:
         max_attempts=req.max_attempts,
         backoff_s=req.backoff_s,
         proxy=req.proxy,
+        selector=req.selector,
+        agent_ids=agent_ids,
     )
     await send(gw, command)
-    return task_id
+    if req.selector is None:
+        return {"task_id": task_id}
+    tasks = [{"task_id": t, "agent_id": a} for t, a, _ in queues.members(command)]
+    return {"task_id": task_id, "selector": req.selector, "tasks": tasks}
 
 
 async def commit(request: Request) -> JSONResponse:
@@ -104,9 +120,9 @@ async def quick(request: Request) -> JSONResponse:
         raise MissingField("missing field: app", field="app")
     queue_id = new_id()
     await send(gw, CreateQueue(new_id(), _now(), queue_id, app, str(body.get("name", ""))))
-    task_id = await _add(gw, queue_id, raw)
+    added = await _add(gw, queue_id, raw)
     await send(gw, CommitQueue(new_id(), _now(), queue_id))
-    return JSONResponse({"queue_id": queue_id, "task_id": task_id}, status_code=201)
+    return JSONResponse({"queue_id": queue_id, **added}, status_code=201)
 
 
 def _as_of(request: Request) -> int | None:

@@ -111,6 +111,7 @@ class QueueTaskRequest:
     max_attempts: int
     backoff_s: int
     proxy: str | None
+    selector: str | None = None  # one task per live agent with these tags (agent is "")
 
 
 def parse_queue_task(body: dict[str, Any], settings: Settings) -> QueueTaskRequest:
@@ -129,9 +130,10 @@ def parse_queue_task(body: dict[str, Any], settings: Settings) -> QueueTaskReque
     mode, run_if = body.get("mode", "NP"), body.get("run_if", "all_succeeded")
     if not isinstance(mode, str) or not isinstance(run_if, str):
         raise WrongType("mode and run_if are strings", field="mode")
+    agent, selector = _target(body)
     return QueueTaskRequest(
         task_id=task_id,
-        agent=_text(body, "agent"),
+        agent=agent,
         func=_text(body, "func"),
         params=_params_text(body, settings),
         timeout_s=_int(body, "timeout", settings.task_timeout_s, 1, MAX_TIMEOUT_S),
@@ -141,6 +143,7 @@ def parse_queue_task(body: dict[str, Any], settings: Settings) -> QueueTaskReque
         max_attempts=_int(body, "max_attempts", 1, 1, 100),
         backoff_s=_int(body, "backoff_s", 0, 0, 24 * 3600),
         proxy=proxy or None,
+        selector=selector,
     )
 
 

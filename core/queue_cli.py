@@ -11,8 +11,9 @@ from elves.table import call, out, params_of, render
 
 
 def _task_body(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
+    target = {"agent": args.agent} if args.selector is None else {"selector": args.selector}
     body: dict[str, Any] = {
-        "agent": args.agent,
+        **target,
         "func": args.func,
         "params": params,
         "timeout": args.timeout,
@@ -41,6 +42,8 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
     if data is None:
         return 1
     out(data["task_id"])
+    for task in data.get("tasks", []):  # a selector: one task per agent
+        out(f"  {task['task_id']}")
     return 0
 
 
@@ -89,8 +92,9 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _task_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("agent")
+    p.add_argument("agent", nargs="?", help="omit it with --selector")
     p.add_argument("func")
+    p.add_argument("--selector", help="one task per live agent with these tags, e.g. role=web")
     p.add_argument("-p", "--param", action="append", default=[], help="key=value (repeat)")
     p.add_argument("-t", "--timeout", type=int, default=90)
     p.add_argument("--task-id", default=None, help="default: a new id")

@@ -271,9 +271,13 @@ class AddQueueTask:
     max_attempts: int = 1
     backoff_s: int = 0  # wait before attempt n+1: backoff_s * 2**(n-1)
     proxy: str | None = None
+    # Since v2: a task by tag selector, one task per agent the gateway matched (agent_id "").
+    selector: str | None = None
+    agent_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _as_tuple(self, "depends_on")
+        _as_tuple(self, "agent_ids")
 
 
 @dataclass(frozen=True)
@@ -317,6 +321,7 @@ class QueueTaskAdded:
     max_attempts: int = 1
     backoff_s: int = 0
     proxy: str | None = None
+    group: str | None = None  # since v2: the selector task this is one agent's part of
 
     def __post_init__(self) -> None:
         _as_tuple(self, "depends_on")

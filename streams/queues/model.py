@@ -22,6 +22,8 @@ Rules:
   can express, a task naming itself, is rejected as a cycle (412.5). The client learns of a bad
   edge on the add that brings it, and an open queue is always a valid graph, so commit only has
   to check that the queue is not empty.
+- A task by tag selector is one task per agent the gateway matched (`<task_id>@<agent_id>`),
+  grouped under its task id; a dependency on the group is a dependency on each of its tasks.
 - `run_if=all_succeeded` readies a task once every dependency succeeded and skips it as soon as
   one ended otherwise (skips propagate); `all_done` readies it once every dependency ended.
 - A failed, timed-out or refused attempt with attempts left is retried after
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Literal, assert_never
 
 from elves.schemas.events import (
@@ -80,6 +83,7 @@ __all__ = [
     "decide_create",
     "field_error",
     "decide_add",
+    "members",
     "decide_commit",
     "decide_stop",
     "decide_outcome",
@@ -192,6 +196,38 @@ def field_error(state: QueueState, cmd: AddQueueTask, limits: Limits) -> tuple[s
     return None
 
 
+def members(cmd: AddQueueTask) -> list[tuple[str, str, str]]:
+    """(task id, agent id, added event id) of each task an add makes: the one task, or for a
+    selector one task per matched agent, `<task_id>@<agent_id>`, grouped under the task id."""
+    if cmd.selector is None:
+        return [(cmd.task_id, cmd.agent_id, derived_id(cmd.event_id, "added"))]
+    return [
+        (f"{cmd.task_id}@{agent}", agent, derived_id(cmd.event_id, f"added:{agent}"))
+        for agent in cmd.agent_ids
+    ]
+
+
+def _target_error(cmd: AddQueueTask) -> tuple[str, str] | None:
+    if cmd.selector is None:
+        return None
+    if cmd.agent_id:
+        return "403.2", "give either agent_id or selector, not both"
+    if not cmd.agent_ids:
+        return "414.3", f"no live agent matches the selector {cmd.selector}"
+    if len(set(cmd.agent_ids)) != len(cmd.agent_ids):
+        return "403.2", "agent_ids names an agent more than once"
+    return None
+
+
+def _dependencies(state: QueueState, cmd: AddQueueTask) -> tuple[str, ...]:
+    """depends_on with each selector task's id replaced by its tasks: a dependent waits for
+    every agent's part."""
+    expanded: list[str] = []
+    for dep in cmd.depends_on:
+        expanded.extend(state.groups.get(dep, (dep,)))
+    return tuple(expanded)
+
+
 def decide_add(
     state: QueueState | None,
     cmd: AddQueueTask,
@@ -201,26 +237,30 @@ def decide_add(
 ) -> list[Event]:
     if state is None:
         return _not_found(cmd, now)
-    added = derived_id(cmd.event_id, "added")
-    existing = state.tasks.get(cmd.task_id)
-    if existing is not None and existing.added_id == added:
-        return []
+    made = members(cmd)
+    if made:
+        first_id, _, first_added = made[0]
+        existing = state.tasks.get(first_id)
+        if existing is not None and existing.added_id == first_added:
+            return []
     if state.status != "open":
         return _reject(
             cmd, "412.2", f"queue {state.queue_id} is {state.status}: it takes no more tasks", now
         )
-    error = field_error(state, cmd, limits)
+    error = _target_error(cmd) or field_error(state, _one_agent(cmd, made), limits)
     if error is not None:
         return _reject(cmd, *error, now)
-    if existing is not None:
-        return _reject(cmd, "412.8", f"duplicate task id: {cmd.task_id}", now)
-    owner = task_queues.get(cmd.task_id, state.queue_id)
-    if owner != state.queue_id:
-        return _reject(cmd, "412.6", f"task {cmd.task_id} belongs to queue {owner}", now)
+    ids = [cmd.task_id, *(task_id for task_id, _, _ in made)]
+    for task_id in ids:
+        if task_id in state.tasks or task_id in state.groups:
+            return _reject(cmd, "412.8", f"duplicate task id: {task_id}", now)
+        owner = task_queues.get(task_id, state.queue_id)
+        if owner != state.queue_id:
+            return _reject(cmd, "412.6", f"task {task_id} belongs to queue {owner}", now)
     for dep in cmd.depends_on:
         if dep == cmd.task_id:
             return _reject(cmd, "412.5", f"dependency cycle: {dep} depends on itself", now)
-        if dep in state.tasks:
+        if dep in state.tasks or dep in state.groups:
             continue
         owner = task_queues.get(dep, state.queue_id)
         if owner != state.queue_id:
@@ -228,24 +268,34 @@ def decide_add(
         return _reject(
             cmd, "412.4", f"unknown dependency: {dep} (add it to {state.queue_id} first)", now
         )
+    depends_on = _dependencies(state, cmd)
     return [
         QueueTaskAdded(
             event_id=added,
             occurred_at=now,
             queue_id=cmd.queue_id,
-            task_id=cmd.task_id,
-            agent_id=cmd.agent_id,
+            task_id=task_id,
+            agent_id=agent_id,
             func=cmd.func,
             params=cmd.params,
             timeout_s=cmd.timeout_s,
             mode=cmd.mode,
-            depends_on=cmd.depends_on,
+            depends_on=depends_on,
             run_if=cmd.run_if,
             max_attempts=cmd.max_attempts,
             backoff_s=cmd.backoff_s,
             proxy=cmd.proxy,
+            group=None if cmd.selector is None else cmd.task_id,
         )
+        for task_id, agent_id, added in made
     ]
+
+
+def _one_agent(cmd: AddQueueTask, made: list[tuple[str, str, str]]) -> AddQueueTask:
+    """The add as one agent's task, for the field rules every task follows."""
+    if cmd.selector is None or not made:
+        return cmd
+    return replace(cmd, task_id=made[0][0], agent_id=made[0][1])
 
 
 def decide_commit(state: QueueState | None, cmd: CommitQueue, now: int) -> list[Event]:
@@ -435,5 +485,8 @@ def answer_ids(command: Command) -> frozenset[str]:
 
     A caller that sends a command can wait for these (ids derive from the command's own).
     """
+    rejected = derived_id(command.event_id, "rejected")
+    if isinstance(command, AddQueueTask):
+        return frozenset({rejected, *(added for _, _, added in members(command))})
     kind = _ANSWERS[type(command)]
-    return frozenset({derived_id(command.event_id, kind), derived_id(command.event_id, "rejected")})
+    return frozenset({derived_id(command.event_id, kind), rejected})

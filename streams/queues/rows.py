@@ -61,7 +61,8 @@ def restore(rows: Iterable[Mapping[str, Any]]) -> dict[str, QueueState]:
     tasks: dict[str, list[QueueTask]] = {}
     for row in rows:
         if "task_id" in row:
-            stored = {name: row[name] for name in TASK_FIELDS}
+            # A field a newer version added is absent from older rows: its default stands.
+            stored = {name: row[name] for name in TASK_FIELDS if name in row}
             stored["depends_on"] = tuple(row["depends_on"])  # a JSON list
             tasks.setdefault(row["queue_id"], []).append(QueueTask(**stored))
         else:

@@ -6,9 +6,9 @@ nothing. `fold_until` gives the state as of a time (time travel). The rules that
 live in `model.py`.
 
 A state also keeps what follows from its tasks (who depends on a task, how many dependencies a
-task still waits for, how many tasks have not ended), so that the rules' work per event is the
-tasks it affects, not every task of the queue. That is never stored: `QueueState.restore`
-derives it again.
+task still waits for, how many tasks have not ended, the tasks of each selector task), so that
+the rules' work per event is the tasks it affects, not every task of the queue. That is never
+stored: `QueueState.restore` derives it again.
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ class QueueTask:
     worker_message: str = ""
     worker_costtime: int = 0
     cause: str = ""  # why it was skipped, cancelled, or why its last attempt did not succeed
+    group: str | None = None  # the selector task (one task per matching agent) it is part of
     # Derived (see the module's doc), kept up to date by `_with_task`:
     waiting: int = 0  # how many of its dependencies have not ended yet
     dependents: tuple[str, ...] = ()  # the tasks that depend on it, in the order they were added
@@ -122,6 +123,8 @@ class QueueState:
     # Derived, like the tasks' `waiting` and `dependents`:
     unfinished: int = 0  # tasks that have not ended
     unsucceeded: int = 0  # tasks that ended otherwise than succeeded
+    # A selector task's id -> the ids of its tasks (one per agent), in the order added.
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def final(self) -> bool:
@@ -169,6 +172,9 @@ def _with_task(state: QueueState, task: QueueTask) -> QueueState:
         # A task restored after some of its dependencies ended waits for fewer of them.
         task = replace(task, waiting=sum(1 for d in task.depends_on if not tasks[d].final))
         tasks[task.task_id] = task
+        if task.group is not None:
+            members = (*state.groups.get(task.group, ()), task.task_id)
+            state = replace(state, groups={**state.groups, task.group: members})
         return _counted(state, tasks, task, added=1)
     if task.final and not before.final:
         for waiting in task.dependents:
@@ -267,6 +273,7 @@ def _apply(state: QueueState, event: Event) -> QueueState:
                     proxy=event.proxy,
                     added_id=event.event_id,
                     seq=len(state.tasks),
+                    group=event.group,
                 ),
             )
         case QueueCommitted() if state.status == "open":

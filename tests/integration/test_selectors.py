@@ -153,3 +153,56 @@ def test_a_selector_cron_fires_one_task_per_matching_agent(
     assert len(got) == len(submitted)
     assert got <= set().union(*per_fire)
     assert sum(fire <= got for fire in per_fire) >= 2
+
+
+def test_a_selector_queue_task_runs_on_every_matching_agent_and_its_dependent_after_all(
+    stack: Stack, tagged: tuple[str, list[str]]
+) -> None:
+    role, agent_ids = tagged
+    queue = stack.client.post("/api/v1/queues", json={"app": "apptest"})
+    assert queue.status_code == 201, queue.text
+    queue_id = queue.json()["queue_id"]
+    deploy, verify = f"deploy-{queue_id[:8]}", f"verify-{queue_id[:8]}"
+    task = {"func": "helloword", "params": {"my": "fleet"}, "timeout": 20}
+    group = stack.client.post(
+        f"/api/v1/queues/{queue_id}/tasks",
+        json={"selector": f"role={role}", "task_id": deploy, **task},
+    )
+    assert group.status_code == 201, group.text
+    members = [f"{deploy}@{a}" for a in agent_ids]
+    assert group.json()["tasks"] == [
+        {"task_id": m, "agent_id": a} for m, a in zip(members, agent_ids, strict=True)
+    ]
+    after = stack.client.post(
+        f"/api/v1/queues/{queue_id}/tasks",
+        json={"agent": AGENT, "task_id": verify, "depends_on": [deploy], **task},
+    )
+    assert after.status_code == 201, after.text
+    assert stack.client.post(f"/api/v1/queues/{queue_id}/commit").status_code == 200
+
+    def ended() -> dict[str, Any] | None:
+        data: dict[str, Any] = stack.client.get(f"/api/v1/queues/{queue_id}").json()
+        return data if data.get("status") in ("succeeded", "failed", "stopped") else None
+
+    data = wait_for("the queue to end", ended, 60)
+    assert data["status"] == "succeeded", data
+    assert data["groups"] == {deploy: members}
+    tasks = {t["task_id"]: t for t in data["tasks"]}
+    assert {m: (tasks[m]["agent_id"], tasks[m]["worker_message"]) for m in members} == {
+        m: (a, "fleet") for m, a in zip(members, agent_ids, strict=True)
+    }
+    assert tasks[verify]["depends_on"] == members
+
+    ids = ", ".join(repr(t) for t in [*members, verify])
+
+    def times() -> list[list[Any]] | None:
+        rows = stack.audit(
+            "SELECT task_id, type, toUnixTimestamp64Milli(occurred_at) FROM events "
+            f"WHERE task_id IN ({ids}) AND type IN ('TaskSucceeded', 'TaskAccepted')"
+        )
+        return rows if len(rows) == 8 else None
+
+    rows = wait_for("the tasks' lifecycles in the audit", times, 15)
+    ended = max(at for task_id, kind, at in rows if kind == "TaskSucceeded" and task_id != verify)
+    [accepted] = [at for task_id, kind, at in rows if kind == "TaskAccepted" and task_id == verify]
+    assert accepted >= ended  # the dependent was submitted once every part had ended

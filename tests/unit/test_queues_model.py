@@ -24,7 +24,7 @@ from elves.schemas.events import (
     TaskSucceeded,
     TaskTimedOut,
 )
-from elves.streams.queues import model
+from elves.streams.queues import model, rows
 from elves.streams.tasks.model import Limits
 
 LIMITS = Limits(grace_ms=5000, max_params_bytes=1000)
@@ -414,3 +414,69 @@ def test_events_of_an_unknown_queue_fold_to_nothing() -> None:
     assert model.fold([ok("a", NOW), QueueFinished("f", NOW, "q1", "failed")]) is None
     created = model.apply(None, QueueCreated("c", NOW, "q1", "apptest"))
     assert created is not None and created.status == "open" and created.name == ""
+
+
+def by_selector(task_id: str, *agents: str, deps: tuple[str, ...] = ()) -> AddQueueTask:
+    return add(task_id, *deps, agent_id="", selector="role=web", agent_ids=agents)
+
+
+def test_a_selector_task_is_one_task_per_matched_agent_grouped_under_its_id() -> None:
+    run = Run()
+    run.command(create())
+    events = run.command(by_selector("g", "a1", "a2", "a3"))
+    added = [e for e in events if isinstance(e, QueueTaskAdded)]
+    assert [(e.task_id, e.agent_id, e.group) for e in added] == [
+        ("g@a1", "a1", "g"),
+        ("g@a2", "a2", "g"),
+        ("g@a3", "a3", "g"),
+    ]
+    assert run.state is not None and run.state.groups == {"g": ("g@a1", "g@a2", "g@a3")}
+    # The gateway waits for any answer to its command: a member's addition is one.
+    assert {e.event_id for e in added} <= model.answer_ids(by_selector("g", "a1", "a2", "a3"))
+
+
+def test_a_dependency_on_a_selector_task_waits_for_every_agents_part() -> None:
+    run = Run()
+    run.command(create())
+    run.command(by_selector("g", "a1", "a2"))
+    [after] = run.command(add("after", "g"))
+    assert isinstance(after, QueueTaskAdded) and after.depends_on == ("g@a1", "g@a2")
+    events = run.command(commit())
+    assert ready(events) == [("g@a1", 1), ("g@a2", 1)]
+    assert run.outcome(ok("g@a1", NOW + 10)) == []
+    assert ready(run.outcome(ok("g@a2", NOW + 20))) == [("after", 1)]
+
+
+def test_one_agents_part_failing_skips_what_depends_on_the_group() -> None:
+    run = Run()
+    run.command(create())
+    run.command(by_selector("g", "a1", "a2"))
+    run.command(add("after", "g"))
+    run.command(commit())
+    run.outcome(ok("g@a1", NOW + 10))
+    events = run.outcome(fail("g@a2", NOW + 20))
+    assert [e.task_id for e in events if isinstance(e, QueueTaskSkipped)] == ["after"]
+    assert run.state is not None and run.state.status == "failed"
+
+
+def test_a_selector_task_that_matched_no_agent_or_clashes_is_rejected() -> None:
+    run = Run()
+    run.command(create())
+    assert rejection(run.command(by_selector("g"))) == "414.3"
+    both = add("g", agent_id="a1", selector="role=web", agent_ids=("a1",))
+    assert rejection(run.command(both)) == "403.2"
+    run.command(add("t"))
+    assert rejection(run.command(by_selector("t", "a1"))) == "412.8"  # a task's id
+    run.command(by_selector("g", "a1"))
+    assert rejection(run.command(add("g"))) == "412.8"  # a group's id
+    assert run.command(by_selector("g", "a1")) == []  # the same command again: nothing new
+
+
+def test_a_selector_task_survives_its_rows() -> None:
+    run = Run()
+    run.command(create())
+    run.command(by_selector("g", "a1", "a2"))
+    run.command(add("after", "g"))
+    stored = rows.changed(None, run.state, run.log)
+    [state] = rows.restore(stored.values()).values()
+    assert state == run.state
