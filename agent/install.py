@@ -85,11 +85,22 @@ def installed_versions(root: Path) -> dict[str, str]:
     return {app: v for app in apps if (v := current_version(root, app)) is not None}
 
 
-def entry_of(app_dir: Path) -> str:
-    """The worker script a package's manifest names (app-worker.py when it names none)."""
+def _manifest_text(app_dir: Path, name: str) -> str | None:
+    """One text field of an installed package's manifest, or None."""
     try:
         manifest = json.loads((app_dir / MANIFEST).read_text())
     except (OSError, ValueError):
-        return DEFAULT_ENTRY
-    entry = manifest.get("entry") if isinstance(manifest, dict) else None
-    return entry if isinstance(entry, str) and entry else DEFAULT_ENTRY
+        return None
+    value = manifest.get(name) if isinstance(manifest, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def entry_of(app_dir: Path) -> str:
+    """The worker script a package's manifest names (app-worker.py when it names none)."""
+    return _manifest_text(app_dir, "entry") or DEFAULT_ENTRY
+
+
+def proxy_of(app_dir: Path) -> str | None:
+    """The entry point a package's manifest names instead of python ("interp|file" or "file",
+    as a task's own `proxy`), or None."""
+    return _manifest_text(app_dir, "proxy")

@@ -2,9 +2,10 @@
 
 The worker contract: `<entry> <app> <func> <base64(json params)>` in the app's folder; the entry
 is `python <apps_dir>/<app>/app-worker.py` (for an installed package: the current version's
-folder and its manifest's `entry`) unless the task's `proxy` ("interp|file" or "file")
-overrides it. The process gets a new session, so its process group holds everything it starts,
-and at the timeout the whole group gets SIGKILL. Default-entry Python tasks are forked from the
+folder and its manifest's `entry`) unless a `proxy` ("interp|file" or "file") overrides it:
+the task's own, else the one its package's manifest names (a shell or Go app's entry point).
+The process gets a new session, so its process group holds everything it starts, and at the
+timeout the whole group gets SIGKILL. Default-entry Python tasks are forked from the
 warm fork server when there is one; anything else, or a fork server that fails, is a plain
 subprocess.
 
@@ -26,12 +27,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 from elves.agent.forkserver import ForkServer, ForkServerUnavailable
-from elves.agent.install import CURRENT, entry_of
+from elves.agent.install import CURRENT, entry_of, proxy_of
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,9 @@ class Runner:
         if not _APP_NAME.match(spec.app):
             return RunResult(FLAG_ERROR, f"bad app name {spec.app!r}", _ms(started))
         app_dir, script = self.locate(spec.app)
+        if not spec.proxy:
+            # A package's manifest may name its own entry point; a task's own proxy wins.
+            spec = replace(spec, proxy=proxy_of(app_dir))
         if not spec.proxy and not script.is_file():
             return RunResult(FLAG_ERROR, f"app '{spec.app}' not installed", _ms(started))
         argv = self.command(spec, script)

@@ -188,3 +188,17 @@ def test_the_forked_task_gets_argv_cwd_and_env(forkserver: ForkServer, tmp_path:
 )
 def test_parse_output(stdout: bytes, expected: tuple[int, str]) -> None:
     assert parse_output(stdout) == expected
+
+
+def test_a_manifests_proxy_is_the_entry_unless_the_task_names_one(tmp_path: Path) -> None:
+    app = tmp_path / "shellapp"
+    app.mkdir()
+    tags = "<ElvesWFlag>true</ElvesWFlag><ElvesWResult>%s from sh</ElvesWResult>"
+    (app / "run.sh").write_text(f'printf "{tags}" "$2"\n')
+    (app / "manifest.json").write_text(json.dumps({"entry": "run.sh", "proxy": "sh|run.sh"}))
+    runner = Runner(tmp_path, max_output_bytes=1000)
+    assert runner.run(spec("shellapp", "deploy")).worker_message == "deploy from sh"
+    other = tmp_path / "other.sh"
+    other.write_text(tags.replace("from sh", "from the task").join(["printf '", '\' "$2"\n']))
+    result = runner.run(spec("shellapp", "deploy", proxy=f"sh|{other}"))
+    assert result.worker_message == "deploy from the task"
