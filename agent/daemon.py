@@ -14,6 +14,12 @@ running forever), rather than the agent running an ops action twice.
 The agent's own cron (`cron.py`) runs beside the consumer: it starts before the agent reaches
 Kafka and fires whether Kafka answers or not. Its runs share the worker slots and the runner
 with dispatched tasks; the center's crons (`AgentCronSet`) arrive on the dispatch topic.
+
+Security: at every start the agent registers its key (`AgentRegistered` on `enrolments`, through
+the outbox); the center dispatches nothing to it until an operator accepts that key. Every
+message on its dispatch topic must be signed by the center: `gate.py` checks it, and anything
+unsigned, forged, for another agent, expired, replayed or for an app not allowed here is not
+acted on and is reported as a `DispatchRefused` on `security`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import concurrent.futures as cf
 import dataclasses
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,18 +37,20 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 
 from elves.agent.cron import CronScheduler
 from elves.agent.forkserver import ForkServer, ForkServerUnavailable
+from elves.agent.gate import Gate, where
 from elves.agent.heartbeat import Heartbeater
 from elves.agent.identity import agent_id as load_agent_id
+from elves.agent.identity import agent_key
 from elves.agent.install import packages_dir
 from elves.agent.outbox import Outbox, Row, default_path
 from elves.agent.rollout import Rollout
 from elves.agent.runner import FLAG_ERROR, STOPPING, Runner, RunResult, TaskSpec
 from elves.config import Settings
-from elves.errors import BadRequest, BadSelector, DecodeError
+from elves.errors import BadRequest, BadSelector, DispatchAppNotAllowed, DispatchRefusal
 from elves.kafka import consumer as make_consumer
 from elves.kafka import dead_letter
 from elves.kafka import producer as make_producer
-from elves.schemas.codec import CODEC, event_name
+from elves.schemas.codec import CODEC
 from elves.schemas.events import (
     AgentCronSet,
     TaskCancelRequested,
@@ -49,14 +58,15 @@ from elves.schemas.events import (
     TaskResultReported,
     TaskStarted,
     derived_id,
+    new_id,
 )
+from elves.signing import Opened, registration, short_id
 from elves.topics import ensure_dispatch_topic
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
 TOPIC_RETRY_S = 2.0  # Kafka unreachable at the start: try again after this (the cron runs)
-EXPIRED = "the dispatch reached the agent after its deadline; not run"
 CANCELLED = "cancelled: the center asked to stop it"
 
 
@@ -82,6 +92,8 @@ class Agent:
         self.results_topic = settings.topic("results")
         self.origin = f"agent:{self.agent_id}"
         self.outbox = Outbox(settings, default_path(settings, self.agent_id))
+        self.key = agent_key(settings, self.agent_id)
+        self.gate = Gate(settings, self.agent_id, self.outbox)
         self.forkserver = ForkServer() if use_forkserver else None
         self.runner = Runner(
             settings.apps_dir,
@@ -114,6 +126,7 @@ class Agent:
                 log.warning("no fork server, every task is a fresh interpreter: %s", exc)
                 self.forkserver = self.runner.forkserver = None
         self.outbox.start()
+        self._register()
         self.crons.start()
         log.info("agent %s: cron file %s", self.agent_id, self.crons.path)
         try:
@@ -207,27 +220,61 @@ class Agent:
         if topic is not None and partition is not None and offset is not None:
             consumer.seek(TopicPartition(topic, partition, offset))
 
+    def _register(self) -> None:
+        """Tell the center this agent's key (at every start: the fold keeps the decision, and a
+        new key makes the agent pending again). Through the outbox: sent once Kafka answers."""
+        event = registration(self.key, self.agent_id, socket.gethostname(), new_id(), _now_ms())
+        self.outbox.put(
+            self.settings.topic("enrolments"), self.agent_id.encode(), CODEC.encode(event)
+        )
+        log.info(
+            "agent %s: registered key %s; nothing is dispatched to it until an operator"
+            " accepts it (elves agent accept %s)",
+            self.agent_id,
+            short_id(event.public_key),
+            self.agent_id,
+        )
+
     def _handle(self, msg: Message, dlq: Producer, pool: cf.ThreadPoolExecutor) -> bool:
-        """Claim and submit one dispatch; True when a task was submitted (it holds a slot)."""
+        """Check one message and act on it; True when a task was submitted (it holds a slot)."""
+        at = where(msg)
         try:
-            event = CODEC.decode(msg.value())
-        except DecodeError as exc:
-            return self._reject(dlq, msg, exc.message)
-        if isinstance(event, TaskCancelRequested) and event.agent_id == self.agent_id:
+            opened = self.gate.open(msg.value(), _now_ms())
+            app = getattr(opened.event, "app", None)
+            if app is not None and not self._app_allowed(app):
+                raise DispatchAppNotAllowed(
+                    f"app {app} is not allowed on this agent (ELVES_AGENT_APPS or the app's rule)",
+                    task_id=opened.claims.subject,
+                    key_id=opened.key_id,
+                )
+            if self.gate.delivery(opened, at) == "again":
+                log.info("%s delivered again; it was handled before", at)
+                return False
+        except DispatchRefusal as exc:
+            log.warning("refused %s: [%s] %s", at, exc.code, exc.message)
+            self.outbox.put(*self.gate.refusal(exc, msg, _now_ms()))
+            return False
+        event = opened.event
+        if isinstance(event, TaskDispatched):
+            return self._start(event, opened, at, pool)
+        if isinstance(event, TaskCancelRequested):
             self._cancel(event)
-            return False
-        if isinstance(event, AgentCronSet):
-            return self._cron_set(event, dlq, msg)
-        if not isinstance(event, TaskDispatched):
-            return self._reject(dlq, msg, f"{event_name(event)} is not a TaskDispatched")
-        if event.agent_id != self.agent_id:
-            return self._reject(dlq, msg, f"dispatch for agent {event.agent_id!r}, not this one")
-        if event.deadline_at and _now_ms() > event.deadline_at:
-            expired = RunResult(FLAG_ERROR, EXPIRED, 0)
-            if self.outbox.claim(event.task_id, event.attempt, self._result_row(event, expired)):
-                log.warning("task %s attempt %s: %s", event.task_id, event.attempt, EXPIRED)
-            return False
-        if not self.outbox.claim(event.task_id, event.attempt):
+        else:
+            self._cron_set(event, dlq, msg)
+        self.gate.remember(opened, at)  # after acting: a crash before means it acts again
+        return False
+
+    def _app_allowed(self, app: str) -> bool:
+        """May this agent run `app`? Its own list (`ELVES_AGENT_APPS`, empty: any), and the
+        center's permission rule for the app (`elves app allow`), which it reads from `apps`."""
+        allowed = self.settings.allowed_apps
+        own = allowed is None or app in allowed
+        return own and self.rollout.permits(app, self.agent_id, self.settings.tags)
+
+    def _start(
+        self, event: TaskDispatched, opened: Opened, at: str, pool: cf.ThreadPoolExecutor
+    ) -> bool:
+        if not self.gate.claim(opened, at, event.task_id, event.attempt):
             log.info("task %s attempt %s already run; ignored", event.task_id, event.attempt)
             return False
         with self._cancel_lock:
@@ -251,27 +298,25 @@ class Agent:
         )
         cancel.set()
 
-    def _cron_set(self, event: AgentCronSet, dlq: Producer, msg: Message) -> bool:
+    def _cron_set(self, event: AgentCronSet, dlq: Producer, msg: Message) -> None:
         """Keep the center's newest version of one of this agent's crons (before the commit)."""
-        if event.agent_id != self.agent_id:
-            return self._reject(dlq, msg, f"cron for agent {event.agent_id!r}, not this one")
         try:
             kept = self.crons.push(event)
         except BadRequest as exc:
-            return self._reject(dlq, msg, f"cron {event.cron_id}: [{exc.code}] {exc.message}")
+            self._reject(dlq, msg, f"cron {event.cron_id}: [{exc.code}] {exc.message}")
+            return
         log.info(
             "cron %s from the center: %s%s",
             event.cron_id,
             event.status,
             "" if kept else " (older than the version kept: ignored)",
         )
-        return False
 
-    def _reject(self, dlq: Producer, msg: Message, reason: str) -> bool:
+    def _reject(self, dlq: Producer, msg: Message, reason: str) -> None:
+        """A signed message the agent cannot act on (a cron it cannot run): the DLQ."""
         log.warning("dispatch to the DLQ: %s", reason)
         dead_letter(dlq, self.settings, msg, reason, self.origin)
         dlq.flush(5.0)  # before the offset is committed past it
-        return False
 
     # --- one task -----------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The agent's identity: not its IP address (ELVES' choice), but an id made once and kept."""
+"""The agent's identity: not its IP address (ELVES' choice), but an id made once and kept, and
+an Ed25519 key pair an operator accepts (enrolment)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import secrets
 import socket
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from elves.config import Settings
+from elves.signing import private_key
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # the id is part of a topic name
 
@@ -40,3 +44,14 @@ def agent_id(settings: Settings) -> str:
     tmp.write_text(made + "\n")
     os.replace(tmp, path)  # never a half-written id
     return made
+
+
+def key_path(settings: Settings, agent_id: str) -> Path:
+    """One key pair per agent id, beside its outbox: agents may share a state dir."""
+    return Path(settings.state_dir) / "agent" / agent_id / "agent.key"
+
+
+def agent_key(settings: Settings, agent_id: str) -> Ed25519PrivateKey:
+    """The agent's Ed25519 key, made on its first start (mode 0600) and kept: an operator
+    accepts this key, and a new one makes the agent pending again."""
+    return private_key(key_path(settings, agent_id))

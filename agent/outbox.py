@@ -84,6 +84,14 @@ class Transaction:
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
         return self._conn.execute(sql, params)
 
+    def claim(self, task_id: str, attempt: int) -> bool:
+        """Record that the agent takes on (task_id, attempt); False if it did before."""
+        cur = self._conn.execute(
+            "INSERT OR IGNORE INTO ran (task_id, attempt, claimed_at) VALUES (?,?,?)",
+            (task_id, attempt, self._now // 1000),
+        )
+        return cur.rowcount > 0
+
 
 class Outbox:
     """Open it, `start()` the sender, `put` and `claim` from any thread, `close()` at the end."""
@@ -134,11 +142,7 @@ class Outbox:
         False when it was claimed before: a redelivered dispatch, to be ignored.
         """
         with self.transaction() as txn:
-            cur = txn.execute(
-                "INSERT OR IGNORE INTO ran (task_id, attempt, claimed_at) VALUES (?,?,?)",
-                (task_id, attempt, int(time.time())),
-            )
-            if cur.rowcount == 0:
+            if not txn.claim(task_id, attempt):
                 return False
             for row in rows:
                 txn.put(*row)

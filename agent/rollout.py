@@ -7,30 +7,38 @@ activation it has not handled yet is installed: downloaded from the gateway, its
 unpacked and switched to atomically (`install.py`). Any failure keeps the version that ran
 before and is kept as the app's install error, which every heartbeat reports; activating the
 version again tries again.
+
+The same log carries each app's permission rule (`AppPermissionSet`): `permits` is the agent's
+own check that an app may run here, after the gateway's and the streams'.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import httpx
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from elves import app_versions
 from elves.agent.install import activate, install, installed_versions, packages_dir
+from elves.client import client
 from elves.config import Settings
 from elves.errors import DecodeError, ElvesError
 from elves.kafka import consumer
+from elves.permissions import allowed
 from elves.schemas.codec import CODEC
-from elves.schemas.events import Event
+from elves.schemas.events import AgentTagsSet, Event
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
 DOWNLOAD_TIMEOUT_S = 60.0
+# How long a permission check waits, at the agent's start, for the rules to be read.
+CATCH_UP_WAIT_S = 10.0
 
 Fetch = Callable[[str, str], bytes]  # (app, version) -> the package's bytes
 
@@ -40,7 +48,13 @@ class InstallFailed(Exception):
 
 
 class Rollout:
-    def __init__(self, settings: Settings, agent_id: str, fetch: Fetch | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        agent_id: str,
+        fetch: Fetch | None = None,
+        catch_up_wait_s: float = CATCH_UP_WAIT_S,
+    ) -> None:
         self.settings = settings
         self.root = packages_dir(settings, agent_id)
         self.fetch = fetch or self._download
@@ -48,6 +62,13 @@ class Rollout:
         self._handled: dict[str, str] = {}  # app -> the activation event it acted on
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.agent_id = agent_id
+        self._default = settings.default_rule  # for an app with no rule (ELVES_APP_DEFAULT)
+        # The operator's tags for this agent (`AgentTagsSet`): laid over its own, as the center
+        # does, so that the agent judges a rule's selectors on the tags the center matched.
+        self._admin_tags: dict[str, str] = {}
+        self._caught_up = threading.Event()  # set once what `apps` held at start was read
+        self._wait_until = time.monotonic() + catch_up_wait_s
 
     def versions(self) -> dict[str, str]:
         """{app: version} of the installed packages that run."""
@@ -60,6 +81,15 @@ class Rollout:
 
     def apply(self, event: Event) -> None:
         self._apps = app_versions.fold_all([event], self._apps)
+
+    def permits(self, app: str, agent_id: str, tags: Mapping[str, str]) -> bool:
+        """May `app` run on this agent, which has these (config) tags? Its rule from `apps`, or
+        the default with none. In its first seconds it waits for the log to be read (the rule
+        that forbids an app may be on it); after that, or without Kafka, it judges by what it
+        has read."""
+        self._caught_up.wait(max(0.0, self._wait_until - time.monotonic()))
+        rule = app_versions.permission(self._apps.get(app), self._default)
+        return allowed(rule, agent_id, {**tags, **self._admin_tags})
 
     def reconcile(self) -> None:
         """Install every app whose latest activation was not acted on yet."""
@@ -93,9 +123,11 @@ class Rollout:
             self._errors.pop(app, None)
 
     def _download(self, app: str, version: str) -> bytes:
-        url = f"{self.settings.base_url}/api/v1/apps/{app}/versions/{version}/package"
+        path = f"/api/v1/apps/{app}/versions/{version}/package"
         try:
-            response = httpx.get(url, timeout=DOWNLOAD_TIMEOUT_S)
+            # Signed with ELVES_KEY_FILE: the agent needs a key with `read` on its apps.
+            with client(self.settings, timeout=DOWNLOAD_TIMEOUT_S) as gateway:
+                response = gateway.get(path)
         except httpx.HTTPError as exc:
             raise InstallFailed(f"download failed: {exc!r}") from exc
         if response.status_code != 200:
@@ -105,27 +137,53 @@ class Rollout:
         return response.content
 
     def run(self, stop: threading.Event) -> None:
-        """Read `apps` and install, until `stop` is set."""
-        topic = self.settings.topic("apps")
+        """Read `apps` (and this agent's admin tags on `enrolments`) and install, until `stop`
+        is set."""
         c = consumer(self.settings, f"{self.settings.topic_prefix}rollout-{uuid.uuid4().hex[:8]}")
         try:
-            meta = c.list_topics(topic, timeout=10).topics.get(topic)
-            partitions = list(meta.partitions) if meta is not None and not meta.error else [0]
-            c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+            c.assign(self._partitions(c))
             dirty = False
             while not stop.is_set():
                 msg = c.poll(POLL_S)
                 if msg is None or msg.error():
                     # Caught up (or idle): act on the newest word, not on every step of history.
+                    self._caught_up.set()
                     if dirty:
                         self.reconcile()
                         dirty = False
                     continue
+                if msg.topic() == self.settings.topic("enrolments"):
+                    self._admin_tags_from(msg.value())
+                    continue
                 try:
                     self.apply(CODEC.decode(msg.value()))
                 except DecodeError as exc:
-                    log.warning("undecodable message on %s: %s", topic, exc.message)
+                    log.warning("undecodable message on %s: %s", msg.topic(), exc.message)
                     continue
                 dirty = True
         finally:
             c.close()
+
+    def _partitions(self, c: Consumer) -> list[TopicPartition]:
+        """`apps` whole, and `enrolments` whole if the center has it (a rule's selector may
+        match a tag the operator gave this agent, which only that topic tells it)."""
+        parts = []
+        for name in ("apps", "enrolments"):
+            topic = self.settings.topic(name)
+            meta = c.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error:
+                partitions = [0] if name == "apps" else []
+            else:
+                partitions = list(meta.partitions)
+            parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+        return parts
+
+    def _admin_tags_from(self, data: bytes | None) -> None:
+        if CODEC.name_of(data) != AgentTagsSet.__name__:
+            return  # registrations and decisions: not this view's business
+        try:
+            event = CODEC.decode(data)
+        except DecodeError:
+            return
+        if isinstance(event, AgentTagsSet) and event.agent_id == self.agent_id:
+            self._admin_tags = dict(event.tags)

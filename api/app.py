@@ -18,16 +18,27 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from elves.api import apps, crons, queues
+from elves.api import agents, apps, crons, keys, permissions, queues
+from elves.api.access import Target, allowed, guard, require_agents, who
 from elves.api.audit import AuditStore
+from elves.api.auth import Authenticator
 from elves.api.gateway import Gateway, gateway, to_event
 from elves.api.listener import Listener
 from elves.api.openapi import OPENAPI
 from elves.api.requests import InstantRequest, parse_instant, parse_json_body
 from elves.api.watcher import Watcher
 from elves.config import Settings
-from elves.errors import ElvesError, NoAgentMatches, NotFound, TaskNotFound, TaskTimeout
+from elves.errors import (
+    AgentNotAccepted,
+    AppNotAllowed,
+    ElvesError,
+    NoAgentMatches,
+    NotFound,
+    TaskNotFound,
+    TaskTimeout,
+)
 from elves.kafka import producer
+from elves.keyring import KeyRing
 from elves.schemas.codec import CODEC
 from elves.schemas.events import (
     Event,
@@ -37,6 +48,7 @@ from elves.schemas.events import (
     TaskTimedOut,
     new_id,
 )
+from elves.sealing import Sealer
 from elves.selectors import parse_selector
 from elves.streams.tasks import model as tasks
 from elves.topics import ensure_topics
@@ -48,23 +60,37 @@ REPLY_MARGIN_S = 2.0
 
 
 async def exec_instant(request: Request) -> JSONResponse:
-    """One agent: its result. A selector: one task per live matching agent, every result (each
-    with its agent id, sorted by it), and the worst one's HTTP status."""
+    """One agent: its result. A selector: one task per live matching agent the app may run on,
+    every result (each with its agent id, sorted by it), and the worst one's HTTP status; the
+    matching agents the app may not run on are listed in `not_allowed` (all of them: 413.5)."""
     gw = gateway(request)
     req = parse_instant(parse_json_body(await request.body()), gw.settings)
-    requested_by = request.headers.get("x-elves-client")
+    requested_by = who(request)
     if req.selector is None:
+        permissions.check(gw, req.app, req.agent)
         body, status = await _run(gw, req, req.agent, requested_by)
         return JSONResponse(body, status_code=status)
-    agent_ids = gw.listener.matching(parse_selector(req.selector))
-    if not agent_ids:
+    matched = gw.listener.matching(parse_selector(req.selector))
+    if not matched:
         raise NoAgentMatches(
             f"no live agent matches the selector {req.selector}", selector=req.selector
+        )
+    require_agents(request, matched)  # the API key must reach every agent it matched
+    agent_ids, not_allowed = permissions.split(gw, req.app, matched)
+    if not agent_ids:
+        raise AppNotAllowed(
+            f"app {req.app} may not run on any agent the selector {req.selector} matches",
+            app=req.app,
+            selector=req.selector,
+            not_allowed=not_allowed,
         )
     runs = await asyncio.gather(*(_run_or_wait(gw, req, a, requested_by) for a in agent_ids))
     results = [{"agent_id": a, **body} for a, (body, _) in zip(agent_ids, runs, strict=True)]
     worst = max(status for _, status in runs)
-    return JSONResponse({"selector": req.selector, "results": results}, status_code=worst)
+    return JSONResponse(
+        {"selector": req.selector, "results": results, "not_allowed": not_allowed},
+        status_code=worst,
+    )
 
 
 async def _run_or_wait(
@@ -148,6 +174,10 @@ def _outcome(task_id: str, event: Event, timings: dict[str, int]) -> dict[str, A
 
 def _status(event: Event) -> int:
     if isinstance(event, TaskRejected):
+        if event.code == AppNotAllowed.code:
+            return AppNotAllowed.status
+        if event.code == AgentNotAccepted.code:
+            return AgentNotAccepted.status
         return 409 if event.code == "414.1" else 404 if event.code == "414.2" else 400
     if isinstance(event, TaskTimedOut):
         return 504
@@ -190,22 +220,18 @@ async def get_task(request: Request) -> JSONResponse:
 
 
 async def list_agents(request: Request) -> JSONResponse:
+    """Every agent heard from or registered (a pending one too), with its enrolment."""
     gw = gateway(request)
-    return JSONResponse({"agents": [_agent_json(a) for a in gw.listener.agents()]})
+    ids = [a for a in agents.known(gw) if allowed(request, Target(agent=a))]
+    return JSONResponse({"agents": [agents.agent_json(gw, a) for a in ids]})
 
 
 async def get_agent(request: Request) -> JSONResponse:
     gw = gateway(request)
-    agent = gw.listener.agent(request.path_params["agent_id"])
+    agent = agents.agent_json(gw, request.path_params["agent_id"])
     if agent is None:
         raise NotFound(f"no agent {request.path_params['agent_id']}")
-    return JSONResponse(_agent_json(agent))
-
-
-def _agent_json(agent: Any) -> dict[str, Any]:
-    data = asdict(agent)
-    data["status"] = "up" if agent.up else "down"
-    return data
+    return JSONResponse(agent)
 
 
 async def audit(request: Request) -> JSONResponse:
@@ -270,6 +296,9 @@ ROUTES = [
     Route("/api/v1/tasks/{task_id}", get_task),
     Route("/api/v1/agents", list_agents),
     Route("/api/v1/agents/{agent_id}", get_agent),
+    Route("/api/v1/agents/{agent_id}/accept", agents.accept, methods=["POST"]),
+    Route("/api/v1/agents/{agent_id}/reject", agents.reject, methods=["POST"]),
+    Route("/api/v1/agents/{agent_id}/tags", agents.put_tags, methods=["PUT"]),
     Route("/api/v1/audit", audit, methods=["GET", "POST"]),
     Route("/api/v1/queues", queues.create_queue, methods=["POST"]),
     Route("/api/v1/queues/quick", queues.quick, methods=["POST"]),
@@ -288,6 +317,11 @@ ROUTES = [
     Route("/api/v1/apps/{app}/active", apps.activate, methods=["POST"]),
     Route("/api/v1/apps/{app}/versions/{version}", apps.publish, methods=["POST"]),
     Route("/api/v1/apps/{app}/versions/{version}/package", apps.download, methods=["GET"]),
+    Route("/api/v1/keys", keys.create_key, methods=["POST"]),
+    Route("/api/v1/keys", keys.list_keys, methods=["GET"]),
+    Route("/api/v1/keys/{key_id}", keys.revoke_key, methods=["DELETE"]),
+    Route("/api/v1/apps/{app}/permissions", permissions.get_permissions, methods=["GET"]),
+    Route("/api/v1/apps/{app}/permissions", permissions.put_permissions, methods=["PUT"]),
 ]
 
 
@@ -299,19 +333,24 @@ def create_app(settings: Settings) -> Starlette:
         watcher = Watcher(settings, store)
         listener = Listener(settings)
         prod = producer(settings)
+        keyring = KeyRing(settings)
+        # Every key written before now is folded before the first request is answered.
+        await asyncio.to_thread(keyring.start)
+        auth = Authenticator(keyring, Sealer.open(settings.center_dir))
         await asyncio.to_thread(listener.start)
         watcher.start()
-        app.state.gateway = Gateway(settings, prod, listener, store, watcher)
+        app.state.gateway = Gateway(settings, prod, listener, store, watcher, auth)
         try:
             yield
         finally:
             prod.flush(10)
+            keyring.stop()
             listener.stop()
             watcher.stop()
             store.close()
 
     return Starlette(
-        routes=ROUTES,
+        routes=guard(ROUTES),  # every route signed and in scope, but /health and /openapi.json
         lifespan=lifespan,
         exception_handlers={
             ElvesError: on_elves_error,

@@ -11,6 +11,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from elves.api.access import Target, allowed, who
 from elves.api.gateway import ANSWER_WAIT_S, Gateway, gateway
 from elves.api.requests import parse_json_body
 from elves.app_versions import decide_activate, decide_publish, to_json
@@ -73,7 +74,7 @@ async def publish(request: Request) -> JSONResponse:
         entry=manifest.entry,
         proxy=manifest.proxy,
         description=manifest.description,
-        published_by=request.headers.get("x-elves-client"),
+        published_by=who(request),
     )
     events = decide_publish(gw.listener.app(app), published, new_id() if activate else None)
     await _write(gw, app, events)
@@ -98,9 +99,7 @@ async def activate(request: Request) -> JSONResponse:
     version = body.get("version")
     if not isinstance(version, str) or not version:
         raise MissingField("`version` is required: the version to run", field="version")
-    events = decide_activate(
-        gw.listener.app(app), app, version, new_id(), _now(), request.headers.get("x-elves-client")
-    )
+    events = decide_activate(gw.listener.app(app), app, version, new_id(), _now(), who(request))
     await _write(gw, app, events)
     previous = getattr(events[0], "previous", None)
     return JSONResponse({"app": app, "active": version, "previous": previous})
@@ -108,7 +107,8 @@ async def activate(request: Request) -> JSONResponse:
 
 async def list_apps(request: Request) -> JSONResponse:
     gw = gateway(request)
-    return JSONResponse({"apps": [to_json(s) for s in gw.listener.apps()]})
+    states = [s for s in gw.listener.apps() if allowed(request, Target(app=s.app))]
+    return JSONResponse({"apps": [to_json(s) for s in states]})
 
 
 async def get_app(request: Request) -> JSONResponse:

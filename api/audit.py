@@ -90,6 +90,7 @@ TYPE_ORDER = {
             "TaskAccepted",
             "TaskRejected",
             "TaskDispatched",
+            "DispatchRefused",  # the agent refused the dispatch: nothing starts
             "TaskStarted",
             "TaskResultReported",
             "AgentCronRan",  # an agent cron's run, reported whole: before its outcome

@@ -10,6 +10,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from elves.api import permissions
+from elves.api.access import Target, allowed, who
 from elves.api.gateway import ask, gateway
 from elves.api.requests import parse_cron, parse_json_body
 from elves.errors import CronNotFound
@@ -26,6 +28,8 @@ def _now() -> int:
 async def add_cron(request: Request) -> JSONResponse:
     gw = gateway(request)
     req = parse_cron(parse_json_body(await request.body()), gw.settings)
+    if req.agent:  # a selector cron fires only on the matching agents the app may run on
+        permissions.check(gw, req.app, req.agent)
     command = AddCron(
         event_id=new_id(),
         occurred_at=_now(),
@@ -42,7 +46,7 @@ async def add_cron(request: Request) -> JSONResponse:
         overlap=req.overlap,
         name=req.name,
         proxy=req.proxy,
-        requested_by=request.headers.get("x-elves-client"),
+        requested_by=who(request),
         selector=req.selector,
     )
     await ask(gw, command.cron_id, command, crons.answer_ids(command))
@@ -76,7 +80,12 @@ async def get_cron(request: Request) -> JSONResponse:
 async def list_crons(request: Request) -> JSONResponse:
     gw = gateway(request)
     show_deleted = request.query_params.get("deleted") in ("1", "true")
-    states = [c for c in gw.listener.crons() if show_deleted or c.status != "deleted"]
+    states = [
+        c
+        for c in gw.listener.crons()
+        if (show_deleted or c.status != "deleted")
+        and allowed(request, Target(c.app, c.agent_id or None, selector=c.selector or None))
+    ]
     return JSONResponse({"crons": [_summary(c) for c in states]})
 
 

@@ -10,6 +10,7 @@ from confluent_kafka import Producer
 from starlette.requests import Request
 
 from elves.api.audit import AuditStore
+from elves.api.auth import Authenticator
 from elves.api.listener import Listener
 from elves.api.watcher import Watcher
 from elves.config import Settings
@@ -27,6 +28,7 @@ class Gateway:
     listener: Listener
     store: AuditStore
     watcher: Watcher
+    auth: Authenticator  # API keys: who signed a request
 
 
 def gateway(request: Request) -> Gateway:

@@ -3,9 +3,10 @@
 One consumer thread, assigned (no group) to every partition of `tasks`, `results`, `queues` and
 `crons` at their end (only outcomes and answers from now on matter) and of `heartbeats`, `agents`
 and the crons table's changelog from their beginning (all compacted: the latest word on every
-agent and every cron), and `apps` from its beginning (the whole log, folded: every app's
-versions and the active one). Instant calls register a future *before* the command is
-produced, so no outcome can slip past.
+agent and every cron), and `apps` and `enrolments` from their beginning (whole logs, folded:
+every app's versions and the active one; every agent's enrolment and admin tags). An agent's
+tags here are its heartbeat's overlaid by the operator's. Instant calls register a future
+*before* the command is produced, so no outcome can slip past.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -28,14 +30,13 @@ from elves.schemas.codec import CODEC
 from elves.schemas.events import (
     AgentDown,
     AgentUp,
-    AppVersionActivated,
-    AppVersionPublished,
     CronAdded,
     CronDeleted,
     CronPaused,
     CronResumed,
     Event,
     Heartbeat,
+    QueueCreated,
     TaskAccepted,
     TaskRejected,
     TaskResultReported,
@@ -43,12 +44,15 @@ from elves.schemas.events import (
     TaskTimedOut,
 )
 from elves.selectors import Selector, matches
+from elves.streams.agents import enrolment
 from elves.streams.agents import model as agent_model
+from elves.streams.agents.enrolment import Enrolment
 from elves.streams.cron import model as cron_model
 
 log = logging.getLogger("elves.api")
 
 OUTCOMES = (TaskRejected, TaskResultReported, TaskTimedOut)
+RECENT_QUEUES = 100_000  # about 10 MB of ids at most
 
 
 @dataclass
@@ -64,8 +68,12 @@ class Listener:
         self._pending: dict[str, Pending] = {}
         self._answers: dict[str, Pending] = {}  # event id -> a command waiting for it
         self._agents: dict[str, agent_model.AgentState] = {}
+        self._enrolments: dict[str, Enrolment] = {}
         self._crons: dict[str, cron_model.CronState] = {}
         self._apps: dict[str, app_versions.AppState] = {}
+        # Queue -> app of the queues made lately: the API key check of a queue id needs its app
+        # at once, before the audit has the queue. Older queues are looked up in the audit.
+        self._queue_apps: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -106,18 +114,45 @@ class Listener:
             self._pending.pop(task_id, None)
 
     def agents(self) -> list[agent_model.AgentState]:
+        """Every agent heard from, with its effective tags (heartbeat and operator's)."""
         with self._lock:
-            return sorted(self._agents.values(), key=lambda a: a.agent_id)
+            return sorted(
+                (self._effective(a) for a in self._agents.values()), key=lambda a: a.agent_id
+            )
 
     def agent(self, agent_id: str) -> agent_model.AgentState | None:
         with self._lock:
-            return self._agents.get(agent_id)
+            state = self._agents.get(agent_id)
+            return None if state is None else self._effective(state)
+
+    def _effective(self, state: agent_model.AgentState) -> agent_model.AgentState:
+        tags = enrolment.effective_tags(state.tags, self._enrolments.get(state.agent_id))
+        return state if tags == state.tags else replace(state, tags=tags)
+
+    def config_tags(self, agent_id: str) -> dict[str, str]:
+        """The tags the agent's own heartbeat announces (its ELVES_AGENT_TAGS)."""
+        with self._lock:
+            state = self._agents.get(agent_id)
+            return dict(state.tags) if state is not None else {}
+
+    def enrolment(self, agent_id: str) -> Enrolment | None:
+        with self._lock:
+            return self._enrolments.get(agent_id)
+
+    def enrolments(self) -> dict[str, Enrolment]:
+        with self._lock:
+            return dict(self._enrolments)
 
     def matching(self, selector: Selector) -> list[str]:
-        """The agents that are up and carry the selector's tags (their latest heartbeat's)."""
+        """The agents that are up, accepted and carry the selector's tags (effective ones)."""
         with self._lock:
-            agents = list(self._agents.values())
-        return sorted(a.agent_id for a in agents if a.up and matches(selector, a.tags))
+            agents = [self._effective(a) for a in self._agents.values()]
+            accepted = {a for a, e in self._enrolments.items() if e.status == "accepted"}
+        return sorted(
+            a.agent_id
+            for a in agents
+            if a.up and a.agent_id in accepted and matches(selector, a.tags)
+        )
 
     def crons(self) -> list[cron_model.CronState]:
         with self._lock:
@@ -135,12 +170,16 @@ class Listener:
         with self._lock:
             return self._apps.get(app)
 
+    def queue_app(self, queue_id: str) -> str | None:
+        with self._lock:
+            return self._queue_apps.get(queue_id)
+
     def _assignments(self, c: Consumer) -> list[TopicPartition]:
         """Outcome topics from their current end (asked now, so nothing later is missed);
         the compacted ones from their beginning."""
         s = self.settings
         from_end = [s.topic(n) for n in ("tasks", "results", "queues", "crons")]
-        whole = [s.topic(n) for n in ("heartbeats", "agents", "apps")]
+        whole = [s.topic(n) for n in ("heartbeats", "agents", "apps", "enrolments")]
         whole.append(s.changelog_topic("crons"))
         deadline = time.monotonic() + 30
         meta = c.list_topics(timeout=10).topics
@@ -195,6 +234,11 @@ class Listener:
     def _on_event(self, event: Event) -> None:
         with self._lock:
             answered = self._answers.get(event.event_id)
+        if isinstance(event, QueueCreated):  # before the answer: the next call checks it
+            with self._lock:
+                self._queue_apps[event.queue_id] = event.app
+                if len(self._queue_apps) > RECENT_QUEUES:
+                    self._queue_apps.popitem(last=False)
         if isinstance(event, CronAdded | CronPaused | CronResumed | CronDeleted):
             # The answer is applied at once, so a read right after the write sees it; the
             # table's row, a moment later, is the same state.
@@ -202,12 +246,18 @@ class Listener:
                 cron = cron_model.apply(self._crons.get(event.cron_id), event)
                 if cron is not None:
                     self._crons[event.cron_id] = cron
-        if isinstance(event, AppVersionPublished | AppVersionActivated):
+        if isinstance(event, app_versions.APP_EVENTS):  # versions and permission rules
             # Before the answer: the publish or activate call reads the state right after.
             with self._lock:
                 app = app_versions.apply(self._apps.get(event.app), event)
                 if app is not None:
                     self._apps[event.app] = app
+        if isinstance(event, enrolment.ENROLMENT_EVENTS):
+            # Before the answer: an accept, reject or tags call reads the state right after.
+            with self._lock:
+                enrolled = enrolment.apply(self._enrolments.get(event.agent_id), event)
+                if enrolled is not None:
+                    self._enrolments[event.agent_id] = enrolled
         if answered is not None:
             answered.loop.call_soon_threadsafe(_resolve, answered.future, event)
         if isinstance(event, Heartbeat | AgentUp | AgentDown):

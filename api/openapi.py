@@ -60,7 +60,8 @@ OPENAPI: dict[str, Any] = {
                                     "selector": {
                                         "type": "string",
                                         "description": "instead of agent: role=web,dc!=bj; "
-                                        "the reply is {selector, results: [...]}",
+                                        "the reply is {selector, results: [...], "
+                                        "not_allowed: [agents the app may not run on]}",
                                     },
                                     "app": {"type": "string"},
                                     "func": {"type": "string"},
@@ -87,7 +88,7 @@ OPENAPI: dict[str, Any] = {
                         },
                         "the task ran (worker_flag says how it went)",
                     ),
-                    **_errors(400, 404, 409, 413, 504),
+                    **_errors(400, 403, 404, 409, 413, 504),
                 },
             }
         },
@@ -107,7 +108,7 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/v1/agents": {
             "get": {
-                "summary": "Agents with liveness, last heartbeat and apps",
+                "summary": "Agents with liveness, enrolment, last heartbeat, tags and apps",
                 "responses": {"200": _ok({"type": "object"})},
             }
         },
@@ -161,9 +162,18 @@ _CRON = {"agent": _S, "selector": _S, "app": _S, "func": _S, "params": _O, "rule
          "timezone": _S, "timeout": _I, "mode": _S, "misfire": _S, "overlap": _S,
          "name": _S}  # fmt: skip
 _MORE: dict[str, dict[str, Any]] = {
+    "/api/v1/agents/{agent_id}/accept": {
+        "post": _op("Accept the agent's registered key (pending -> accepted)", 404)
+    },
+    "/api/v1/agents/{agent_id}/reject": {
+        "post": _op("Reject an agent: nothing is dispatched to it", 404, body={"reason": _S})
+    },
+    "/api/v1/agents/{agent_id}/tags": {
+        "put": _op("Set an agent's admin tags, laid over its own", 400, 404, body={"tags": _O})
+    },
     "/api/v1/queues": {"post": _op("Create a queue for an app", 400, body={"app": _S})},
     "/api/v1/queues/quick": {
-        "post": _op("Create a queue, add one task, commit (ELVES qksqueue)", 400, body=_TASK)
+        "post": _op("Create a queue, add one task, commit (ELVES qksqueue)", 400, 403, body=_TASK)
     },
     "/api/v1/queues/{queue_id}": {
         "get": _op("A queue and every task's status (as_of: the state at a past time)", 404)
@@ -172,6 +182,7 @@ _MORE: dict[str, dict[str, Any]] = {
         "post": _op(
             "Add a task to an open queue (selector: one task per live matching agent, grouped)",
             400,
+            403,
             404,
             409,
             body=_TASK,
@@ -180,7 +191,7 @@ _MORE: dict[str, dict[str, Any]] = {
     "/api/v1/queues/{queue_id}/commit": {"post": _op("Commit a queue", 404, 409)},
     "/api/v1/queues/{queue_id}/stop": {"post": _op("Stop a queue; kills what runs", 404, 409)},
     "/api/v1/crons": {
-        "post": _op("Schedule a task by a cron rule", 400, body=_CRON),
+        "post": _op("Schedule a task by a cron rule", 400, 403, body=_CRON),
         "get": _op("Every cron (deleted=1: deleted ones too)"),
     },
     "/api/v1/crons/{cron_id}": {
@@ -216,7 +227,28 @@ _MORE: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/api/v1/apps/{app}/permissions": {
+        "get": _op("The agents an app may run on (its rule, or the default) and which now"),
+        "put": _op(
+            "Set the agents an app may run on: ids and/or tag selectors (both empty: nowhere), "
+            "or anywhere; elsewhere its tasks, queue tasks and crons are refused 413.5",
+            400,
+            body={"agents": _L, "selectors": _L, "anywhere": {"type": "boolean"}},
+        ),
+    },
 }
+_KEY = {"name": _S, "apps": _L, "agents": _L, "operations": _L}
+_MORE.update(
+    {
+        "/api/v1/keys": {
+            "post": _op(
+                "Create an API key (admin); its secret is in this reply only", 400, body=_KEY
+            ),
+            "get": _op("Every API key and its scopes, never a secret (admin)"),
+        },
+        "/api/v1/keys/{key_id}": {"delete": _op("Revoke an API key for good (admin)", 404)},
+    }
+)
 for _path, _ops in _MORE.items():
     _names = [part[1:-1] for part in _path.split("/") if part.startswith("{")]
     for _operation in _ops.values():
@@ -224,3 +256,12 @@ for _path, _ops in _MORE.items():
             {"name": n, "in": "path", "required": True, "schema": _S} for n in _names
         ]
 OPENAPI["paths"].update(_MORE)
+
+# Every path but /health and /openapi.json is signed: HMAC-SHA256 of the key's secret over
+# method, path and query, sha256 of the body, timestamp, nonce and key id (README: API keys).
+_SIGNING = ("X-Elves-Key", "X-Elves-Timestamp", "X-Elves-Nonce", "X-Elves-Signature")
+OPENAPI["components"]["securitySchemes"] = {
+    h: {"type": "apiKey", "in": "header", "name": h} for h in _SIGNING
+}
+OPENAPI["security"] = [dict.fromkeys(_SIGNING, [])]
+OPENAPI["paths"]["/health"]["get"]["security"] = []

@@ -16,6 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from elves.api.access import require_agents
 from elves.api.gateway import Gateway, ask, gateway, to_event
 from elves.api.requests import parse_json_body, parse_queue_task
 from elves.errors import MissingField, NoAgentMatches, NotFound, WrongType
@@ -53,14 +54,14 @@ async def create_queue(request: Request) -> JSONResponse:
 
 
 async def add_task(request: Request) -> JSONResponse:
-    gw = gateway(request)
-    added = await _add(gw, request.path_params["queue_id"], await request.body())
+    added = await _add(request, request.path_params["queue_id"], await request.body())
     return JSONResponse(added, status_code=201)
 
 
-async def _add(gw: Gateway, queue_id: str, raw: bytes) -> dict[str, Any]:
+async def _add(request: Request, queue_id: str, raw: bytes) -> dict[str, Any]:
     """Add one task, or by selector one task per live matching agent: {"task_id"}, and for a
     selector the tasks made ({"tasks": [{"task_id", "agent_id"}]})."""
+    gw = gateway(request)
     req = parse_queue_task(parse_json_body(raw), gw.settings)
     task_id = req.task_id or new_id()
     agent_ids: tuple[str, ...] = ()
@@ -71,6 +72,7 @@ async def _add(gw: Gateway, queue_id: str, raw: bytes) -> dict[str, Any]:
             raise NoAgentMatches(
                 f"no live agent matches the selector {req.selector}", selector=req.selector
             )
+        require_agents(request, agent_ids)  # the API key must reach every agent it matched
     command = AddQueueTask(
         event_id=new_id(),
         occurred_at=_now(),
@@ -120,7 +122,7 @@ async def quick(request: Request) -> JSONResponse:
         raise MissingField("missing field: app", field="app")
     queue_id = new_id()
     await send(gw, CreateQueue(new_id(), _now(), queue_id, app, str(body.get("name", ""))))
-    added = await _add(gw, queue_id, raw)
+    added = await _add(request, queue_id, raw)
     await send(gw, CommitQueue(new_id(), _now(), queue_id))
     return JSONResponse({"queue_id": queue_id, **added}, status_code=201)
 

@@ -7,7 +7,9 @@ at-least-once and the store's dedupe by `event_id` makes the table exactly-once.
 
 Nothing is dropped: a message that does not decode is stored as `Undecodable` with the reason
 and its bytes, a dead letter as `DeadLetter` with its headers; both are keyed by their topic,
-partition and offset, so their redelivery is idempotent too.
+partition and offset, so their redelivery is idempotent too. A dispatch topic holds signed
+envelopes: the inner event is stored once its signature verifies, anything else there as
+`UnverifiedDispatch`.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from elves.api.audit import AuditRow, AuditStore
 from elves.config import Settings
-from elves.errors import ElvesError
+from elves.errors import DispatchRefusal, ElvesError
 from elves.kafka import consumer
 from elves.schemas.codec import CODEC
+from elves.signing import CenterKey
 from elves.topics import CORE_TOPICS
 
 log = logging.getLogger(__name__)
@@ -85,9 +88,22 @@ def _ids(event: object) -> dict[str, str]:
     return {k: str(getattr(event, k, "") or "") for k in keys}
 
 
-def to_row(msg: Message, dlq_topic: str) -> AuditRow:
-    """The audit row of one message; never raises on bad input."""
+# Fields the audit never stores: an API key's sealed secret is of no use to a reader of the
+# audit, and raw SQL over the audit cannot be scoped, so it is left out (who made which key, with
+# what scopes, and its revocation are kept).
+UNAUDITED = frozenset({"sealed_secret"})
+
+
+def _audited(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k not in UNAUDITED}
+
+
+def to_row(msg: Message, dlq_topic: str, center: CenterKey | None = None) -> AuditRow:
+    """The audit row of one message; never raises on bad input. `center`: the message is on a
+    dispatch topic, to verify with the center's key."""
     value = msg.value()
+    if center is not None:
+        return _dispatch_row(msg, center)
     if msg.topic() == dlq_topic:
         raw = msg.headers() or []
         headers = {k: _text(v) for k, v in (raw.items() if isinstance(raw, dict) else raw)}
@@ -105,13 +121,37 @@ def to_row(msg: Message, dlq_topic: str) -> AuditRow:
             event.event_id,
             type(event).__name__,
             event.occurred_at,
-            dataclasses.asdict(event),
+            _audited(dataclasses.asdict(event)),
             **_ids(event),
         )
     except Exception as exc:  # noqa: BLE001 - any failure to read a message is stored, not raised
         reason = exc.message if isinstance(exc, ElvesError) else repr(exc)
         payload = {"reason": reason, "key": _b64(msg.key()), "value": _b64(value)}
         return _row(msg, _coords(msg), "Undecodable", _timestamp(msg), payload)
+
+
+def _dispatch_row(msg: Message, center: CenterKey) -> AuditRow:
+    """A dispatch topic holds the center's signed envelopes: the audit stores the inner event
+    (a task's lifecycle reads its TaskDispatched), once it verifies with the center's key.
+    Anything else there is an `UnverifiedDispatch` with why: never mistaken for the center's
+    word (the agent refuses it too, and reports a DispatchRefused)."""
+    try:
+        event = center.open(msg.value()).event
+    except DispatchRefusal as exc:
+        payload = {
+            "code": exc.code,
+            "reason": exc.message,
+            "key": _b64(msg.key()),
+            "value": _b64(msg.value()),
+        }
+        agent_id = (msg.topic() or "").rpartition("dispatch.")[2]
+        return _row(
+            msg, _coords(msg), "UnverifiedDispatch", _timestamp(msg), payload, agent_id=agent_id
+        )
+    payload = _audited(dataclasses.asdict(event))
+    return _row(
+        msg, event.event_id, type(event).__name__, event.occurred_at, payload, **_ids(event)
+    )
 
 
 class Watcher:
@@ -126,6 +166,8 @@ class Watcher:
         names = "|".join(re.escape(t.name) for t in CORE_TOPICS)
         self.pattern = f"^{re.escape(settings.topic_prefix)}({names}|dispatch\\..+|processor\\..+)$"
         self._dlq = settings.topic("dlq")
+        self._dispatch = settings.topic("dispatch.")
+        self._center = CenterKey(settings.center_key_path)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._changed = threading.Condition()
@@ -224,7 +266,8 @@ class Watcher:
                         continue
                     if not pending:
                         first_at = time.monotonic()
-                    pending.append(to_row(msg, self._dlq))
+                    on_dispatch = (msg.topic() or "").startswith(self._dispatch)
+                    pending.append(to_row(msg, self._dlq, self._center if on_dispatch else None))
                     ends[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
             if not pending or (len(pending) < batch and time.monotonic() - first_at < flush_s):
                 continue

@@ -36,12 +36,14 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ConfigEntry,
     ConfigResource,
 )
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from elves.config import Settings
 from elves.kafka import consumer, producer
 from elves.local import Stack, env_for, free_port, wait_for
 from elves.schemas.codec import CODEC
-from elves.schemas.events import Heartbeat, TaskSubmitted, new_id
+from elves.schemas.events import AgentAccepted, Heartbeat, TaskSubmitted, new_id
+from elves.signing import CenterKey, registration
 from elves.topics import ensure_dispatch_topic, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,6 +106,7 @@ def run_once(
     pids: dict[str, int],
 ) -> None:
     prod = producer(s)
+    center = CenterKey(s.center_key_path)  # the streams made it at their start
     cons = consumer(s, f"trickle-{uuid.uuid4().hex}", **{"fetch.wait.max.ms": fetch_wait_ms})
     # Only what comes from now on: the dispatches, and the commands for their append times.
     cmd_parts = [TopicPartition(s.topic("commands"), p, -1) for p in range(4)]
@@ -152,7 +155,7 @@ def run_once(
         if msg.topic() == s.topic("commands"):
             appended[key] = msg.timestamp()[1] / 1000
             continue
-        decided = CODEC.decode(msg.value()).occurred_at / 1000
+        decided = center.open(msg.value()).event.occurred_at / 1000  # the signed dispatch
         out_appended = msg.timestamp()[1] / 1000
         in_decide.append((decided - sent[key]) * 1000)
         decide_out.append((got - decided) * 1000)
@@ -248,6 +251,11 @@ def main() -> None:
         extra = dict(kv.split("=", 1) for kv in args.child_env)
         stack.spawn("streams", "streams", **extra)
         prod = producer(s)
+        # The ghost registers and is accepted, as an agent and an operator would.
+        registered = registration(Ed25519PrivateKey.generate(), AGENT, "host", new_id(), now_ms())
+        accepted = AgentAccepted(new_id(), now_ms(), AGENT, registered.public_key)
+        for enrolment in (registered, accepted):
+            prod.produce(s.topic("enrolments"), key=AGENT.encode(), value=CODEC.encode(enrolment))
         beat = Heartbeat(new_id(), now_ms(), AGENT, "host", 600.0, now_ms(), {})
         prod.produce(s.topic("heartbeats"), key=AGENT.encode(), value=CODEC.encode(beat))
         prod.flush(10)

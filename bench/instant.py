@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from elves.client import async_client
+from elves.config import Settings
 from elves.local import bench_settings, own_stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,8 +56,8 @@ async def one(client: httpx.AsyncClient, agent: str) -> tuple[float, dict[str, i
     return elapsed, data["timings_ms"]
 
 
-async def sequential(base: str, agent: str, n: int) -> None:
-    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+async def sequential(settings: Settings, agent: str, n: int) -> None:
+    async with async_client(settings, timeout=60) as client:
         for _ in range(20):  # warm up connections, fork server, Faust
             await one(client, agent)
         lat, tim = [], []
@@ -67,9 +69,9 @@ async def sequential(base: str, agent: str, n: int) -> None:
         report("sequential", lat, tim, time.perf_counter() - start)
 
 
-async def concurrent(base: str, agents: list[str], n: int, clients: int) -> None:
+async def concurrent(settings: Settings, agents: list[str], n: int, clients: int) -> None:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+    async with async_client(settings, timeout=120, limits=limits) as client:
         lat: list[float] = []
         tim: list[dict[str, int]] = []
         counter = iter(range(n))
@@ -107,8 +109,8 @@ def main() -> None:
     with own_stack(settings, agents, args.workers):
         logs = settings.state_dir / "logs"
         print(f"stack up: {args.agents} agents x {args.workers} workers, logs in {logs}")
-        asyncio.run(sequential(settings.base_url, agents[0], args.sequential))
-        asyncio.run(concurrent(settings.base_url, agents, args.concurrent, args.clients))
+        asyncio.run(sequential(settings, agents[0], args.sequential))
+        asyncio.run(concurrent(settings, agents, args.concurrent, args.clients))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`elves app ...`: publish app packages, list them, activate a version (or roll back)."""
+"""`elves app ...`: publish app packages, list them, activate a version (or roll back), and
+say which agents an app may run on."""
 
 from __future__ import annotations
 
@@ -101,9 +102,47 @@ def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _show_permission(data: dict[str, Any]) -> None:
+    if data["anywhere"]:
+        where = "anywhere"
+    else:
+        parts = [f"agent {a}" for a in data["agents"]]
+        parts += [f"selector {s}" for s in data["selectors"]]
+        where = ", ".join(parts) or "nowhere"
+    out(
+        f"{data['app']} may run on: {where}"
+        + (" (no rule: the default)" if data["default"] else "")
+    )
+    out(f"known agents it may run on now: {', '.join(data['allowed_agents']) or '(none)'}")
+
+
+def cmd_allow(args: argparse.Namespace, settings: Settings) -> int:
+    if args.anywhere == bool(args.agent or args.selector):
+        out("error [403.1]: give --agent and/or --selector, or --anywhere alone")
+        return 1
+    body: dict[str, Any] = (
+        {"anywhere": True}
+        if args.anywhere
+        else {"agents": args.agent or [], "selectors": args.selector or []}
+    )
+    data = call(settings, "PUT", f"/api/v1/apps/{args.app}/permissions", json=body)
+    if data is None:
+        return 1
+    _show_permission(data)
+    return 0
+
+
+def cmd_permissions(args: argparse.Namespace, settings: Settings) -> int:
+    data = call(settings, "GET", f"/api/v1/apps/{args.app}/permissions")
+    if data is None:
+        return 1
+    _show_permission(data)
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add `elves app ...` to the CLI's subcommands."""
-    app = sub.add_parser("app", help="app packages: publish, list, activate (roll back)")
+    app = sub.add_parser("app", help="app packages (publish, list, activate) and permissions")
     asub = app.add_subparsers(dest="app_command", required=True)
     publish = asub.add_parser("publish", help="publish a worker folder or a zip as a version")
     publish.add_argument("path", help="a worker folder (zipped here) or {app}_{version}.zip")
@@ -120,3 +159,16 @@ def register(sub: Any) -> None:
     activate.add_argument("app")
     activate.add_argument("version")
     activate.set_defaults(handler=cmd_activate)
+    allow = asub.add_parser(
+        "allow", help="the agents an app may run on (replaces its rule; 413.5 elsewhere)"
+    )
+    allow.add_argument("app")
+    allow.add_argument("--agent", action="append", help="an agent id (repeat for more)")
+    allow.add_argument(
+        "--selector", action="append", help="every agent with these tags, e.g. role=web,dc!=bj"
+    )
+    allow.add_argument("--anywhere", action="store_true", help="every agent: lift the rule")
+    allow.set_defaults(handler=cmd_allow)
+    permissions = asub.add_parser("permissions", help="where an app may run, and on which now")
+    permissions.add_argument("app")
+    permissions.set_defaults(handler=cmd_permissions)

@@ -1,6 +1,7 @@
 """Which versions each app has and which one agents should run: a pure fold over `apps`.
 
-`apply(state, event)` folds `AppVersionPublished` and `AppVersionActivated`; `decide_publish` and
+`apply(state, event)` folds `AppVersionPublished`, `AppVersionActivated` and `AppPermissionSet`
+(the agents the app may run on, `permissions.py`); `decide_publish` and
 `decide_activate` turn a request into the events to write, or raise before any event exists.
 No Kafka, no clock, no I/O: times and ids arrive as arguments. The gateway and every agent fold
 the same log, so they agree on the desired version of every app.
@@ -12,7 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from elves.errors import UnknownAppVersion, VersionTaken
-from elves.schemas.events import AppVersionActivated, AppVersionPublished, Event
+from elves.permissions import Rule, rule_of
+from elves.schemas.events import AppPermissionSet, AppVersionActivated, AppVersionPublished, Event
+
+APP_EVENTS = (AppVersionPublished, AppVersionActivated, AppPermissionSet)
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class AppState:
     # agent whose install failed tries again.
     activation_id: str | None = None
     activated_at: int = 0
+    # The agents it may run on; None: no rule was set, the center's default holds. An app may
+    # have a rule before any version is published (its worker may be in ELVES_APPS_DIR).
+    permission: Rule | None = None
 
 
 Apps = Mapping[str, AppState]
@@ -67,6 +74,8 @@ def apply(state: AppState | None, event: Event) -> AppState | None:
                 activation_id=event.event_id,
                 activated_at=event.occurred_at,
             )
+        case AppPermissionSet():
+            return replace(state or AppState(event.app), permission=rule_of(event))
         case _:
             return state
 
@@ -76,7 +85,7 @@ def fold_all(events: Iterable[Event], apps: Apps | None = None) -> dict[str, App
     out = dict(apps or {})
     for event in events:
         app = getattr(event, "app", None)
-        if isinstance(event, AppVersionPublished | AppVersionActivated) and app is not None:
+        if isinstance(event, APP_EVENTS) and app is not None:
             new = apply(out.get(app), event)
             if new is not None:
                 out[app] = new
@@ -142,6 +151,11 @@ def decide_activate(
     ]
 
 
+def permission(state: AppState | None, default: Rule) -> Rule:
+    """The rule that holds for an app: its own, else `default` (`ELVES_APP_DEFAULT`)."""
+    return state.permission if state is not None and state.permission is not None else default
+
+
 def desired(apps: Apps) -> dict[str, Version]:
     """app -> the version agents should run, for the apps that have one active."""
     return {
@@ -156,6 +170,7 @@ def to_json(state: AppState) -> dict[str, object]:
         "app": state.app,
         "active": state.active,
         "activated_at": state.activated_at or None,
+        "permission": state.permission.to_json() if state.permission is not None else None,
         "versions": [
             {
                 "version": v.version,

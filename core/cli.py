@@ -15,8 +15,10 @@ from typing import Any
 
 import httpx
 
-from elves import app_cli, cron_cli, queue_cli
+from elves import agent_cli, app_cli, cron_cli, key_cli, queue_cli
+from elves.client import client
 from elves.config import Settings
+from elves.errors import MissingSignature
 from elves.table import params_of, render
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -27,7 +29,7 @@ def _out(text: str) -> None:
 
 
 def _client(settings: Settings, timeout: float = 30.0) -> httpx.Client:
-    return httpx.Client(base_url=settings.base_url, timeout=timeout)
+    return client(settings, timeout)  # signs with ELVES_KEY_FILE
 
 
 def _fail(response: httpx.Response) -> int:
@@ -64,6 +66,8 @@ def _exec_many(data: dict[str, Any]) -> int:
         _out(f"agent {result['agent_id']}")
         _out(render(["field", "value"], _result_rows(result), max_width=200))
         _out("")
+    if data.get("not_allowed"):  # matched, but the app may not run there (its rule)
+        _out(f"not run (app not allowed there, 413.5): {', '.join(data['not_allowed'])}")
     return 0 if all(r.get("worker_flag") == 1 for r in data["results"]) else 2
 
 
@@ -106,14 +110,15 @@ def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
         [
             a["agent_id"],
             a["status"],
+            a.get("enrolment", ""),
             a["hostname"],
-            _when(a["last_seen_at"]),
+            _when(a["last_seen_at"]) if a["last_seen_at"] else "-",
             ",".join(f"{k}={v}" for k, v in sorted(a.get("tags", {}).items())),
             ", ".join(f"{k}:{v}" for k, v in sorted(a["apps"].items())),
         ]
         for a in response.json()["agents"]
     ]
-    headers = ["agent", "status", "host", "last heartbeat (UTC)", "tags", "apps"]
+    headers = ["agent", "status", "enrolment", "host", "last heartbeat (UTC)", "tags", "apps"]
     _out(render(headers, rows, 80))
     for a in response.json()["agents"]:
         for app, why in sorted(a.get("install_errors", {}).items()):
@@ -215,11 +220,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("gateway", help="run the REST gateway and the watcher").set_defaults(
         handler=cmd_gateway
     )
-    sub.add_parser("agent", help="run an agent on this host").set_defaults(handler=cmd_agent)
+    agent_cli.register(sub, run=cmd_agent, listing=cmd_agents)
 
     queue_cli.register(sub)
     cron_cli.register(sub)
     app_cli.register(sub)
+    key_cli.register(sub)
     processor = sub.add_parser("processor", help="app processors (the server side of mode P)")
     processor_sub = processor.add_subparsers(dest="processor_command", required=True)
     processor_run = processor_sub.add_parser(
@@ -257,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
     except httpx.ConnectError:
         _out(f"error [503.1]: no gateway at {settings.base_url} (is `elves up` running?)")
+        return 1
+    except MissingSignature as exc:  # no key file to sign with
+        _out(f"error [{exc.code}]: {exc.message}")
         return 1
 
 

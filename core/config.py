@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from elves.permissions import Rule, default_rule
 from elves.selectors import parse_tags
 
 
@@ -69,6 +70,11 @@ class Settings:
     max_package_bytes: int = _setting(
         "ELVES_MAX_PACKAGE", 16 * 1024 * 1024, "Largest app package (zip) one may publish."
     )
+    app_default: str = _setting(
+        "ELVES_APP_DEFAULT",
+        "allow",
+        "allow|deny: may an app with no permission rule run on every agent; the same on all.",
+    )
     agent_workers: int = _setting(
         "ELVES_AGENT_WORKERS", 4, "Tasks one agent runs at once; more wait on its topic."
     )
@@ -77,8 +83,29 @@ class Settings:
         "",
         "The agent's own cron (JSON, re-read on change); empty: <state>/agent/<id>/cron.json.",
     )
+    agent_apps: str = _setting(
+        "ELVES_AGENT_APPS",
+        "",
+        "Apps this agent may run, comma-separated; empty: any. Checked on every dispatch.",
+    )
+    center_key: str = _setting(
+        "ELVES_CENTER_KEY",
+        "",
+        "The center's dispatch public key (PEM) agents verify with; empty: <state>/center/"
+        "dispatch.pub.",
+    )
+    control_ttl_s: int = _setting(
+        "ELVES_CONTROL_TTL",
+        7 * 24 * 3600,
+        "How long a signed cancel or cron change stays valid: the dispatch topics' retention.",
+    )
     max_output_bytes: int = _setting(
         "ELVES_MAX_OUTPUT", 1024 * 1024, "Cap on a worker's captured stdout; the rest is dropped."
+    )
+    key_file: str = _setting(
+        "ELVES_KEY_FILE",
+        "",
+        "The API key clients sign with (JSON id, secret); empty: <state>/center/admin.key.",
     )
     watcher_batch: int = _setting(
         "ELVES_WATCHER_BATCH", 500, "Events per ClickHouse insert at most."
@@ -86,6 +113,9 @@ class Settings:
     watcher_flush_s: float = _setting(
         "ELVES_WATCHER_FLUSH", 0.5, "Longest an event waits in the watcher before its insert."
     )
+
+    def __post_init__(self) -> None:
+        default_rule(self.app_default)  # a bad ELVES_APP_DEFAULT stops a process at its start
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -123,8 +153,42 @@ class Settings:
         return self.clickhouse_dsn or f"chdb://{self.state_dir.resolve() / 'audit'}"
 
     @property
+    def default_rule(self) -> Rule:
+        """The permission of an app that has no rule; a bad `ELVES_APP_DEFAULT` raises."""
+        return default_rule(self.app_default)
+
+    @property
     def app_store_dir(self) -> Path:
         return Path(self.app_store) if self.app_store else self.state_dir / "appstore"
+
+    @property
+    def center_dir(self) -> Path:
+        """The center's own secrets: the master key and the admin key file (mode 0700)."""
+        return self.state_dir / "center"
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.center_dir / "admin.key"
+
+    @property
+    def key_path(self) -> Path:
+        return Path(self.key_file) if self.key_file else self.admin_key_path
+
+    @property
+    def dispatch_key_path(self) -> Path:
+        """The center's private key that signs every dispatch (the streams make it once)."""
+        return self.center_dir / "dispatch.key"
+
+    @property
+    def center_key_path(self) -> Path:
+        """The center's public key, as agents and the watcher verify dispatches with it."""
+        return Path(self.center_key) if self.center_key else self.center_dir / "dispatch.pub"
+
+    @property
+    def allowed_apps(self) -> frozenset[str] | None:
+        """The apps this agent may run (`ELVES_AGENT_APPS`); None: any."""
+        names = frozenset(a.strip() for a in self.agent_apps.split(",") if a.strip())
+        return names or None
 
     @property
     def base_url(self) -> str:

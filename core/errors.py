@@ -67,6 +67,58 @@ class BadSelector(BadRequest):
     code = "403.8"
 
 
+class Unauthorized(ElvesError):
+    """A request that does not prove which API key sent it (401.x, ELVES' family; HTTP 401)."""
+
+    code = "401.0"
+    status = 401
+
+
+class MissingSignature(Unauthorized):
+    """A signing header is missing, or a nonce that is not 16-64 letters, digits, `-` or `_`."""
+
+    code = "401.1"
+
+
+class BadSignatureFormat(Unauthorized):
+    """The signature is not 64 hex digits (ELVES: sign length)."""
+
+    code = "401.4"
+
+
+class BadSignature(Unauthorized):
+    code = "401.5"
+
+
+class NoPermission(ElvesError):
+    """The key is valid, but its scopes do not reach this operation, app or agent."""
+
+    code = "401.6"
+    status = 403
+
+
+class OutOfWindow(Unauthorized):
+    """The request's timestamp is too far from the gateway's clock."""
+
+    code = "401.7"
+
+
+class BadTimestamp(Unauthorized):
+    code = "401.8"
+
+
+class UnknownKey(Unauthorized):
+    """No such API key, or it was revoked."""
+
+    code = "401.9"
+
+
+class Replayed(Unauthorized):
+    """The key already sent this nonce within the window: a replayed request."""
+
+    code = "401.10"
+
+
 class NotFound(ElvesError):
     code = "404.0"
     status = 404
@@ -74,6 +126,10 @@ class NotFound(ElvesError):
 
 class TaskNotFound(NotFound):
     code = "404.1"
+
+
+class KeyNotFound(NotFound):
+    code = "404.2"
 
 
 class CronNotFound(NotFound):
@@ -105,6 +161,14 @@ class VersionTaken(ElvesError):
     status = 409
 
 
+class AppNotAllowed(ElvesError):
+    """The app may not run on that agent: its permission rule (`elves app allow`) leaves the
+    agent out (413.x: ELVES' supervisor family, which binds an app to its agents)."""
+
+    code = "413.5"
+    status = 403
+
+
 class UnknownAgent(ElvesError):
     code = "414.2"
     status = 404
@@ -120,6 +184,58 @@ class NoAgentMatches(ElvesError):
 class AgentOffline(ElvesError):
     code = "414.1"
     status = 409
+
+
+class AgentNotAccepted(ElvesError):
+    """The agent is registered but pending, or rejected: nothing is dispatched to it until an
+    operator accepts it (`elves agent accept ID`)."""
+
+    code = "414.4"
+    status = 403
+
+
+class DispatchRefusal(ElvesError):
+    """An agent refuses a message on its dispatch topic (416.x): it does not act on it and
+    reports a `DispatchRefused` on `security`. Never an HTTP answer; the status is nominal."""
+
+    code = "416.0"
+    status = 403
+
+
+class DispatchUnsigned(DispatchRefusal):
+    """Not a `SignedDispatch` the agent can read: a bare event, junk, or a broken envelope."""
+
+    code = "416.1"
+
+
+class DispatchForged(DispatchRefusal):
+    """The signature does not verify with the center's key (another key, altered bytes)."""
+
+    code = "416.2"
+
+
+class DispatchWrongAgent(DispatchRefusal):
+    """Signed, but for another agent (the claims or the inner event name another id)."""
+
+    code = "416.3"
+
+
+class DispatchExpired(DispatchRefusal):
+    """Signed, but past its `expires_at` (a dispatch's deadline, a control message's TTL)."""
+
+    code = "416.4"
+
+
+class DispatchReplayed(DispatchRefusal):
+    """The same signed bytes again at another offset: a replay, not Kafka's redelivery."""
+
+    code = "416.5"
+
+
+class DispatchAppNotAllowed(DispatchRefusal):
+    """The app is not allowed on this agent (`ELVES_AGENT_APPS`)."""
+
+    code = "416.6"
 
 
 class TaskTimeout(ElvesError):
@@ -153,3 +269,5 @@ class CommandRejected(ElvesError):
         self.status = {"411": 409, "412": 409, "403": 400}.get(family, 400)
         if code in ("411.1", "412.1"):  # no such cron / queue
             self.status = 404
+        if code == AppNotAllowed.code:
+            self.status = AppNotAllowed.status

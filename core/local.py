@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from elves.admin_key import ensure_admin_key
+from elves.client import client
 from elves.config import Settings
 from elves.topics import ensure_topics
 
@@ -70,6 +72,9 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
             "ELVES_TASK_GRACE": str(settings.task_grace_s),
             "ELVES_APPS_DIR": str(settings.apps_dir),
             "ELVES_WATCHER_FLUSH": str(settings.watcher_flush_s),
+            "ELVES_KEY_FILE": str(settings.key_path.resolve()),
+            # The center's dispatch key: agents with a state dir of their own verify with it.
+            "ELVES_CENTER_KEY": str(settings.center_key_path.resolve()),
         }
     )
     env.update(extra)
@@ -114,8 +119,12 @@ class Process:
 @dataclass
 class Stack:
     settings: Settings
-    client: httpx.Client
+    client: httpx.Client  # a signing one (`elves.client.client`)
     processes: list[Process] = field(default_factory=list)
+    admin_key: Path | None = None  # the key file the stack's admin key is in, once started
+    admin_key_minted: bool = False
+    # Agents started here that the stack accepts (as an operator would) once they registered.
+    to_accept: set[str] = field(default_factory=set)
 
     def spawn(self, name: str, *args: str, **env: str) -> Process:
         logs = self.settings.state_dir / "logs"
@@ -133,8 +142,28 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def spawn_agent(self, agent_id: str, **env: str) -> Process:
+    def spawn_agent(self, agent_id: str, accept: bool = True, **env: str) -> Process:
+        """Start an agent; unless `accept` is False, `wait_agent` accepts it first."""
+        if accept:
+            self.to_accept.add(agent_id)
         return self.spawn(f"agent-{agent_id}", "agent", ELVES_AGENT_ID=agent_id, **env)
+
+    def enrolment(self, agent_id: str) -> str | None:
+        """pending, accepted, rejected (or unregistered); None for an agent not known."""
+        response = self.client.get(f"/api/v1/agents/{agent_id}")
+        return str(response.json()["enrolment"]) if response.status_code == 200 else None
+
+    def accept(self, agent_id: str, timeout: float = 30) -> None:
+        """Accept an agent through the REST API once it has registered: the operator's path."""
+        wait_for(
+            f"agent {agent_id} registered",
+            lambda: self.alive() and self.enrolment(agent_id) not in (None, "unregistered"),
+            timeout,
+        )
+        response = self.client.post(f"/api/v1/agents/{agent_id}/accept")
+        if response.status_code != 200 or response.json()["enrolment"] != "accepted":
+            raise RuntimeError(f"accepting {agent_id}: {response.status_code} {response.text}")
+        self.to_accept.discard(agent_id)
 
     def agent_status(self, agent_id: str) -> str | None:
         response = self.client.get(f"/api/v1/agents/{agent_id}")
@@ -148,6 +177,8 @@ class Stack:
         return True
 
     def wait_agent(self, agent_id: str, status: str = "up", timeout: float = 30) -> None:
+        if agent_id in self.to_accept:
+            self.accept(agent_id, timeout)
         wait_for(
             f"agent {agent_id} {status}",
             lambda: self.alive() and self.agent_status(agent_id) == status,
@@ -177,7 +208,10 @@ class Stack:
         return list(response.json()["rows"])
 
     def start(self, agent_ids: list[str], timeout: float = 90) -> None:
-        """Streams, gateway and agents; returns once the gateway answers and the agents are up."""
+        """Streams, gateway and agents; returns once the gateway answers and the agents are
+        accepted (through the REST API) and up. First the admin key, as `elves up` makes it: the
+        client signs with it."""
+        self.admin_key, self.admin_key_minted = ensure_admin_key(self.settings)
         self.spawn("streams", "streams")
         self.spawn("gateway", "gateway")
         for agent_id in agent_ids:
@@ -217,7 +251,7 @@ def own_stack(
         os.environ["ELVES_AGENT_WORKERS"] = str(workers)  # the agents inherit it
     kafka("start", settings)
     ensure_topics(settings)
-    stack = Stack(settings, httpx.Client(base_url=settings.base_url, timeout=60))
+    stack = Stack(settings, client(settings, timeout=60))
     try:
         stack.start(agent_ids)
         yield stack

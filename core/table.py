@@ -6,8 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
+from elves.client import client
 from elves.config import Settings
 
 
@@ -17,8 +16,8 @@ def out(text: str) -> None:
 
 def call(settings: Settings, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
     """A gateway call: its JSON, or None after printing the error and its code."""
-    with httpx.Client(base_url=settings.base_url, timeout=60) as client:
-        response = client.request(method, path, **kwargs)
+    with client(settings, timeout=60) as signing:
+        response = signing.request(method, path, **kwargs)
     data: dict[str, Any] = response.json()
     if response.status_code >= 400:
         error = data.get("error", {})

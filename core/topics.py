@@ -29,12 +29,22 @@ CORE_TOPICS = (
     TopicSpec("results", partitions=4),
     TopicSpec("queues", partitions=4),
     TopicSpec("crons", partitions=4),
-    # App versions: published and activated, keyed by app. The whole log is kept (not compacted,
-    # no retention): every agent folds it from the beginning to learn the desired versions.
+    # App versions (published, activated) and permission rules, keyed by app. The whole log is
+    # kept (not compacted, no retention): every agent and streams worker folds it from the
+    # beginning to learn the desired versions and where each app may run.
     TopicSpec("apps", partitions=1, retained=True),
+    # API keys: created (the secret sealed) and revoked, keyed by key id. Kept whole, as `apps`:
+    # the gateway folds it from the beginning, and a revocation must never expire.
+    TopicSpec("keys", partitions=1, retained=True),
     # One partition: liveness is decided by one stream instance that sees every agent.
     TopicSpec("heartbeats", partitions=1, compacted=True),
     TopicSpec("agents", partitions=1, compacted=True),
+    # Agent enrolment: registered, accepted, rejected, admin tags; keyed by agent id. Kept whole
+    # and not compacted: compaction by agent id would let an agent's re-registration erase the
+    # operator's decision. The gateway and every streams worker fold it from the beginning.
+    TopicSpec("enrolments", partitions=1, retained=True),
+    # What agents refused on their dispatch topics (DispatchRefused): history, in the audit.
+    TopicSpec("security", partitions=1),
     TopicSpec("dlq", partitions=1),
 )
 # Table rows, not events (the watcher does not store them). Faust would make this one at the

@@ -13,8 +13,7 @@ import socket
 import sys
 import time
 
-import httpx
-
+from elves.client import client
 from elves.config import Settings
 from elves.local import Stack, kafka
 from elves.topics import ensure_topics
@@ -36,7 +35,7 @@ def up(settings: Settings, agents: int = 1) -> int:
     _say(f"kafka      starting on {settings.bootstrap} (data in {settings.state_dir}/kafka)")
     kafka("start", settings)
     ensure_topics(settings)
-    stack = Stack(settings, httpx.Client(base_url=settings.base_url, timeout=120))
+    stack = Stack(settings, client(settings, timeout=120))
     stopping = False
 
     def on_term(signum: int, frame: object) -> None:
@@ -50,6 +49,11 @@ def up(settings: Settings, agents: int = 1) -> int:
         stack.start(agent_ids)
         for process in stack.processes:
             _say(f"{process.name:<10} pid {process.popen.pid}, log {process.log}")
+        for agent_id in agent_ids:  # Stack.start accepted them, as an operator would
+            _say(f"accepted   agent {agent_id} (elves agent accept; a new agent waits pending)")
+        # Where the secret is, never the secret: it is in that file (0600) and nowhere else.
+        made = "made now" if stack.admin_key_minted else "kept"
+        _say(f"admin key  {stack.admin_key} ({made}; clients sign with it: ELVES_KEY_FILE)")
         _say(f"gateway    {settings.base_url}  (OpenAPI: {settings.base_url}/openapi.json)")
         _say(f"audit      {settings.audit_dsn}")
         _say("")

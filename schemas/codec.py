@@ -118,6 +118,23 @@ class Codec:
         writer = self.by_fingerprint.get(bytes(data[2:HEADER_SIZE]))
         if writer is None:
             raise DecodeError(f"unknown schema fingerprint {data[2:HEADER_SIZE].hex()}")
+        if writer.name not in EVENT_TYPES:
+            # A wire record (e.g. SignedDispatch): read with `decode_record` by who expects it.
+            raise DecodeError(f"{writer.name} is not an event")
+        return _to_event(writer.name, self._body(writer, data))
+
+    def decode_record(self, data: bytes | None, name: str) -> dict[str, Any]:
+        """A record that is not an event (`SignedDispatch`, `DispatchClaims`) as a plain dict;
+        DecodeError unless `data` is that record, in any known version."""
+        if data is None or len(data) < HEADER_SIZE or data[:2] != MAGIC:
+            raise DecodeError("not Avro single-object encoded (no C3 01 header)")
+        writer = self.by_fingerprint.get(bytes(data[2:HEADER_SIZE]))
+        if writer is None or writer.name != name:
+            found = "an unknown schema" if writer is None else writer.name
+            raise DecodeError(f"expected {name}, found {found}")
+        return self._body(writer, data)
+
+    def _body(self, writer: SchemaVersion, data: bytes) -> dict[str, Any]:
         reader = self.latest[writer.name]
         try:
             record = fastavro.schemaless_reader(
@@ -127,7 +144,7 @@ class Codec:
             raise DecodeError(f"{writer.name} body does not decode: {exc!r}") from exc
         if not isinstance(record, dict):
             raise DecodeError(f"{writer.name} body is not a record")
-        return _to_event(writer.name, record)
+        return record
 
 
 def _to_event(name: str, record: dict[str, Any]) -> Event:

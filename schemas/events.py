@@ -670,6 +670,128 @@ class AppVersionActivated:
     requested_by: str | None = None
 
 
+@dataclass(frozen=True)
+class AppPermissionSet:
+    """The agents `app` may run on from now on (on `apps`): these ids and every agent one of
+    these tag selectors matches, or `anywhere`. It replaces the app's rule before it; with no
+    agents, no selectors and not anywhere, the app runs nowhere."""
+
+    event_id: str
+    occurred_at: int
+    app: str
+    agents: tuple[str, ...] = ()
+    selectors: tuple[str, ...] = ()
+    anywhere: bool = False
+    set_by: str | None = None
+
+    def __post_init__(self) -> None:
+        _as_tuple(self, "agents")
+        _as_tuple(self, "selectors")
+
+
+# --- API keys: on `keys` (retained, one partition, key = key id), folded by the gateway. ---
+
+
+@dataclass(frozen=True)
+class ApiKeyCreated:
+    """A key and what it may do. The secret is sealed (AES-GCM under the center's master key):
+    the gateway needs it back to check HMAC signatures, so it cannot be a one-way hash."""
+
+    event_id: str
+    occurred_at: int
+    key_id: str
+    name: str
+    apps: tuple[str, ...]  # app names, or "*"
+    agents: tuple[str, ...]  # agent ids, tag selectors (`role=web`), or "*"
+    operations: tuple[str, ...]  # exec, queue, cron, read, admin
+    sealed_secret: str
+    sealed_with: str  # the master key's id, so a wrong master key is named, not guessed
+    created_by: str | None = None  # the key that made it; None: `elves up`'s bootstrap
+
+    def __post_init__(self) -> None:
+        _as_tuple(self, "apps")
+        _as_tuple(self, "agents")
+        _as_tuple(self, "operations")
+
+
+@dataclass(frozen=True)
+class ApiKeyRevoked:
+    event_id: str
+    occurred_at: int
+    key_id: str
+    revoked_by: str | None = None
+
+
+# --- Agent enrolment: on `enrolments` (retained, key = agent id), folded by
+# `streams/agents/enrolment.py` in the gateway and every streams worker. ---
+
+
+@dataclass(frozen=True)
+class AgentRegistered:
+    """An agent asks to be enrolled with its Ed25519 public key (hex). `signature` (hex) is its
+    signature over its id and that key (`signing.registration_message`): proof of possession."""
+
+    event_id: str
+    occurred_at: int
+    agent_id: str
+    public_key: str
+    hostname: str
+    signature: str
+
+
+@dataclass(frozen=True)
+class AgentAccepted:
+    """An operator accepted the agent with this key; a new key makes it pending again."""
+
+    event_id: str
+    occurred_at: int
+    agent_id: str
+    public_key: str
+    accepted_by: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentRejected:
+    """An operator rejected the agent: it stays rejected, whatever key it registers, until it is
+    accepted again."""
+
+    event_id: str
+    occurred_at: int
+    agent_id: str
+    public_key: str
+    reason: str = ""
+    rejected_by: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentTagsSet:
+    """An operator's tags for an agent, laid over its heartbeats' (config) tags; they replace
+    the admin tags set before."""
+
+    event_id: str
+    occurred_at: int
+    agent_id: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    set_by: str | None = None
+
+
+@dataclass(frozen=True)
+class DispatchRefused:
+    """An agent refused a message on its dispatch topic (on `security`, through its outbox).
+    `code` is stable (416.x); where the message is: `topic`, `partition`, `offset`."""
+
+    event_id: str
+    occurred_at: int
+    agent_id: str
+    code: str
+    reason: str
+    task_id: str | None
+    topic: str
+    partition: int
+    offset: int
+    key_id: str | None = None
+
+
 Event = (
     TaskSubmitted
     | TaskAccepted
@@ -717,6 +839,14 @@ Event = (
     | AgentCronRan
     | AppVersionPublished
     | AppVersionActivated
+    | AppPermissionSet
+    | ApiKeyCreated
+    | ApiKeyRevoked
+    | AgentRegistered
+    | AgentAccepted
+    | AgentRejected
+    | AgentTagsSet
+    | DispatchRefused
 )
 
 # The explicit registry: Avro record name -> class. A new event is added here and in avro/.
@@ -769,5 +899,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AgentCronRan,
         AppVersionPublished,
         AppVersionActivated,
+        AppPermissionSet,
+        ApiKeyCreated,
+        ApiKeyRevoked,
+        AgentRegistered,
+        AgentAccepted,
+        AgentRejected,
+        AgentTagsSet,
+        DispatchRefused,
     )
 }

@@ -40,8 +40,10 @@ from elves.schemas.events import (
     TaskStarted,
     TaskSubmitted,
 )
+from elves.signing import center_signer
 from elves.streams.agents import model as agents
 from elves.streams.agents.view import AgentView
+from elves.streams.app_rules import AppRules, permits
 from elves.streams.cron.wiring import CRON_COMMANDS, wire_crons
 from elves.streams.queues.wiring import QUEUE_COMMANDS, wire_queues
 from elves.streams.tasks import model as tasks
@@ -86,7 +88,7 @@ def _agent_state(raw: dict[str, Any] | None) -> agents.AgentState | None:
     return None if raw is None else agents.AgentState(**raw)
 
 
-def build_app(settings: Settings, agent_view: AgentView) -> faust.App:
+def build_app(settings: Settings, agent_view: AgentView, app_rules: AppRules) -> faust.App:
     app = faust.App(
         f"{settings.topic_prefix}streams",
         broker=f"kafka://{settings.bootstrap}",
@@ -152,8 +154,15 @@ def build_app(settings: Settings, agent_view: AgentView) -> faust.App:
             },
         )
 
-    queue_flow = wire_queues(app, settings, limits, dead_letter, now_ms)
-    cron_flow = wire_crons(app, settings, dead_letter, now_ms, agent_view)
+    # Where each app may run (413.5), on the agents' tags as this worker sees them.
+    app_permits = permits(app_rules, agent_view)
+    # Everything written to an agent's dispatch topic is signed with the center's key (made
+    # here on the first start; agents verify with its public half).
+    signer = center_signer(settings)
+    queue_flow = wire_queues(app, settings, limits, dead_letter, now_ms, app_permits, signer=signer)
+    cron_flow = wire_crons(
+        app, settings, dead_letter, now_ms, agent_view, app_permits, signer=signer
+    )
 
     processor_topics: dict[str, faust.TopicT] = {}
 
@@ -181,7 +190,7 @@ def build_app(settings: Settings, agent_view: AgentView) -> faust.App:
                     settings.dispatch_topic(event.agent_id), key_type=bytes, value_type=bytes
                 )
                 dispatch_topics[event.agent_id] = target
-            await target.send(key=event.task_id.encode(), value=data)
+            await target.send(key=event.task_id.encode(), value=signer.seal(event, now_ms()))
         elif isinstance(event, AgentUp | AgentDown):
             agent_view.apply(event)
             await agents_topic.send(key=event.agent_id.encode(), value=data)
@@ -229,7 +238,12 @@ def build_app(settings: Settings, agent_view: AgentView) -> faust.App:
             match decoded:
                 case TaskSubmitted():
                     out = tasks.decide_submit(
-                        state, decoded, agent_view.status(decoded.agent_id), now_ms(), limits
+                        state,
+                        decoded,
+                        await agent_view.status_now(decoded.agent_id),
+                        now_ms(),
+                        limits,
+                        app_permits,
                     )
                 case TaskResultReported():
                     out = tasks.decide_result(state, decoded)
@@ -339,5 +353,7 @@ def run(settings: Settings, loglevel: str = "warn") -> None:
     ensure_topics(settings)
     agent_view = AgentView(settings)
     agent_view.start()  # before any task is decided: it tells known agents from unknown ones
-    app = build_app(settings, agent_view)
+    app_rules = AppRules(settings)
+    app_rules.start()  # likewise: every rule read before a task is judged against it
+    app = build_app(settings, agent_view, app_rules)
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -18,10 +18,11 @@ Rules:
   which the task fold takes once.
 - Times that pass while a cron is paused are not misfires: resuming schedules from then.
 - A selector cron (`role=web,dc=bj` instead of one agent) runs, at each fire, one task per
-  live agent that matches then: the caller passes those agent ids in (`targets`), read from
-  its view of the agents. The fire stays one `CronFired`, so the time is still decided once;
-  each task's id derives from `(cron_id, scheduled_at, agent_id)`. The fire counts as running
-  while any of its tasks runs. No agent matching is a `CronFireSkipped` with the reason.
+  live agent that matches then and that the app may run on: the caller passes those agent ids
+  in (`targets`), read from its view of the agents and the apps' rules. The fire stays one
+  `CronFired`, so the time is still decided once; each task's id derives from
+  `(cron_id, scheduled_at, agent_id)`. The fire counts as running while any of its tasks runs.
+  No agent matching is a `CronFireSkipped` with the reason.
 
 No Kafka, no clock, no I/O: `now` arrives on the events.
 """
@@ -33,6 +34,7 @@ from dataclasses import asdict
 from typing import assert_never, cast
 
 from elves.errors import BadRequest
+from elves.permissions import Permits, anywhere
 from elves.schemas.events import (
     AddCron,
     CronAdded,
@@ -129,11 +131,15 @@ def submissions(state: CronState, fired: CronFired) -> list[TaskSubmitted]:
 
 
 def decide(
-    state: CronState | None, cmd: Command, max_params_bytes: int = DEFAULT_MAX_PARAMS
+    state: CronState | None,
+    cmd: Command,
+    max_params_bytes: int = DEFAULT_MAX_PARAMS,
+    permits: Permits = anywhere,
 ) -> list[Event]:
+    """`permits(app, agent_id)`: may the app run on that agent (its permission rule)."""
     match cmd:
         case AddCron():
-            return decide_add(state, cmd, max_params_bytes)
+            return decide_add(state, cmd, max_params_bytes, permits)
         case PauseCron():
             return _if_exists(state, cmd) or [_derived(CronPaused, cmd)]
         case ResumeCron():
@@ -209,7 +215,9 @@ def field_error(cmd: AddCron, max_params_bytes: int) -> tuple[str, str] | None:
     return None
 
 
-def decide_add(state: CronState | None, cmd: AddCron, max_params_bytes: int) -> list[Event]:
+def decide_add(
+    state: CronState | None, cmd: AddCron, max_params_bytes: int, permits: Permits = anywhere
+) -> list[Event]:
     if state is not None:
         if state.status == "deleted":
             return _reject(cmd, "411.3", f"cron id {cmd.cron_id} was used by a deleted cron")
@@ -217,6 +225,10 @@ def decide_add(state: CronState | None, cmd: AddCron, max_params_bytes: int) -> 
     error = field_error(cmd, max_params_bytes)
     if error is not None:
         return _reject(cmd, *error)
+    # One agent's cron, checked once here (an agent cron never passes the task fold); a
+    # selector cron fires only on the matching agents the app may run on, at each fire.
+    if cmd.agent_id and not permits(cmd.app, cmd.agent_id):
+        return _reject(cmd, "413.5", f"app {cmd.app} may not run on agent {cmd.agent_id}")
     fields = {k: v for k, v in asdict(cmd).items() if k != "requested_by"}
     return [CronAdded(**{**fields, "event_id": derived_id(cmd.event_id, "added")})]
 
@@ -307,7 +319,7 @@ def _no_target(state: CronState, scheduled_at: int, now: int) -> CronFireSkipped
         cron_id=state.cron_id,
         scheduled_at=scheduled_at,
         running_task_id="",
-        reason=f"no live agent matches the selector {state.selector}",
+        reason=f"no live agent that {state.app} may run on matches the selector {state.selector}",
     )
 
 

@@ -4,8 +4,9 @@ The cron commands on `commands` are handed over by the task lifecycle, the one c
 `commands` (see `streams.flow`); `cron_flow` reads, on `crons`, the outcomes of fires that the
 task lifecycle copies there (keyed by cron id); `cron_clock` decides what is due. Both fold into
 the `crons` table and write the derived events to `crons`. A fire becomes a `TaskSubmitted` on
-`commands` (a selector cron's fire: one per matching agent, as this worker's `AgentView` sees
-them at the fire); an agent cron's definition goes to its agent as an `AgentCronSet`.
+`commands` (a selector cron's fire: one per matching agent that its app may run on, as this
+worker's `AgentView` and `AppRules` see them at the fire); an agent cron's definition goes to
+its agent as an `AgentCronSet`.
 
 The clock decides in place rather than sending itself a message to decide on: a tick through
 Kafka and back cost hundreds of milliseconds of lag under load (bench/cron.py). So the table is
@@ -31,11 +32,13 @@ from aiokafka.partitioner import murmur2
 
 from elves.config import Settings
 from elves.errors import DecodeError
+from elves.permissions import Permits
 from elves.schemas.codec import CODEC
 from elves.schemas.events import (
     AddCron,
     AgentCronSet,
     CronAdded,
+    CronCommandRejected,
     CronDeleted,
     CronFired,
     CronPaused,
@@ -50,9 +53,11 @@ from elves.schemas.events import (
     TaskTimedOut,
     derived_id,
 )
+from elves.signing import Signer
 from elves.streams.agents.view import AgentView
 from elves.streams.cron import model as crons
 from elves.streams.flow import Flow
+from elves.streams.tasks.model import AgentStatus
 
 log = logging.getLogger("elves.streams.cron")
 
@@ -107,25 +112,45 @@ class CronTable(faust.Table):  # type: ignore[type-arg]
         return partition_of(str(key))
 
 
+def not_accepted(cmd: AddCron, status: AgentStatus) -> CronCommandRejected | None:
+    """An agent cron goes to its agent, so only to one an operator accepted (414.4): one added
+    for an unknown agent (414.2) could never be sent."""
+    if status in ("up", "down"):
+        return None
+    code, why = ("414.2", "unknown agent") if status == "unknown" else ("414.4", status)
+    return CronCommandRejected(
+        event_id=derived_id(cmd.event_id, "rejected"),
+        occurred_at=cmd.occurred_at,
+        cron_id=cmd.cron_id,
+        command=type(cmd).__name__,
+        command_id=cmd.event_id,
+        code=code,
+        reason=f"agent cron for {cmd.agent_id}: {why}; an agent cron needs an accepted agent",
+    )
+
+
 def _decide(
-    state: crons.CronState | None, cmd: crons.Command, max_params_bytes: int
+    state: crons.CronState | None, cmd: crons.Command, max_params_bytes: int, permits: Permits
 ) -> list[Event]:
-    return crons.decide(state, cmd, max_params_bytes)
+    return crons.decide(state, cmd, max_params_bytes, permits)
 
 
-def _targets(state: crons.CronState | None, view: AgentView) -> list[str]:
-    """The live agents a selector cron would fire on now ([] for a one-agent cron)."""
-    return view.matching(state.selector) if state is not None and state.selector else []
+def _targets(state: crons.CronState | None, view: AgentView, permits: Permits) -> list[str]:
+    """The live agents a selector cron would fire on now: those that match and that its app
+    may run on ([] for a one-agent cron)."""
+    if state is None or not state.selector:
+        return []
+    return [a for a in view.matching(state.selector) if permits(state.app, a)]
 
 
 def _on_outcome(
-    state: crons.CronState | None, outcome: crons.Outcome, view: AgentView
+    state: crons.CronState | None, outcome: crons.Outcome, view: AgentView, permits: Permits
 ) -> list[Event]:
-    return crons.decide_outcome(state, outcome, _targets(state, view))
+    return crons.decide_outcome(state, outcome, _targets(state, view, permits))
 
 
-def _due(state: crons.CronState | None, now: int, view: AgentView) -> list[Event]:
-    return crons.decide_due(state, now, _targets(state, view))
+def _due(state: crons.CronState | None, now: int, view: AgentView, permits: Permits) -> list[Event]:
+    return crons.decide_due(state, now, _targets(state, view, permits))
 
 
 def wire_crons(
@@ -134,6 +159,9 @@ def wire_crons(
     dead_letter: DeadLetter,
     now_ms: Callable[[], int],
     agent_view: AgentView,
+    permits: Permits,
+    *,
+    signer: Signer,
 ) -> Flow:
     """Declare the cron table, agent and clock on `app`; return the cron flow."""
     crons_name = settings.topic("crons")
@@ -188,11 +216,18 @@ def wire_crons(
             event, CronAdded | CronPaused | CronResumed | CronDeleted
         ):
             order = agent_cron_set(state, event)
+            if order.status == "active" and not agent_view.accepted(state.agent_id):
+                # Nothing that runs goes to an agent that is not accepted; a pause or a delete
+                # only takes away, so those still go.
+                log.warning(
+                    "cron %s: agent %s is not accepted; not sent", order.cron_id, order.agent_id
+                )
+                return
             target = app.topic(
                 settings.dispatch_topic(state.agent_id), key_type=bytes, value_type=bytes
             )
-            await target.maybe_declare()  # the agent may not have started yet
-            await target.send(key=state.cron_id.encode(), value=CODEC.encode(order))
+            await target.maybe_declare()
+            await target.send(key=state.cron_id.encode(), value=signer.seal(order, now_ms()))
 
     async def fold(
         cron_id: str,
@@ -214,11 +249,25 @@ def wire_crons(
 
     async def on_command(decoded: Event) -> None:
         """A cron command, handed over by the task lifecycle (the one consumer of `commands`)."""
+        if (
+            isinstance(decoded, AddCron)
+            and decoded.mode in crons.AGENT_MODES
+            and crons.field_error(decoded, settings.max_params_bytes) is None  # its codes first
+        ):
+            refused = not_accepted(decoded, await agent_view.status_now(decoded.agent_id))
+            if refused is not None:
+                await fold(decoded.cron_id, decoded, lambda _state: [refused])
+                return
         if isinstance(decoded, AddCron | PauseCron | ResumeCron | DeleteCron):
             await fold(
                 decoded.cron_id,
                 decoded,
-                partial(_decide, cmd=decoded, max_params_bytes=settings.max_params_bytes),
+                partial(
+                    _decide,
+                    cmd=decoded,
+                    max_params_bytes=settings.max_params_bytes,
+                    permits=permits,
+                ),
             )
 
     @app.agent(crons_topic, name="cron_flow")
@@ -240,7 +289,7 @@ def wire_crons(
                 case TaskSucceeded() | TaskFailed() | TaskTimedOut() | TaskRejected() if (
                     decoded.cron_id is not None
                 ):
-                    decide = partial(_on_outcome, outcome=decoded, view=agent_view)
+                    decide = partial(_on_outcome, outcome=decoded, view=agent_view, permits=permits)
                     await fold(decoded.cron_id, decoded, decide)
             yield None
 
@@ -255,6 +304,6 @@ def wire_crons(
         for partition in sorted(mine):
             due = [c for c, at in due_index[partition].items() if at <= now]
             for cron_id in due:
-                await fold(cron_id, None, partial(_due, now=now, view=agent_view))
+                await fold(cron_id, None, partial(_due, now=now, view=agent_view, permits=permits))
 
     return Flow(crons_topic, on_command)

@@ -102,6 +102,7 @@ __all__ = [
     "Command",
     "Outcome",
 ]
+from elves.permissions import Permits, anywhere
 from elves.streams.tasks.model import Limits, validation_error
 
 # --- Commands ---
@@ -114,17 +115,19 @@ def decide(
     *,
     limits: Limits,
     task_queues: Mapping[str, str] = NO_TASKS,
+    permits: Permits = anywhere,
 ) -> list[Event]:
     """The events a command leads to; a rule it breaks is one `QueueCommandRejected`.
 
     `limits` are the instant tasks' own (a queue task is dispatched as a task). `task_queues`
     maps the task ids of every queue to their queue id: this queue's fold cannot see the others.
+    `permits(app, agent_id)`: may the app run on that agent (its permission rule).
     """
     match command:
         case CreateQueue():
             return decide_create(state, command, now)
         case AddQueueTask():
-            return decide_add(state, command, now, limits, task_queues)
+            return decide_add(state, command, now, limits, task_queues, permits)
         case CommitQueue():
             return decide_commit(state, command, now)
         case StopQueue():
@@ -234,6 +237,7 @@ def decide_add(
     now: int,
     limits: Limits,
     task_queues: Mapping[str, str] = NO_TASKS,
+    permits: Permits = anywhere,
 ) -> list[Event]:
     if state is None:
         return _not_found(cmd, now)
@@ -250,6 +254,12 @@ def decide_add(
     error = _target_error(cmd) or field_error(state, _one_agent(cmd, made), limits)
     if error is not None:
         return _reject(cmd, *error, now)
+    # Only the fold knows the queue's app. A selector add is refused whole rather than cut
+    # down: the gateway named its agents, and the reply lists every task it made.
+    denied = [agent for _, agent, _ in made if not permits(state.app, agent)]
+    if denied:
+        where = ", ".join(denied)
+        return _reject(cmd, "413.5", f"app {state.app} may not run on agent {where}", now)
     ids = [cmd.task_id, *(task_id for task_id, _, _ in made)]
     for task_id in ids:
         if task_id in state.tasks or task_id in state.groups:

@@ -21,6 +21,7 @@ import faust
 
 from elves.config import Settings
 from elves.errors import DecodeError
+from elves.permissions import Permits
 from elves.schemas.codec import CODEC
 from elves.schemas.events import (
     AddQueueTask,
@@ -40,6 +41,7 @@ from elves.schemas.events import (
     TaskTimedOut,
     derived_id,
 )
+from elves.signing import Signer
 from elves.streams.flow import Flow
 from elves.streams.queues import model as queues
 from elves.streams.queues import rows
@@ -80,6 +82,9 @@ def wire_queues(
     limits: Limits,
     dead_letter: DeadLetter,
     now_ms: Callable[[], int],
+    permits: Permits,
+    *,
+    signer: Signer,
 ) -> Flow:
     """Declare the queue table, agent and clock on `app`; return the queue flow."""
     queues_topic = app.topic(
@@ -146,7 +151,7 @@ def wire_queues(
                 reason=f"queue {state.queue_id} stopped",
             )
             target = app.topic(settings.dispatch_topic(agent_id), key_type=bytes, value_type=bytes)
-            await target.send(key=event.task_id.encode(), value=CODEC.encode(kill))
+            await target.send(key=event.task_id.encode(), value=signer.seal(kill, now_ms()))
 
     async def handle(decoded: Event) -> None:
         """Fold one command or input into its queue; called inside the processing of the event
@@ -163,7 +168,12 @@ def wire_queues(
         match decoded:
             case CreateQueue() | AddQueueTask() | CommitQueue() | StopQueue():
                 out = queues.decide(
-                    state, decoded, now_ms(), limits=limits, task_queues=task_queues
+                    state,
+                    decoded,
+                    now_ms(),
+                    limits=limits,
+                    task_queues=task_queues,
+                    permits=permits,
                 )
             case RetryDue():
                 out = queues.retry_due(state, decoded)

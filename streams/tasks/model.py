@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from elves.permissions import Permits, anywhere
 from elves.schemas.events import (
     AgentCronRan,
     DeadlinePassed,
@@ -36,7 +37,10 @@ Status = Literal[
     "accepted", "rejected", "dispatched", "running", "succeeded", "failed", "timed_out"
 ]
 FINAL: frozenset[str] = frozenset({"rejected", "succeeded", "failed", "timed_out"})
-AgentStatus = Literal["unknown", "up", "down"]
+# What the task fold needs to know of an agent: never heard of, not accepted by an operator
+# (pending or rejected: 414.4), or accepted and then up or down.
+AgentStatus = Literal["unknown", "pending", "rejected", "up", "down"]
+NOT_ACCEPTED: frozenset[str] = frozenset({"pending", "rejected"})
 
 
 @dataclass(frozen=True)
@@ -112,14 +116,25 @@ def decide_submit(
     agent: AgentStatus,
     now: int,
     limits: Limits,
+    permits: Permits = anywhere,
 ) -> list[Event]:
+    """`permits(app, agent_id)`: may the app run on that agent (its permission rule)."""
     if state is not None and not (state.final and cmd.attempt > state.attempt):
         return []  # the same task id again: already decided, nothing new happens
     error = validation_error(cmd, limits)
     if error is not None:
         return _reject(cmd, *error)
+    # Before liveness: the rule is about the agent's id and tags, whether it is up or not.
+    if not permits(cmd.app, cmd.agent_id):
+        return _reject(cmd, "413.5", f"app {cmd.app} may not run on agent {cmd.agent_id}")
     if agent == "unknown":
         return _reject(cmd, "414.2", f"unknown agent: {cmd.agent_id}")
+    if agent in NOT_ACCEPTED:
+        return _reject(
+            cmd,
+            "414.4",
+            f"agent not accepted: {cmd.agent_id} is {agent} (elves agent accept {cmd.agent_id})",
+        )
     if agent == "down":
         return _reject(cmd, "414.1", f"agent offline: {cmd.agent_id}")
     deadline = now + cmd.timeout_s * 1000 + limits.grace_ms

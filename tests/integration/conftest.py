@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from elves.client import client
 from elves.config import Settings
 from elves.local import Stack, free_port
 from elves.topics import ensure_topics
@@ -31,7 +31,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         watcher_flush_s=0.2,
     )
     ensure_topics(settings)
-    stack = Stack(settings, httpx.Client(base_url=settings.base_url, timeout=30))
+    stack = Stack(settings, client(settings, timeout=30))  # signs with the stack's admin key
     try:
         stack.start([AGENT])
         yield stack

@@ -19,11 +19,12 @@ import httpx
 import pytest
 
 from elves.agent.cronplan import run_task_id
+from elves.client import client
 from elves.config import Settings
 from elves.kafka import producer
 from elves.local import Process, Stack, free_broker_port, free_port, kafka, wait_for
-from elves.schemas.codec import CODEC
 from elves.schemas.events import AgentCronSet
+from elves.signing import sign_dispatch
 from elves.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,7 +183,8 @@ def push(settings: Settings, agent_id: str, cron_id: str, status: str) -> None:
         status=status,
     )
     prod = producer(settings)
-    prod.produce(settings.dispatch_topic(agent_id), key=cron_id.encode(), value=CODEC.encode(event))
+    signed = sign_dispatch(settings, event)  # as the center's cron flow signs it
+    prod.produce(settings.dispatch_topic(agent_id), key=cron_id.encode(), value=signed)
     assert prod.flush(10) == 0
 
 
@@ -262,7 +264,7 @@ def own_stack(tmp_path: Path) -> Iterator[Stack]:
         watcher_flush_s=0.2,
     )
     kafka("start", settings)
-    stack = Stack(settings, httpx.Client(base_url=settings.base_url, timeout=30))
+    stack = Stack(settings, client(settings, timeout=30))
     try:
         ensure_topics(settings)
         stack.start([])

@@ -1,4 +1,5 @@
-"""The agent daemon on the real broker: dispatch in, started and result out, dedupe, DLQ, beats."""
+"""The agent daemon on the real broker: signed dispatch in, started and result out, refusals,
+beats."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ from elves.agent.daemon import Agent
 from elves.config import Settings
 from elves.kafka import consumer, producer
 from elves.schemas.codec import CODEC
-from elves.schemas.events import Event, Heartbeat, TaskDispatched, TaskResultReported, TaskStarted
+from elves.schemas.events import (
+    DispatchRefused,
+    Event,
+    Heartbeat,
+    TaskDispatched,
+    TaskResultReported,
+    TaskStarted,
+)
+from elves.signing import sign_dispatch
 from elves.topics import ensure_topics
 
 SAMPLES = Path(__file__).resolve().parents[2] / "apps" / "samples"
@@ -85,18 +94,25 @@ def results_for(events: list[Event], task_id: str) -> list[TaskResultReported]:
     return [e for e in events if isinstance(e, TaskResultReported) and e.task_id == task_id]
 
 
-def test_a_dispatch_is_run_reported_once_and_junk_goes_to_the_dlq(agent: Agent) -> None:
+def refusals(settings: Settings, count: int) -> list[DispatchRefused]:
+    """The first `count` refusals the agent reported on `security`."""
+    events = Reader(settings, settings.topic("security")).until(lambda evs: len(evs) >= count)
+    return [e for e in events if isinstance(e, DispatchRefused)][:count]
+
+
+def test_a_signed_dispatch_is_run_and_reported_once_and_the_rest_refused(agent: Agent) -> None:
     settings = agent.settings
     prod = producer(settings)
     first = dispatch(AGENT, "apptest", "helloword", {"my": "toryzen"})
     topic = settings.dispatch_topic(AGENT)
-    prod.produce(topic, key=first.task_id.encode(), value=CODEC.encode(first))
-    prod.produce(topic, key=first.task_id.encode(), value=CODEC.encode(first))  # redelivered
+    signed = sign_dispatch(settings, first)
+    prod.produce(topic, key=first.task_id.encode(), value=signed)
+    prod.produce(topic, key=first.task_id.encode(), value=signed)  # the same bytes: a replay
     prod.produce(topic, key=b"junk", value=b"not avro")
     other = dispatch("someone-else", "apptest", "helloword", {})
-    prod.produce(topic, key=b"other", value=CODEC.encode(other))
+    prod.produce(topic, key=b"other", value=sign_dispatch(settings, other))
     last = dispatch(AGENT, "noop", "noop", {})  # after the repeats: when it is in, they were read
-    prod.produce(topic, key=last.task_id.encode(), value=CODEC.encode(last))
+    prod.produce(topic, key=last.task_id.encode(), value=sign_dispatch(settings, last))
     prod.flush(10)
 
     results = Reader(settings, settings.topic("results"))
@@ -111,18 +127,12 @@ def test_a_dispatch_is_run_reported_once_and_junk_goes_to_the_dlq(agent: Agent) 
     assert len(started) == 1 and started[0].pid > 0
     assert events.index(started[0]) < events.index(reported)
 
-    dlq = consumer(settings, f"test-{uuid.uuid4().hex}")
-    dlq.subscribe([settings.topic("dlq")])
-    reasons: list[str] = []
-    end = time.monotonic() + 30
-    while len(reasons) < 2 and time.monotonic() < end:
-        msg = dlq.poll(0.1)
-        if msg is not None and msg.error() is None:
-            reasons.append(dict(msg.headers() or [])["reason"].decode())
-    dlq.close()
-    assert len(reasons) == 2
-    assert "C3 01" in reasons[0]
-    assert "someone-else" in reasons[1]
+    replayed, junk, wrong = refusals(settings, 3)
+    assert (replayed.code, replayed.task_id, replayed.offset) == ("416.5", first.task_id, 1)
+    assert (junk.code, junk.task_id, junk.offset) == ("416.1", None, 2)
+    assert (wrong.code, wrong.task_id) == ("416.3", other.task_id)
+    assert {r.agent_id for r in (replayed, junk, wrong)} == {AGENT}
+    assert "someone-else" in wrong.reason
 
 
 def test_heartbeats_carry_the_apps_and_their_versions(agent: Agent) -> None:
@@ -141,7 +151,7 @@ def test_one_worker_runs_every_task_in_turn(agent: Agent) -> None:
     prod = producer(settings)
     tasks = [dispatch(AGENT, "sleeper", "sleep", {"seconds": 0.2}) for _ in range(4)]
     for task in tasks:
-        prod.produce(settings.dispatch_topic(AGENT), value=CODEC.encode(task))
+        prod.produce(settings.dispatch_topic(AGENT), value=sign_dispatch(settings, task))
     prod.flush(10)
     results = Reader(settings, settings.topic("results"))
     events = results.until(lambda evs: all(results_for(evs, t.task_id) for t in tasks))

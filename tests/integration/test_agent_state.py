@@ -9,8 +9,8 @@ from pathlib import Path
 from elves.agent.daemon import Agent
 from elves.config import Settings
 from elves.kafka import producer
-from elves.schemas.codec import CODEC
 from elves.schemas.events import TaskResultReported, TaskStarted
+from elves.signing import sign_dispatch
 from elves.topics import ensure_topics
 
 from .test_agent_daemon import Reader, dispatch
@@ -48,7 +48,7 @@ def test_two_agents_with_one_state_dir_report_each_result_once(settings: Setting
                 prod.produce(
                     settings.dispatch_topic(agent.agent_id),
                     key=d.task_id.encode(),
-                    value=CODEC.encode(d),
+                    value=sign_dispatch(settings, d),
                 )
         prod.flush(10)
 

@@ -127,7 +127,11 @@ def test_the_cli_publishes_a_folder_and_activates(stack: Stack, tmp_path: Path) 
     folder = tmp_path / app
     with zipfile.ZipFile(io.BytesIO(package(app, "3"))) as zf:
         zf.extractall(folder)
-    env = {"ELVES_GATEWAY_URL": stack.settings.base_url, "PATH": "/usr/bin:/bin"}
+    env = {
+        "ELVES_GATEWAY_URL": stack.settings.base_url,
+        "ELVES_KEY_FILE": str(stack.settings.key_path),
+        "PATH": "/usr/bin:/bin",
+    }
 
     def elves(*args: str) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "elves.cli", "app", *args]

@@ -22,6 +22,7 @@ from elves.kafka import consumer, producer
 from elves.local import free_broker_port, wait_for
 from elves.schemas.codec import CODEC
 from elves.schemas.events import TaskDispatched, TaskResultReported, TaskStarted
+from elves.signing import sign_dispatch
 from elves.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +82,7 @@ def test_a_result_made_while_the_broker_is_stopped_arrives_after_it_restarts(
         prod.produce(
             settings.dispatch_topic("outage-agent"),
             key=task_id.encode(),
-            value=CODEC.encode(dispatch),
+            value=sign_dispatch(settings, dispatch),
         )
         prod.flush(10)
 

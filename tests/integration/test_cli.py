@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from elves.local import Stack, wait_for
 
@@ -12,7 +13,11 @@ from .conftest import AGENT
 
 
 def elves(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"ELVES_GATEWAY_URL": stack.settings.base_url, "PATH": "/usr/bin:/bin"}
+    env = {
+        "ELVES_GATEWAY_URL": stack.settings.base_url,
+        "ELVES_KEY_FILE": str(stack.settings.key_path),
+        "PATH": "/usr/bin:/bin",
+    }
     return subprocess.run(
         [sys.executable, "-m", "elves.cli", *args],
         capture_output=True,
@@ -47,15 +52,36 @@ def test_the_readme_tour(stack: Stack) -> None:
     assert unknown.returncode == 1 and "414.2" in unknown.stdout
 
 
-def test_no_gateway_is_a_clear_error() -> None:
+def test_no_gateway_is_a_clear_error(stack: Stack) -> None:
+    env = {
+        "ELVES_GATEWAY_URL": "http://127.0.0.1:9",
+        "ELVES_KEY_FILE": str(stack.settings.key_path),
+        "PATH": "/usr/bin:/bin",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "elves.cli", "agents"],
         capture_output=True,
         text=True,
-        env={"ELVES_GATEWAY_URL": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"},
+        env=env,
         timeout=60,
     )
     assert done.returncode == 1 and "503.1" in done.stdout
+
+
+def test_no_key_file_is_a_clear_error(stack: Stack, tmp_path: Path) -> None:
+    env = {
+        "ELVES_GATEWAY_URL": stack.settings.base_url,
+        "ELVES_KEY_FILE": str(tmp_path / "missing.key"),
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "elves.cli", "agents"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "401.1" in done.stdout and "missing.key" in done.stdout
 
 
 def test_queues_from_the_cli(stack: Stack) -> None:

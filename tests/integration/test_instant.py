@@ -11,6 +11,7 @@ from confluent_kafka import TopicPartition
 
 from elves.kafka import consumer, producer
 from elves.local import Stack, wait_for
+from elves.topics import CORE_TOPICS
 
 from .conftest import AGENT
 
@@ -172,20 +173,6 @@ def test_the_audit_holds_events_not_the_streams_internal_topics(stack: Stack) ->
     topics = {str(t) for [t] in stack.audit("SELECT DISTINCT topic FROM events")}
     prefix = stack.settings.topic_prefix
     assert topics, "the watcher stored nothing"
-    assert all(
-        t.removeprefix(prefix).split(".")[0]
-        in {
-            "commands",
-            "tasks",
-            "results",
-            "queues",
-            "crons",
-            "apps",
-            "heartbeats",
-            "agents",
-            "dlq",
-            "dispatch",
-            "processor",
-        }
-        for t in topics
-    ), topics
+    events = {spec.name for spec in CORE_TOPICS} | {"dispatch", "processor"}
+    assert all(t.removeprefix(prefix).split(".")[0] in events for t in topics), topics
+    assert not any("changelog" in t for t in topics), topics

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import KafkaError, Message
 from confluent_kafka.admin import AdminClient
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from elves.api.audit import AuditStore
 from elves.api.watcher import Position, Watcher
@@ -24,6 +25,7 @@ from elves.schemas.events import (
     TaskSubmitted,
     new_id,
 )
+from elves.signing import Signer, center_signer, sign_dispatch
 from elves.topics import CORE_TOPICS, TABLE_TOPICS, ensure_dispatch_topic, ensure_topics
 
 T0 = 1_700_000_000_000
@@ -99,13 +101,20 @@ def task_events(task_id: str, agent: str) -> list[tuple[str, Event]]:
     ]
 
 
+def encoded(settings: Settings, topic: str, event: Event) -> bytes:
+    """An event's bytes as its topic holds them: signed by the center on a dispatch topic."""
+    if topic.startswith("dispatch.") and isinstance(event, TaskDispatched):
+        return sign_dispatch(settings, event)
+    return CODEC.encode(event)
+
+
 def test_every_event_of_every_topic_lands_once(
     settings: Settings, audit_store: AuditStore, watcher: Watcher
 ) -> None:
     # The dispatch topic of a new agent appears after the watcher subscribed.
     ensure_dispatch_topic(settings, "agent-1")
     events = task_events("task-1", "agent-1")
-    offsets = produce(settings, [(topic, CODEC.encode(e), None) for topic, e in events])
+    offsets = produce(settings, [(t, encoded(settings, t, e), None) for t, e in events])
     assert watcher.wait_for_offsets(offsets, WAIT_S)
 
     assert stored(audit_store, settings) == sorted(
@@ -182,12 +191,38 @@ def test_garbage_lands_as_undecodable_and_dead_letters_as_such(
     assert [e["type"] for e in audit_store.task_events("task-dl")] == ["DeadLetter"]
 
 
+def test_a_dispatch_not_signed_by_the_center_is_stored_as_unverified(
+    settings: Settings, audit_store: AuditStore, watcher: Watcher
+) -> None:
+    ensure_dispatch_topic(settings, "agent-3")
+    center_signer(settings)  # the center's key exists (the streams make it at their start)
+    forged = TaskDispatched(new_id(), T0, "task-f", 1, "agent-3", "demo", "run", "{}", 90, T0 + 1)
+    bare = TaskDispatched(new_id(), T0, "task-u", 1, "agent-3", "demo", "run", "{}", 90, T0 + 1)
+    another_key = Signer(Ed25519PrivateKey.generate(), control_ttl_s=60)
+    offsets = produce(
+        settings,
+        [
+            ("dispatch.agent-3", another_key.seal(forged, T0), None),
+            ("dispatch.agent-3", CODEC.encode(bare), None),
+        ],
+    )
+    assert watcher.wait_for_offsets(offsets, WAIT_S)
+    _, rows = audit_store.query(
+        "SELECT type, agent_id, task_id, payload FROM events"
+        f" WHERE topic = '{settings.dispatch_topic('agent-3')}' ORDER BY offset"
+    )
+    assert [(r[0], r[1], r[2]) for r in rows] == [("UnverifiedDispatch", "agent-3", "")] * 2
+    assert [json.loads(r[3])["code"] for r in rows] == ["416.2", "416.1"]
+    # Never in a task's lifecycle: nothing there is the center's word.
+    assert audit_store.task_events("task-f") == [] and audit_store.task_events("task-u") == []
+
+
 def test_restart_and_redelivery_add_no_row(settings: Settings, audit_store: AuditStore) -> None:
     ensure_topics(settings)
     ensure_dispatch_topic(settings, "agent-2")
     first = task_events("task-r1", "agent-2")
     garbage = [("tasks", b"junk", None), ("dlq", b"junk", {"reason": b"x"})]
-    msgs = [(t, CODEC.encode(e), None) for t, e in first] + garbage
+    msgs = [(t, encoded(settings, t, e), None) for t, e in first] + garbage
 
     one = Watcher(settings, audit_store)
     one.start()
@@ -200,7 +235,7 @@ def test_restart_and_redelivery_add_no_row(settings: Settings, audit_store: Audi
 
     # The same event bytes produced again (a producer retry upstream), plus new events.
     second = task_events("task-r2", "agent-2")
-    more = msgs[:3] + [(t, CODEC.encode(e), None) for t, e in second]
+    more = msgs[:3] + [(t, encoded(settings, t, e), None) for t, e in second]
     offsets = produce(settings, more)
 
     two = Watcher(settings, audit_store)  # same group: resumes after the committed offsets

@@ -387,3 +387,17 @@ def test_params_past_the_setting_are_refused_by_the_fold_too() -> None:
     assert isinstance(refused, CronCommandRejected)
     assert refused.code == "403.3"
     assert isinstance(model.decide(None, big, max_params_bytes=500)[0], CronAdded)
+
+
+def test_a_cron_for_an_agent_its_app_may_not_run_on_is_refused_413_5() -> None:
+    def only_a2(app: str, agent_id: str) -> bool:
+        return agent_id == "a2"
+
+    [refused] = model.decide(None, add(), permits=only_a2)
+    assert isinstance(refused, CronCommandRejected) and refused.code == "413.5"
+    assert refused.reason == "app apptest may not run on agent a1"
+    [added] = model.decide(None, add(agent_id="a2"), permits=only_a2)
+    assert not isinstance(added, CronCommandRejected)
+    # A selector cron is judged at each fire, on the agents that match then (the wiring's).
+    [by_tags] = model.decide(None, by_selector(), permits=only_a2)
+    assert not isinstance(by_tags, CronCommandRejected)

@@ -480,3 +480,19 @@ def test_a_selector_task_survives_its_rows() -> None:
     stored = rows.changed(None, run.state, run.log)
     [state] = rows.restore(stored.values()).values()
     assert state == run.state
+
+
+def test_an_add_for_an_agent_the_queues_app_may_not_run_on_is_refused_413_5() -> None:
+    def only_a1(app: str, agent_id: str) -> bool:
+        return app == "apptest" and agent_id == "a1"
+
+    run = queue(committed=False)
+    refused = run.command(add("x", agent_id="a2"), permits=only_a1)
+    assert rejection(refused) == "413.5"
+    assert isinstance(refused[0], QueueCommandRejected)
+    assert refused[0].reason == "app apptest may not run on agent a2"
+    # A selector add is refused whole when one agent it matched is not allowed.
+    assert rejection(run.command(by_selector("g", "a1", "a2"), permits=only_a1)) == "413.5"
+    [added] = run.command(add("y"), permits=only_a1)
+    assert isinstance(added, QueueTaskAdded)
+    assert set(run.statuses()) == {"y"}

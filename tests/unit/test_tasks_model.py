@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from elves.permissions import Permits
 from elves.schemas.events import (
     DeadlinePassed,
     TaskAccepted,
@@ -67,6 +68,13 @@ def test_unknown_and_down_agents_are_rejected_with_stable_codes() -> None:
     assert isinstance(down, TaskRejected) and down.code == "414.1"
     assert model.apply(None, down) is not None
     assert model.apply(None, down).status == "rejected"  # type: ignore[union-attr]
+
+
+def test_an_agent_not_accepted_gets_nothing_414_4() -> None:
+    for status in ("pending", "rejected"):
+        [refused] = model.decide_submit(None, submit(), status, NOW, LIMITS)
+        assert isinstance(refused, TaskRejected) and refused.code == "414.4"
+        assert status in refused.reason and "elves agent accept a1" in refused.reason
 
 
 def test_invalid_submissions_are_rejected_before_dispatch() -> None:
@@ -186,3 +194,28 @@ def test_a_retry_submits_the_next_attempt_of_a_final_task() -> None:
     assert model.decide_result(state, result(1, attempt=1)) == []  # the old attempt is over
     [ok] = model.decide_result(state, result(1, attempt=2, event_id="r2"))
     assert isinstance(ok, TaskSucceeded) and ok.attempt == 2
+
+
+def only_on(agent: str) -> Permits:
+    return lambda app, agent_id: agent_id == agent
+
+
+def test_an_app_not_allowed_on_the_agent_is_rejected_413_5_whoever_sent_it() -> None:
+    [rejected] = model.decide_submit(None, submit(), "up", NOW, LIMITS, only_on("a2"))
+    assert isinstance(rejected, TaskRejected)
+    assert (rejected.code, rejected.reason) == ("413.5", "app apptest may not run on agent a1")
+    # The rule is about the agent, up or not: it is judged before liveness.
+    [unknown] = model.decide_submit(None, submit(), "unknown", NOW, LIMITS, only_on("a2"))
+    assert isinstance(unknown, TaskRejected) and unknown.code == "413.5"
+    allowed = model.decide_submit(None, submit(), "up", NOW, LIMITS, only_on("a1"))
+    assert [type(e) for e in allowed] == [TaskAccepted, TaskDispatched]
+
+
+def test_a_retry_is_judged_by_the_rule_that_holds_then() -> None:
+    cmd = submit(queue_id="q1")
+    state = model.fold([cmd, *model.decide_submit(None, cmd, "up", NOW, LIMITS)])
+    state = model.apply(state, TaskFailed("f1", NOW + 1, "t1", 1, "a1", 0, "no", 1))
+    [refused] = model.decide_submit(
+        state, submit(attempt=2, event_id="e2"), "up", NOW + 2, LIMITS, only_on("a2")
+    )
+    assert isinstance(refused, TaskRejected) and refused.code == "413.5"

@@ -1,0 +1,103 @@
+"""The agent's checks on its dispatch topic, without Kafka: wrong agent, expiry, replays."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from elves.agent.gate import Gate, where
+from elves.agent.outbox import Outbox
+from elves.config import Settings
+from elves.errors import DispatchExpired, DispatchReplayed, DispatchWrongAgent
+from elves.schemas.codec import CODEC
+from elves.schemas.events import DispatchRefused, TaskDispatched
+from elves.signing import center_signer
+
+NOW = 1_700_000_000_000
+
+
+@dataclass
+class Msg:
+    """What the gate reads of a Kafka message: its place."""
+
+    at: int
+
+    def topic(self) -> str:
+        return "p.dispatch.a1"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self.at
+
+
+def place(offset: int) -> Any:
+    return Msg(offset)  # stands in for a confluent_kafka Message
+
+
+def dispatch(agent_id: str = "a1") -> TaskDispatched:
+    return TaskDispatched(
+        "e1", NOW, "t1", 1, agent_id, "apptest", "helloword", "{}", 10, NOW + 15_000
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(state_dir=tmp_path, topic_prefix="p.")
+
+
+@pytest.fixture
+def gate(settings: Settings) -> Iterator[Gate]:
+    outbox = Outbox(settings)
+    yield Gate(settings, "a1", outbox)
+    outbox.close(timeout=0)
+
+
+def test_one_for_another_agent_or_expired_is_refused(settings: Settings, gate: Gate) -> None:
+    signer = center_signer(settings)
+    with pytest.raises(DispatchWrongAgent) as other:
+        gate.open(signer.seal(dispatch("a2"), NOW), NOW)
+    assert other.value.details["task_id"] == "t1"
+    assert gate.open(signer.seal(dispatch(), NOW), NOW + 15_000).event == dispatch()
+    with pytest.raises(DispatchExpired):
+        gate.open(signer.seal(dispatch(), NOW), NOW + 15_001)
+
+
+def test_the_same_bytes_elsewhere_are_a_replay_at_the_same_place_a_redelivery(
+    settings: Settings, gate: Gate
+) -> None:
+    signer = center_signer(settings)
+    data = signer.seal(dispatch(), NOW)
+    opened = gate.open(data, NOW)
+    first = where(place(5))
+    assert gate.delivery(opened, first) == "new"
+    assert gate.claim(opened, first, "t1", 1)
+    assert gate.delivery(opened, first) == "again"  # Kafka read it again after a crash
+    with pytest.raises(DispatchReplayed) as replay:
+        gate.delivery(gate.open(data, NOW), where(place(9)))
+    assert "p.dispatch.a1:0:5" in replay.value.message
+    # The same attempt signed again (the center decided twice): other bytes, so no replay,
+    # but the attempt's claim keeps it from running twice.
+    resent = gate.open(signer.seal(dispatch(), NOW + 1), NOW)
+    assert resent.digest != opened.digest
+    assert gate.delivery(resent, where(place(12))) == "new"
+    assert not gate.claim(resent, where(place(12)), "t1", 1)
+
+
+def test_a_refusal_is_a_security_event_with_the_message_place(
+    settings: Settings, gate: Gate
+) -> None:
+    with pytest.raises(DispatchWrongAgent) as refused:
+        gate.open(center_signer(settings).seal(dispatch("a2"), NOW), NOW)
+    topic, key, value = gate.refusal(refused.value, place(3), NOW)
+    assert (topic, key) == ("p.security", b"a1")
+    event = CODEC.decode(value)
+    assert isinstance(event, DispatchRefused)
+    assert (event.code, event.task_id, event.offset) == ("416.3", "t1", 3)
+    again = gate.refusal(refused.value, place(3), NOW + 5)
+    assert CODEC.decode(again[2]).event_id == event.event_id  # the same refusal after a crash
