@@ -68,6 +68,28 @@ def activate(root: Path, app: str, version: str) -> None:
         raise
 
 
+def prune(root: Path, app: str, keep: int) -> list[str]:
+    """Remove all but the `keep` newest installed versions of `app` (the current one always
+    stays); the versions removed. A rollback to a kept version needs no download; older ones
+    are fetched again if activated. A task started on a removed version keeps what it opened."""
+    current = current_version(root, app)
+    folder = root / app
+    try:
+        versions = [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()]
+    except FileNotFoundError:
+        return []
+    versions = [p for p in versions if not p.name.startswith(".")]
+    versions.sort(key=lambda p: p.stat().st_mtime, reverse=True)  # newest install first
+    kept = {current} | {p.name for p in versions[: max(1, keep)]}
+    removed = [p.name for p in versions if p.name not in kept]
+    for name in removed:
+        # Renamed out of the way first, so no half-removed version is ever seen as installed.
+        doomed = folder / f".old-{name}-{uuid.uuid4().hex}"
+        os.rename(folder / name, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    return removed
+
+
 def current_version(root: Path, app: str) -> str | None:
     link = root / app / CURRENT
     try:

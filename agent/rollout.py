@@ -24,7 +24,7 @@ import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from elves import app_versions
-from elves.agent.install import activate, install, installed_versions, packages_dir
+from elves.agent.install import activate, install, installed_versions, packages_dir, prune
 from elves.client import client
 from elves.config import Settings
 from elves.errors import DecodeError, ElvesError
@@ -121,6 +121,13 @@ class Rollout:
         log.info("app %s: version %s runs now", app, version.version)
         with self._lock:
             self._errors.pop(app, None)
+        try:
+            removed = prune(self.root, app, self.settings.agent_keep_versions)
+        except OSError as exc:  # a full disk must not undo an install that worked
+            log.warning("app %s: old versions not removed: %s", app, exc)
+        else:
+            if removed:
+                log.info("app %s: removed old versions %s", app, ", ".join(removed))
 
     def _download(self, app: str, version: str) -> bytes:
         path = f"/api/v1/apps/{app}/versions/{version}/package"

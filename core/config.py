@@ -83,6 +83,11 @@ class Settings:
         "",
         "The agent's own cron (JSON, re-read on change); empty: <state>/agent/<id>/cron.json.",
     )
+    agent_keep_versions: int = _setting(
+        "ELVES_AGENT_KEEP_VERSIONS",
+        3,
+        "Installed versions an agent keeps per app: the newest N, and the running one if older.",
+    )
     agent_apps: str = _setting(
         "ELVES_AGENT_APPS",
         "",

@@ -18,6 +18,7 @@ from elves.agent.install import (
     current_version,
     install,
     installed_versions,
+    prune,
 )
 from elves.agent.rollout import InstallFailed, Rollout
 from elves.agent.runner import FLAG_OK, Runner, TaskSpec
@@ -136,3 +137,16 @@ def test_the_runner_finds_installed_apps_first(tmp_path: Path) -> None:
     result = runner.run(TaskSpec("apptest", "which", "{}", 20))
     assert (result.worker_flag, result.worker_message) == (FLAG_OK, "from the package")
     assert runner.locate("noop")[0] == SAMPLES / "noop"  # not installed: the apps folder
+
+
+def test_prune_keeps_the_current_and_the_newest_versions(tmp_path: Path) -> None:
+    for n, version in enumerate(("1", "2", "3", "4")):
+        data = package("demo", version)
+        folder = install(tmp_path, "demo", version, sha256_of(data), data, LIMIT)
+        os.utime(folder, (1_000 + n, 1_000 + n))  # installed in this order
+    activate(tmp_path, "demo", "1")  # a rollback: the oldest runs
+    assert prune(tmp_path, "demo", keep=2) == ["2"]
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["1", "3", "4", "current"]
+    assert current_version(tmp_path, "demo") == "1"
+    assert prune(tmp_path, "demo", keep=2) == []  # nothing more to remove
+    assert prune(tmp_path, "nosuchapp", keep=2) == []
