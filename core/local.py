@@ -153,11 +153,18 @@ class Stack:
         response = self.client.get(f"/api/v1/agents/{agent_id}")
         return str(response.json()["enrolment"]) if response.status_code == 200 else None
 
+    def registered(self, agent_id: str) -> bool:
+        """The gateway has the agent's registration (its key): there is something to accept.
+        Its enrolment alone does not say so: an agent rejected before its registration was read
+        is `rejected` with no key yet."""
+        response = self.client.get(f"/api/v1/agents/{agent_id}")
+        return response.status_code == 200 and bool(response.json().get("key_id"))
+
     def accept(self, agent_id: str, timeout: float = 30) -> None:
         """Accept an agent through the REST API once it has registered: the operator's path."""
         wait_for(
             f"agent {agent_id} registered",
-            lambda: self.alive() and self.enrolment(agent_id) not in (None, "unregistered"),
+            lambda: self.alive() and self.registered(agent_id),
             timeout,
         )
         response = self.client.post(f"/api/v1/agents/{agent_id}/accept")
