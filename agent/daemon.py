@@ -331,7 +331,8 @@ class Agent:
             )
 
             def started(pid: int) -> None:
-                self.outbox.put(*self._started_row(dispatch, pid))
+                # Only informs (the result follows): no fsync on the task's way to its run.
+                self.outbox.put(*self._started_row(dispatch, pid), durable=False)
 
             result = self._execute((dispatch.task_id, dispatch.attempt), spec, started)
             self.outbox.put(*self._result_row(dispatch, result))

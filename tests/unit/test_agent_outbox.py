@@ -26,6 +26,22 @@ def test_rows_and_claims_survive_a_reopen(tmp_path: Path) -> None:
         again.close(timeout=0)
 
 
+def test_a_row_put_without_fsync_is_kept_in_order_and_the_next_stays_durable(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(state_dir=tmp_path)
+    box = Outbox(settings)
+    box.put("t", b"k", b"started", durable=False)
+    box.put("t", b"k", b"result")
+    assert box.query("PRAGMA synchronous") == [(2,)]  # FULL again after the light commit
+    box.close(timeout=0)
+    again = Outbox(settings)
+    try:
+        assert again.query("SELECT value FROM outbox ORDER BY seq") == [(b"started",), (b"result",)]
+    finally:
+        again.close(timeout=0)
+
+
 def test_agent_id_is_made_once_and_kept(tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path)
     first = agent_id(settings)
