@@ -10,7 +10,6 @@ refuse a task as not accepted).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import asdict
 from typing import Any
@@ -19,11 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from elves.api.access import who
-from elves.api.gateway import ANSWER_WAIT_S, Gateway, gateway
+from elves.api.gateway import Gateway, gateway, write
 from elves.api.requests import parse_json_body
-from elves.errors import TaskTimeout, UnknownAgent, WrongType
-from elves.schemas.codec import CODEC
-from elves.schemas.events import AgentTagsSet, Event, new_id
+from elves.errors import UnknownAgent, WrongType
+from elves.schemas.events import AgentTagsSet, new_id
 from elves.selectors import parse_tags
 from elves.streams.agents import enrolment
 from elves.streams.agents.model import AgentState
@@ -68,28 +66,6 @@ def _require_known(gw: Gateway, agent_id: str) -> None:
         raise UnknownAgent(f"unknown agent: {agent_id}", agent_id=agent_id)
 
 
-async def _write(gw: Gateway, agent_id: str, events: list[Event]) -> None:
-    """Produce the events to `enrolments` and wait until the listener has applied the last."""
-    if not events:
-        return
-    last = frozenset({events[-1].event_id})
-    pending = gw.listener.expect_any(last)
-    try:
-        for event in events:
-            gw.producer.produce(
-                gw.settings.topic("enrolments"), key=agent_id.encode(), value=CODEC.encode(event)
-            )
-        gw.producer.poll(0)
-        try:
-            await asyncio.wait_for(asyncio.shield(pending.future), ANSWER_WAIT_S)
-        except TimeoutError:
-            raise TaskTimeout(
-                f"the enrolments topic did not answer within {ANSWER_WAIT_S:.0f} s"
-            ) from None
-    finally:
-        gw.listener.forget_answers(last)
-
-
 async def _reply(gw: Gateway, agent_id: str) -> JSONResponse:
     data = agent_json(gw, agent_id)
     assert data is not None  # written and folded just now
@@ -103,7 +79,7 @@ async def accept(request: Request) -> JSONResponse:
     _require_known(gw, agent_id)
     by = who(request)
     events = enrolment.decide_accept(gw.listener.enrolment(agent_id), new_id(), _now(), by)
-    await _write(gw, agent_id, events)
+    await write(gw, "enrolments", agent_id, events)
     return await _reply(gw, agent_id)
 
 
@@ -120,7 +96,7 @@ async def reject(request: Request) -> JSONResponse:
     by = who(request)
     state = gw.listener.enrolment(agent_id)
     events = enrolment.decide_reject(state, agent_id, new_id(), _now(), by, reason)
-    await _write(gw, agent_id, events)
+    await write(gw, "enrolments", agent_id, events)
     return await _reply(gw, agent_id)
 
 
@@ -143,5 +119,5 @@ async def put_tags(request: Request) -> JSONResponse:
         tags=tags,
         set_by=who(request),
     )
-    await _write(gw, agent_id, [event])
+    await write(gw, "enrolments", agent_id, [event])
     return await _reply(gw, agent_id)

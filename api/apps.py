@@ -12,42 +12,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from elves.api.access import Target, allowed, who
-from elves.api.gateway import ANSWER_WAIT_S, Gateway, gateway
+from elves.api.gateway import gateway, write
 from elves.api.requests import parse_json_body
 from elves.app_versions import decide_activate, decide_publish, to_json
 from elves.appstore import AppStore
-from elves.errors import BadPackage, MissingField, PackageTooLarge, TaskTimeout, UnknownAppVersion
+from elves.errors import BadPackage, MissingField, PackageTooLarge, UnknownAppVersion
 from elves.packages import check_names, inspect
-from elves.schemas.codec import CODEC
-from elves.schemas.events import AppVersionPublished, Event, new_id
+from elves.schemas.events import AppVersionPublished, new_id
 
 SHA256_HEADER = "x-elves-sha256"
 
 
 def _now() -> int:
     return int(time.time() * 1000)
-
-
-async def _write(gw: Gateway, app: str, events: list[Event]) -> None:
-    """Produce the events to `apps` and wait until the listener has applied the last one."""
-    if not events:
-        return
-    last = frozenset({events[-1].event_id})
-    pending = gw.listener.expect_any(last)
-    try:
-        for event in events:
-            gw.producer.produce(
-                gw.settings.topic("apps"), key=app.encode(), value=CODEC.encode(event)
-            )
-        gw.producer.poll(0)
-        try:
-            await asyncio.wait_for(asyncio.shield(pending.future), ANSWER_WAIT_S)
-        except TimeoutError:
-            raise TaskTimeout(
-                f"the apps topic did not answer within {ANSWER_WAIT_S:.0f} s"
-            ) from None
-    finally:
-        gw.listener.forget_answers(last)
 
 
 async def publish(request: Request) -> JSONResponse:
@@ -77,7 +54,7 @@ async def publish(request: Request) -> JSONResponse:
         published_by=who(request),
     )
     events = decide_publish(gw.listener.app(app), published, new_id() if activate else None)
-    await _write(gw, app, events)
+    await write(gw, "apps", app, events)
     state = gw.listener.app(app)
     return JSONResponse(
         {
@@ -100,7 +77,7 @@ async def activate(request: Request) -> JSONResponse:
     if not isinstance(version, str) or not version:
         raise MissingField("`version` is required: the version to run", field="version")
     events = decide_activate(gw.listener.app(app), app, version, new_id(), _now(), who(request))
-    await _write(gw, app, events)
+    await write(gw, "apps", app, events)
     previous = getattr(events[0], "previous", None)
     return JSONResponse({"app": app, "active": version, "previous": previous})
 

@@ -66,3 +66,26 @@ async def ask(gw: Gateway, key: str, command: Event, answers: frozenset[str]) ->
     if isinstance(answer, CronCommandRejected):
         raise CommandRejected(answer.code, answer.reason, cron_id=answer.cron_id)
     return answer
+
+
+async def write(gw: Gateway, topic: str, key: str, events: list[Event]) -> None:
+    """Produce events the gateway decided itself (to `apps`, `enrolments`) and wait until its
+    listener has applied the last one, so the reply and the next request see them."""
+    if not events:
+        return
+    last = frozenset({events[-1].event_id})
+    pending = gw.listener.expect_any(last)
+    try:
+        for event in events:
+            gw.producer.produce(
+                gw.settings.topic(topic), key=key.encode(), value=CODEC.encode(event)
+            )
+        gw.producer.poll(0)
+        try:
+            await asyncio.wait_for(asyncio.shield(pending.future), ANSWER_WAIT_S)
+        except TimeoutError:
+            raise TaskTimeout(
+                f"the {topic} topic did not answer within {ANSWER_WAIT_S:.0f} s"
+            ) from None
+    finally:
+        gw.listener.forget_answers(last)

@@ -17,8 +17,7 @@ from starlette.responses import JSONResponse
 
 from elves import app_versions
 from elves.api.access import who
-from elves.api.apps import _write
-from elves.api.gateway import Gateway, gateway
+from elves.api.gateway import Gateway, gateway, write
 from elves.api.requests import parse_json_body
 from elves.errors import AppNotAllowed, MissingField, WrongType
 from elves.packages import APP_NAME
@@ -101,7 +100,7 @@ async def put_permissions(request: Request) -> JSONResponse:
         anywhere=rule.anywhere,
         set_by=who(request),
     )
-    await _write(gw, app, [event])
+    await write(gw, "apps", app, [event])
     return JSONResponse(_reply(gw, app))
 
 

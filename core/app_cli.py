@@ -4,7 +4,6 @@ say which agents an app may run on."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import io
 import json
 import zipfile
@@ -13,7 +12,7 @@ from typing import Any
 
 from elves.config import Settings
 from elves.packages import MANIFEST, name_of, zip_dir
-from elves.table import call, out, render
+from elves.table import call, out, render, when
 
 
 def _manifest(data: bytes) -> dict[str, Any]:
@@ -67,12 +66,6 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _when(ms: int | None) -> str:
-    if not ms:
-        return ""
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     data = call(settings, "GET", "/api/v1/apps")
     if data is None:
@@ -84,7 +77,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             "*" if v["version"] == a["active"] else "",
             v["sha256"][:16],
             v["size"],
-            _when(v["published_at"]),
+            when(v["published_at"]),
             v["description"],
         ]
         for a in data["apps"]

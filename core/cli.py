@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ from elves import agent_cli, app_cli, cron_cli, key_cli, queue_cli
 from elves.client import client
 from elves.config import Settings
 from elves.errors import MissingSignature
-from elves.table import params_of, render
+from elves.table import params_of, render, when
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -97,10 +96,6 @@ def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if data["worker_flag"] == 1 else 2
 
 
-def _when(millis: int) -> str:
-    return dt.datetime.fromtimestamp(millis / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
     with _client(settings) as client:
         response = client.get("/api/v1/agents")
@@ -112,7 +107,7 @@ def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
             a["status"],
             a.get("enrolment", ""),
             a["hostname"],
-            _when(a["last_seen_at"]) if a["last_seen_at"] else "-",
+            when(a["last_seen_at"]) if a["last_seen_at"] else "-",
             ",".join(f"{k}={v}" for k, v in sorted(a.get("tags", {}).items())),
             ", ".join(f"{k}:{v}" for k, v in sorted(a["apps"].items())),
         ]

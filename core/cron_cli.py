@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 from typing import Any
 
 from elves.config import Settings
-from elves.table import call, out, params_of, render
-
-
-def _when(ms: int | None) -> str:
-    if not ms:
-        return ""
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+from elves.table import call, out, params_of, render, when
 
 
 def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -55,7 +48,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             c["rule"],
             c["mode"],
             c["status"],
-            _when(c["next_at"]),
+            when(c["next_at"]),
             c["last_status"],
         ]
         for c in data["crons"]
@@ -99,12 +92,12 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         "timeout_s",
     )
     rows: list[list[Any]] = [[k, data[k]] for k in keys]
-    rows.append(["next fires (UTC)", ", ".join(_when(t) for t in data["next_fires"])])
+    rows.append(["next fires (UTC)", ", ".join(when(t) for t in data["next_fires"])])
     fire, result = data["last_fire"], data["last_result"]
     if fire:
-        when = _when(fire["scheduled_at"])
+        fired_at = when(fire["scheduled_at"])
         tasks = ", ".join(fire.get("task_ids") or [fire["task_id"]])
-        rows.append(["last fire", f"{when} task {tasks} ({fire['status']})"])
+        rows.append(["last fire", f"{fired_at} task {tasks} ({fire['status']})"])
     if result:
         rows.append(["last result", f"{result['status']}: {result['message']}"])
     rows.append(["counts", " ".join(f"{k}={v}" for k, v in data["counts"].items())])

@@ -4,7 +4,6 @@ and `elves call`, any REST call signed with the key file, where one would reach 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from elves.client import client, write_key_file
 from elves.config import Settings
 from elves.scopes import OPERATIONS
-from elves.table import call, out, render
+from elves.table import call, out, render, when
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,12 +30,6 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _when(ms: int | None) -> str:
-    if not ms:
-        return ""
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     data = call(settings, "GET", "/api/v1/keys")
     if data is None:
@@ -49,8 +42,8 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             ",".join(k["apps"]),
             "; ".join(k["agents"]),
             ",".join(k["operations"]),
-            _when(k["created_at"]),
-            _when(k["revoked_at"]),
+            when(k["created_at"]),
+            when(k["revoked_at"]),
         ]
         for k in data["keys"]
     ]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
 from typing import Any
 
 from elves.client import client
 from elves.config import Settings
+
+
+def when(ms: int | None) -> str:
+    """Unix milliseconds as a readable UTC time; "" for none."""
+    if not ms:
+        return ""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def out(text: str) -> None:

@@ -22,12 +22,12 @@ from elves.agent.cronplan import run_task_id
 from elves.client import client
 from elves.config import Settings
 from elves.kafka import producer
-from elves.local import Process, Stack, free_broker_port, free_port, kafka, wait_for
+from elves.local import Process, Stack, free_broker_port, kafka, wait_for
 from elves.schemas.events import AgentCronSet
 from elves.signing import sign_dispatch
 from elves.topics import ensure_topics
 
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import stack_settings
 
 Run = tuple[str, int]  # task id, scheduled at
 
@@ -253,16 +253,7 @@ def test_after_an_agent_restart_the_missed_times_follow_the_misfire_policy(
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[Stack]:
     port = free_broker_port()
-    settings = Settings(
-        bootstrap=f"127.0.0.1:{port}",
-        topic_prefix="outage.",
-        state_dir=tmp_path / "stack",
-        gateway_port=free_port(),
-        heartbeat_s=1.0,
-        task_grace_s=2.0,
-        apps_dir=ROOT / "apps" / "samples",
-        watcher_flush_s=0.2,
-    )
+    settings = stack_settings(f"127.0.0.1:{port}", "outage", tmp_path / "stack")
     kafka("start", settings)
     stack = Stack(settings, client(settings, timeout=30))
     try:

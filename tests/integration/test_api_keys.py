@@ -7,7 +7,6 @@ import dataclasses
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,12 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from elves.client import KeyFile, client, read_key_file, write_key_file
-from elves.config import Settings
 from elves.kafka import consumer
-from elves.local import Stack, free_port, wait_for
+from elves.local import Stack, wait_for
 from elves.request_signing import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from elves.topics import ensure_topics
 
-from .conftest import ROOT
+from .conftest import stack_settings
 
 WEB, DB = "ak-web-1", "ak-db-1"
 SECRETS: list[str] = []  # every secret the module saw: none may show up in logs or the audit
@@ -31,16 +29,7 @@ SECRETS: list[str] = []  # every secret the module saw: none may show up in logs
 
 @pytest.fixture(scope="module")
 def keystack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = Settings(
-        bootstrap=kafka_bootstrap,
-        topic_prefix=f"ak{uuid.uuid4().hex[:8]}.",
-        state_dir=tmp_path_factory.mktemp("keystack"),
-        gateway_port=free_port(),
-        heartbeat_s=1.0,
-        task_grace_s=2.0,
-        apps_dir=ROOT / "apps" / "samples",
-        watcher_flush_s=0.2,
-    )
+    settings = stack_settings(kafka_bootstrap, "ak", tmp_path_factory.mktemp("keystack"))
     ensure_topics(settings)
     stack = Stack(settings, client(settings, timeout=30))
     try:

@@ -4,36 +4,24 @@ every process, and the session's stack runs the sample apps with no rule."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from elves.client import client
-from elves.config import Settings
-from elves.local import Stack, free_port, wait_for
+from elves.local import Stack, wait_for
 from elves.topics import ensure_topics
 
+from .conftest import stack_settings
 from .test_permissions import set_rule, submit_straight, task_state
 
-ROOT = Path(__file__).resolve().parents[2]
 AGENT = "it-deny-1"
 
 
 @pytest.fixture(scope="module")
 def denying(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = Settings(
-        bootstrap=kafka_bootstrap,
-        topic_prefix=f"itdeny{uuid.uuid4().hex[:8]}.",
-        state_dir=tmp_path_factory.mktemp("deny"),
-        gateway_port=free_port(),
-        heartbeat_s=1.0,
-        missed_beats=3,
-        task_grace_s=2.0,
-        apps_dir=ROOT / "apps" / "samples",
-        watcher_flush_s=0.2,
-        app_default="deny",
+    settings = stack_settings(
+        kafka_bootstrap, "itdeny", tmp_path_factory.mktemp("deny"), app_default="deny"
     )
     ensure_topics(settings)
     stack = Stack(settings, client(settings, timeout=30))
