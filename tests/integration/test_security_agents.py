@@ -174,9 +174,10 @@ def test_an_agent_not_accepted_receives_nothing_until_an_operator_accepts_it(
     role = f"pend-{uuid.uuid4().hex[:6]}"
     agent_id, process = start_agent(stack, accept=False, ELVES_AGENT_TAGS=f"role={role}")
     try:
-        # Heard from and registered: listed, up and pending, so an operator sees it.
+        # Heard from and registered: listed, up and pending, so an operator sees it. Its
+        # heartbeat and its registration travel apart: "up" may come first.
         stack.wait_agent(agent_id, "up")
-        assert stack.enrolment(agent_id) == "pending"
+        wait_for("its registration", lambda: stack.enrolment(agent_id) == "pending", 15)
         listed = elves(stack, "agent", "list")
         assert listed.returncode == 0 and re.search(rf"{agent_id}\s+up\s+pending", listed.stdout)
 
