@@ -14,7 +14,7 @@ changes, not a parse of its whole queue.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
@@ -57,12 +57,13 @@ CLOCK_TICK_S = 0.2
 DeadLetter = Callable[[faust.EventT[bytes], str], Awaitable[None]]
 
 
-def submission(state: queues.QueueState, ready: QueueTaskReady) -> TaskSubmitted:
-    """The task command for a ready queue task: it runs through the task lifecycle."""
-    task = state.tasks[ready.task_id]
+def submission(state: queues.QueueState, task_id: str, attempt: int, at: int) -> TaskSubmitted:
+    """The task command for a ready queue task: it runs through the task lifecycle. Its id is
+    the attempt's, so a submission sent again (see `resubmit`) is the same event."""
+    task = state.tasks[task_id]
     return TaskSubmitted(
-        event_id=derived_id(ready.event_id, "submit"),
-        occurred_at=ready.occurred_at,
+        event_id=derived_id(f"{state.queue_id}:{task_id}:{attempt}", "submit"),
+        occurred_at=at,
         task_id=task.task_id,
         agent_id=task.agent_id,
         app=state.app,
@@ -72,8 +73,24 @@ def submission(state: queues.QueueState, ready: QueueTaskReady) -> TaskSubmitted
         proxy=task.proxy,
         mode="CAP" if task.mode == "P" else "CANP",
         queue_id=state.queue_id,
-        attempt=ready.attempt,
+        attempt=attempt,
     )
+
+
+def resubmit(states: Iterable[queues.QueueState], now: int) -> list[TaskSubmitted]:
+    """The submissions of every ready task, sent again when a worker takes the queues over.
+
+    A queue's rows and its flow's sends are separate messages: a worker killed between them
+    leaves a task `ready` in the table with its `TaskSubmitted` lost, and the replayed input
+    then decides nothing new (it is already folded). The task lifecycle ignores a submission
+    it has seen, so sending each again is safe; found by the kill -9 test under load."""
+    return [
+        submission(state, task.task_id, task.attempt, now)
+        for state in states
+        if not state.final
+        for task in state.tasks.values()
+        if task.status == "ready"
+    ]
 
 
 def wire_queues(
@@ -103,6 +120,7 @@ def wire_queues(
     task_queues: dict[str, str] = {}
     # Both are made again from the table after every rebalance (a start too), once it recovered.
     loaded = False
+    taken_over = False
     announced: set[str] = set()
 
     def recovered() -> bool:
@@ -121,8 +139,9 @@ def wire_queues(
         loaded = True
 
     async def reload(*_: Any, **__: Any) -> None:
-        nonlocal loaded
+        nonlocal loaded, taken_over
         loaded = False  # the partitions may have moved: the table holds other queues now
+        taken_over = True  # and their ready tasks are sent again (see `resubmit`)
 
     app.on_partitions_assigned.connect(reload)
 
@@ -137,7 +156,7 @@ def wire_queues(
         queue_id = str(getattr(event, "queue_id", ""))
         await queues_topic.send(key=queue_id.encode(), value=CODEC.encode(event))
         if isinstance(event, QueueTaskReady) and state is not None:
-            command = submission(state, event)
+            command = submission(state, event.task_id, event.attempt, event.occurred_at)
             await commands_topic.send(key=command.task_id.encode(), value=CODEC.encode(command))
         if isinstance(event, QueueTaskCancelled) and event.was_running and state is not None:
             # Stop kills what runs: the agent of the task gets the order on its own topic.
@@ -203,10 +222,15 @@ def wire_queues(
 
     @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
     async def retry_clock() -> None:
+        nonlocal taken_over
         if not recovered():
             return
         load()
         now = now_ms()
+        if taken_over:
+            taken_over = False
+            for command in resubmit(list(states.values()), now):
+                await commands_topic.send(key=command.task_id.encode(), value=CODEC.encode(command))
         due_now: set[str] = set()
         for state in list(states.values()):
             for fact in queues.due_retries(state, now):

@@ -1,0 +1,38 @@
+"""A worker that takes queues over sends every ready task's submission again, as the same event."""
+
+from __future__ import annotations
+
+from elves.schemas.events import QueueTaskReady
+from elves.streams.queues.wiring import resubmit, submission
+
+from .test_queues_model import NOW, Run, add, commit, create, ok
+
+
+def test_ready_tasks_are_submitted_again_with_the_ids_they_had() -> None:
+    run = Run()
+    run.command(create())
+    run.command(add("a"))
+    run.command(add("b", "a"))
+    run.command(add("c"))
+    ready = run.command(commit())
+    assert run.state is not None
+    first = {
+        e.task_id: submission(run.state, e.task_id, e.attempt, e.occurred_at)
+        for e in ready
+        if isinstance(e, QueueTaskReady)
+    }
+    again = {s.task_id: s for s in resubmit([run.state], NOW + 5000)}
+    assert set(again) == {"a", "c"}  # b waits for a: not ready, not sent
+    assert {t: s.event_id for t, s in again.items()} == {t: s.event_id for t, s in first.items()}
+    run.outcome(ok("a", NOW + 10))
+    assert {s.task_id for s in resubmit([run.state], NOW + 5000)} == {"b", "c"}
+
+
+def test_an_ended_queue_sends_nothing() -> None:
+    run = Run()
+    run.command(create())
+    run.command(add("a"))
+    run.command(commit())
+    run.outcome(ok("a", NOW + 10))
+    assert run.state is not None and run.state.final
+    assert resubmit([run.state], NOW) == []
