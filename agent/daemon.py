@@ -19,7 +19,8 @@ Security: at every start the agent registers its key (`AgentRegistered` on `enro
 the outbox); the center dispatches nothing to it until an operator accepts that key. Every
 message on its dispatch topic must be signed by the center: `gate.py` checks it, and anything
 unsigned, forged, for another agent, expired, replayed or for an app not allowed here is not
-acted on and is reported as a `DispatchRefused` on `security`.
+acted on and is reported as a `DispatchRefused` on `security`. A task the center dispatched for
+an app not allowed here also ends at once: its attempt is reported failed with 416.6.
 """
 
 from __future__ import annotations
@@ -240,13 +241,6 @@ class Agent:
         at = where(msg)
         try:
             opened = self.gate.open(msg.value(), _now_ms())
-            app = getattr(opened.event, "app", None)
-            if app is not None and not self._app_allowed(app):
-                raise DispatchAppNotAllowed(
-                    f"app {app} is not allowed on this agent (ELVES_AGENT_APPS or the app's rule)",
-                    task_id=opened.claims.subject,
-                    key_id=opened.key_id,
-                )
             if self.gate.delivery(opened, at) == "again":
                 log.info("%s delivered again; it was handled before", at)
                 return False
@@ -255,6 +249,10 @@ class Agent:
             self.outbox.put(*self.gate.refusal(exc, msg, _now_ms()))
             return False
         event = opened.event
+        app = getattr(event, "app", None)
+        if app is not None and not self._app_allowed(app):
+            self._refuse_app(opened, at, msg, app)
+            return False
         if isinstance(event, TaskDispatched):
             return self._start(event, opened, at, pool)
         if isinstance(event, TaskCancelRequested):
@@ -263,6 +261,29 @@ class Agent:
             self._cron_set(event, dlq, msg)
         self.gate.remember(opened, at)  # after acting: a crash before means it acts again
         return False
+
+    def _refuse_app(self, opened: Opened, at: str, msg: Message, app: str) -> None:
+        """A message the center signed, for now and for this agent, of an app this agent may not
+        run (416.6): refused, and a dispatch's attempt also ends here, failed with the code,
+        rather than at its deadline as `timed_out` (its queue's retries and skips then follow
+        at once). A message of this kind is a stale or a buggy center's, not a forgery, so the
+        center's task is the one to end."""
+        refused = DispatchAppNotAllowed(
+            f"app {app} is not allowed on this agent (ELVES_AGENT_APPS or the app's rule)",
+            task_id=opened.claims.subject,
+            key_id=opened.key_id,
+        )
+        log.warning("refused %s: [%s] %s", at, refused.code, refused.message)
+        refusal = self.gate.refusal(refused, msg, _now_ms())
+        event = opened.event
+        if not isinstance(event, TaskDispatched):
+            self.outbox.put(*refusal)
+            return
+        ended = RunResult(FLAG_ERROR, f"[{refused.code}] {refused.message}", 0)
+        if not self.gate.claim(
+            opened, at, event.task_id, event.attempt, refusal, self._result_row(event, ended)
+        ):
+            log.info("task %s attempt %s already run; ignored", event.task_id, event.attempt)
 
     def _app_allowed(self, app: str) -> bool:
         """May this agent run `app`? Its own list (`ELVES_AGENT_APPS`, empty: any), and the

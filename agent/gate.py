@@ -103,12 +103,17 @@ class Gate:
         with self.outbox.transaction() as txn:
             self._insert(txn, opened, at)
 
-    def claim(self, opened: Opened, at: str, task_id: str, attempt: int) -> bool:
-        """Remember the dispatch and claim its attempt in one commit; False if the attempt was
-        claimed before (the center sent it twice: ignored, as before signing)."""
+    def claim(self, opened: Opened, at: str, task_id: str, attempt: int, *rows: Row) -> bool:
+        """Remember the dispatch and claim its attempt, with `rows` for the outbox, in one
+        commit; False if the attempt was claimed before (the center sent it twice: ignored, as
+        before signing), and then `rows` are not written."""
         with self.outbox.transaction() as txn:
             self._insert(txn, opened, at)
-            return txn.claim(task_id, attempt)
+            if not txn.claim(task_id, attempt):
+                return False
+            for row in rows:
+                txn.put(*row)
+            return True
 
     def _insert(self, txn: Transaction, opened: Opened, at: str) -> None:
         txn.execute(

@@ -251,10 +251,41 @@ def test_the_agent_refuses_a_signed_dispatch_of_an_app_not_allowed_on_it(
                 & set(types_of(stack, order.task_id)),
                 30,
             )
-            return refusal(stack, order.task_id) if answer == {"DispatchRefused"} else None
+            if "DispatchRefused" in answer:
+                return refusal(stack, order.task_id)
+            # The refusal and the failed attempt are written together: a result alone is a
+            # run, unless it is that failure and its refusal is a moment behind it.
+            [[message]] = stack.audit(
+                "SELECT JSONExtractString(payload, 'worker_message') FROM events"
+                f" WHERE task_id = '{order.task_id}' AND type = 'TaskResultReported'"
+            )
+            return refusal(stack, order.task_id) if message.startswith("[416.6]") else None
 
         refused = wait_for("the agent to hold the rule", refused_by_agent, 60)
         assert refused["code"] == "416.6" and refused["agent_id"] == a2, refused
         assert app in refused["reason"]
     finally:
         set_rule(stack, app, {"anywhere": True})
+
+
+def test_a_task_dispatched_to_an_agent_that_may_not_run_its_app_fails_at_once_with_416_6(
+    stack: Stack, fleet: dict[str, str]
+) -> None:
+    """The center lets the app run anywhere; the agent's own list (ELVES_AGENT_APPS) does not
+    name it. The agent refuses the signed dispatch and reports its attempt failed with the
+    code: the task ends `failed`, not `timed_out` at its deadline, and the refusal is audited."""
+    app = fleet["app"]
+    agent_id = f"it-perm-own-list-{uuid.uuid4().hex[:6]}"
+    process = stack.spawn_agent(agent_id, ELVES_AGENT_APPS="some-other-app")
+    try:
+        stack.wait_agent(agent_id)
+        reply = run(stack, app, agent=agent_id)
+        assert reply.status_code == 200, reply.text
+        data = reply.json()
+        assert (data["status"], data["worker_flag"]) == ("failed", -1), data
+        assert data["worker_message"].startswith("[416.6]") and app in data["worker_message"]
+        refused = refusal(stack, data["task_id"])
+        assert (refused["code"], refused["agent_id"]) == ("416.6", agent_id), refused
+    finally:
+        process.stop()
+        stack.processes.remove(process)

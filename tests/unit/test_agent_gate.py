@@ -101,3 +101,16 @@ def test_a_refusal_is_a_security_event_with_the_message_place(
     assert (event.code, event.task_id, event.offset) == ("416.3", "t1", 3)
     again = gate.refusal(refused.value, place(3), NOW + 5)
     assert CODEC.decode(again[2]).event_id == event.event_id  # the same refusal after a crash
+
+
+def test_a_claim_writes_its_rows_with_it_and_only_the_first_time(
+    settings: Settings, gate: Gate
+) -> None:
+    """A dispatch refused for its app claims its attempt and writes the refusal and the failed
+    result in the same commit: a redelivery after a crash reports nothing twice."""
+    opened = gate.open(center_signer(settings).seal(dispatch(), NOW), NOW)
+    rows = [("p.security", b"a1", b"refused"), ("p.results", b"t1", b"failed")]
+    assert gate.claim(opened, where(place(5)), "t1", 1, *rows)
+    assert not gate.claim(opened, where(place(5)), "t1", 1, *rows)
+    stored = gate.outbox.query("SELECT topic, key, value FROM outbox ORDER BY seq")
+    assert [tuple(row) for row in stored] == rows
