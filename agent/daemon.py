@@ -71,6 +71,12 @@ TOPIC_RETRY_S = 2.0  # Kafka unreachable at the start: try again after this (the
 CANCELLED = "cancelled: the center asked to stop it"
 
 
+def _not_allowed(app: str, **details: object) -> DispatchAppNotAllowed:
+    return DispatchAppNotAllowed(
+        f"app {app} is not allowed on this agent (ELVES_AGENT_APPS or the app's rule)", **details
+    )
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -268,11 +274,7 @@ class Agent:
         rather than at its deadline as `timed_out` (its queue's retries and skips then follow
         at once). A message of this kind is a stale or a buggy center's, not a forgery, so the
         center's task is the one to end."""
-        refused = DispatchAppNotAllowed(
-            f"app {app} is not allowed on this agent (ELVES_AGENT_APPS or the app's rule)",
-            task_id=opened.claims.subject,
-            key_id=opened.key_id,
-        )
+        refused = _not_allowed(app, task_id=opened.claims.subject, key_id=opened.key_id)
         log.warning("refused %s: [%s] %s", at, refused.code, refused.message)
         refusal = self.gate.refusal(refused, msg, _now_ms())
         event = opened.event
@@ -398,7 +400,15 @@ class Agent:
         give_up: threading.Event,
         started: Callable[[int], None],
     ) -> RunResult | None:
-        """A cron fire: wait for a worker slot like a dispatch would; None if it gave up."""
+        """A cron fire: wait for a worker slot like a dispatch would; None if it gave up.
+
+        A cron of an app this agent may not run (its own list or the app's rule, as for a
+        dispatch) does not run: the fire ends failed with 416.6, in the audit like any fire. A
+        cron from the agent's own file is judged here, where the center cannot judge it."""
+        if not self._app_allowed(spec.app):
+            refused = _not_allowed(spec.app)
+            log.warning("cron task %s not run: [%s] %s", task_id, refused.code, refused.message)
+            return RunResult(FLAG_ERROR, f"[{refused.code}] {refused.message}", 0)
         while not self._slots.acquire(timeout=POLL_S):
             if give_up.is_set():
                 return None

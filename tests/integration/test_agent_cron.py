@@ -59,11 +59,12 @@ class CronAgent:
         self.cron_file = tmp_path / "cron.json"
         self.process: Process | None = None
 
-    def start(self) -> None:
+    def start(self, **env: str) -> None:
         self.process = self.stack.spawn_agent(
             self.agent_id,
             ELVES_STATE_DIR=str(self.state),
             ELVES_AGENT_CRON_FILE=str(self.cron_file),
+            **env,
         )
 
     def stop(self) -> None:
@@ -148,6 +149,26 @@ def test_a_config_cron_fires_every_second_and_each_run_reaches_the_center(
     assert [e["type"] for e in detail["lifecycle"]] == ["AgentCronRan", "TaskSucceeded"]
     assert detail["state"]["worker_message"] == "toryzen"
     assert detail["state"]["cron_id"] == agent.cron_id("hello")
+
+
+def test_a_config_cron_of_an_app_the_agent_may_not_run_ends_each_fire_failed_with_416_6(
+    agent: CronAgent,
+) -> None:
+    """The agent's own file is not the center's to judge: the agent judges its app as it would
+    a dispatch's (here by its own list), and each fire ends failed with the code, audited."""
+    write_crons(agent.cron_file, entry("forbidden"))
+    agent.start(ELVES_AGENT_APPS="some-other-app")
+    runs = agent.wait_runs(agent.cron_id("forbidden"), 2)
+
+    def failed(task_id: str) -> dict[str, Any] | None:
+        reply = agent.stack.client.get(f"/api/v1/tasks/{task_id}")
+        state = reply.json()["state"] if reply.status_code == 200 else None
+        return state if state is not None and state["status"] == "failed" else None
+
+    for task_id, _ in runs:
+        state = wait_for(f"{task_id} failed at the center", lambda t=task_id: failed(t), 20)
+        assert state["worker_message"].startswith("[416.6] app apptest"), state
+        assert state["worker_flag"] == -1
 
 
 def test_editing_the_cron_file_takes_effect_without_a_restart(agent: CronAgent) -> None:
