@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -161,6 +162,17 @@ def _log_to_stderr() -> None:
     )
 
 
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from elves.api.dashboard import run
+
+    _log_to_stderr()
+    if args.port is not None:
+        settings = dataclasses.replace(settings, dashboard_port=args.port)
+    _out(f"dashboard on http://{settings.dashboard_host}:{settings.dashboard_port}/")
+    run(settings)
+    return 0
+
+
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     from elves.api.app import run
 
@@ -212,6 +224,11 @@ def parser() -> argparse.ArgumentParser:
     streams = sub.add_parser("streams", help="run the Faust streams worker")
     streams.add_argument("--loglevel", default="info", choices=["debug", "info", "warn", "error"])
     streams.set_defaults(handler=cmd_streams)
+    dashboard = sub.add_parser(
+        "dashboard", help="a read-only web view of the fleet, through the gateway with your key"
+    )
+    dashboard.add_argument("--port", type=int, default=None, help="default ELVES_DASHBOARD_PORT")
+    dashboard.set_defaults(handler=cmd_dashboard)
     sub.add_parser("gateway", help="run the REST gateway and the watcher").set_defaults(
         handler=cmd_gateway
     )

@@ -35,6 +35,10 @@ class Settings:
     )
     gateway_host: str = _setting("ELVES_GATEWAY_HOST", "127.0.0.1", "Where the gateway listens.")
     gateway_port: int = _setting("ELVES_GATEWAY_PORT", 8390, "Gateway port.")
+    dashboard_host: str = _setting(
+        "ELVES_DASHBOARD_HOST", "127.0.0.1", "Where `elves dashboard` listens (it holds a key)."
+    )
+    dashboard_port: int = _setting("ELVES_DASHBOARD_PORT", 8391, "`elves dashboard`'s port.")
     gateway_url: str = _setting(
         "ELVES_GATEWAY_URL", "", "Gateway URL for the CLI; empty means host and port above."
     )

@@ -67,6 +67,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
             "ELVES_TOPIC_PREFIX": settings.topic_prefix,
             "ELVES_STATE_DIR": str(settings.state_dir),
             "ELVES_GATEWAY_PORT": str(settings.gateway_port),
+            "ELVES_DASHBOARD_PORT": str(settings.dashboard_port),
             "ELVES_HEARTBEAT": str(settings.heartbeat_s),
             "ELVES_MISSED_BEATS": str(settings.missed_beats),
             "ELVES_TASK_GRACE": str(settings.task_grace_s),

@@ -1,8 +1,8 @@
 """`elves up`: the whole platform on one machine, for a first look and for demos.
 
-Kafka (the project's own script), the streams worker, the gateway with the watcher and local
-agents as child processes (see `elves.local`); one instant task to show that it works; all of it
-stopped in reverse order on Ctrl-C.
+Kafka (the project's own script), the streams worker, the gateway with the watcher, local agents
+and the dashboard as child processes (see `elves.local`); one instant task to show that it
+works; all of it stopped in reverse order on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def up(settings: Settings, agents: int = 1) -> int:
         host = socket.gethostname()
         agent_ids = [f"{host}-{i + 1}" for i in range(agents)]
         stack.start(agent_ids)
+        stack.spawn("dashboard", "dashboard")
         for process in stack.processes:
             _say(f"{process.name:<10} pid {process.popen.pid}, log {process.log}")
         for agent_id in agent_ids:  # Stack.start accepted them, as an operator would
@@ -56,6 +57,8 @@ def up(settings: Settings, agents: int = 1) -> int:
         _say(f"admin key  {stack.admin_key} ({made}; clients sign with it: ELVES_KEY_FILE)")
         _say(f"gateway    {settings.base_url}  (OpenAPI: {settings.base_url}/openapi.json)")
         _say(f"audit      {settings.audit_dsn}")
+        dashboard = f"http://{settings.dashboard_host}:{settings.dashboard_port}/"
+        _say(f"dashboard  {dashboard}  (read-only, through the gateway with the admin key)")
         _say("")
         _say(f"$ elves exec {agent_ids[0]} apptest helloword -p my=toryzen")
         reply = stack.exec(agent_ids[0], "apptest", "helloword", {"my": "toryzen"}).json()

@@ -1,0 +1,383 @@
+"""`elves dashboard`: a read-only web view of the platform for operators.
+
+One page shows the fleet at a glance (agents with liveness and enrolment, the last day's tasks
+and queues, the crons, what agents refused) and refreshes itself; every task and queue links to
+its own page (a task's lifecycle, a queue's tasks with results and causes).
+
+It is a small process of its own, on loopback by default, that reads everything through the
+gateway's signed API with the operator's key (`ELVES_KEY_FILE`): the key never reaches a browser,
+and the gateway needs no second way to authenticate. It shows what that key may read; a part the
+key may not read, or a gateway that does not answer, shows its error code in place of the part,
+and the rest of the page still renders. Pages are HTML made on the server, with no script.
+
+The page functions (`overview_page`, `task_page`, `queue_page`) are pure: data in, HTML out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
+
+from elves.client import async_client
+from elves.config import Settings
+from elves.table import when
+
+REFRESH_S = 5
+GOOD = frozenset({"TaskSucceeded", "succeeded", "up", "accepted", "active"})
+BAD = frozenset(
+    {
+        "TaskFailed",
+        "TaskTimedOut",
+        "TaskRejected",
+        "failed",
+        "timed_out",
+        "rejected",
+        "down",
+        "stopped",
+        "skipped",
+        "cancelled",
+    }
+)
+
+# The audit's answers for the overview: the last day only, so the page stays cheap on a big log.
+# A task's outcome shares its result's millisecond: at a tie, the later step of the lifecycle
+# is the newer event.
+RECENT_TASKS = """
+SELECT task_id,
+       argMax(type, (occurred_at, indexOf(['TaskSubmitted', 'TaskAccepted', 'TaskDispatched',
+           'TaskStarted', 'TaskResultReported', 'AgentCronRan', 'TaskRejected', 'TaskSucceeded',
+           'TaskFailed', 'TaskTimedOut'], type))) AS last,
+       toString(toDateTime(max(occurred_at))) AS at,
+       anyIf(app, app != '') AS app, anyIf(agent_id, agent_id != '') AS agent
+FROM events WHERE task_id != '' AND occurred_at > now() - INTERVAL 1 DAY
+GROUP BY task_id ORDER BY max(occurred_at) DESC LIMIT 25
+"""
+RECENT_QUEUES = """
+SELECT queue_id, anyIf(app, app != '') AS app, toString(toDateTime(min(occurred_at))) AS created,
+       argMaxIf(JSONExtractString(payload, 'status'), occurred_at, type = 'QueueFinished') AS done
+FROM events WHERE queue_id != '' AND occurred_at > now() - INTERVAL 1 DAY
+GROUP BY queue_id ORDER BY min(occurred_at) DESC LIMIT 10
+"""
+REFUSALS = """
+SELECT toString(toDateTime(occurred_at)) AS at, agent_id,
+       JSONExtractString(payload, 'code') AS code,
+       JSONExtractString(payload, 'reason') AS reason, task_id
+FROM events WHERE type IN ('DispatchRefused', 'UnverifiedDispatch')
+ORDER BY occurred_at DESC LIMIT 10
+"""
+LAST_HOUR = """
+SELECT type, count() FROM events
+WHERE type IN ('TaskSucceeded', 'TaskFailed', 'TaskTimedOut', 'TaskRejected')
+  AND occurred_at > now() - INTERVAL 1 HOUR
+GROUP BY type ORDER BY type
+"""
+
+
+# --- HTML, pure --------------------------------------------------------------------------------
+
+
+class Markup(str):
+    """Text that is already HTML: `table` and `page` put it in as it is."""
+
+
+def esc(value: object) -> Markup:
+    """Anything shown comes from agents, apps and users: escaped, always."""
+    if isinstance(value, Markup):
+        return value
+    return Markup(html.escape("" if value is None else str(value)))
+
+
+def link(href: str, text: object) -> Markup:
+    return Markup(f'<a href="{html.escape(href)}">{esc(text)}</a>')
+
+
+def badge(word: object, kind: str = "") -> Markup:
+    """A status word, coloured by whether it is good news (or as `kind` says)."""
+    text = "" if word is None else str(word)
+    kind = kind or ("good" if text in GOOD else "bad" if text in BAD else "plain")
+    return Markup(f'<span class="{kind}">{esc(text)}</span>')
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], empty: str = "none") -> Markup:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    if not body:
+        body = f'<tr><td colspan="{len(headers)}" class="plain">{esc(empty)}</td></tr>'
+    return Markup(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def section(title: str, content: Markup) -> Markup:
+    return Markup(f"<section><h2>{esc(title)}</h2>{content}</section>")
+
+
+def page(title: str, body: Iterable[Markup], refresh_s: int | None = None) -> str:
+    meta = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
+    return (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        f"{meta}<title>{esc(title)} - Elves</title><style>{STYLE}</style></head>"
+        f'<body><header><a href="/">Elves</a> <span class="plain">{esc(title)}</span></header>'
+        + "".join(body)
+        + "</body></html>"
+    )
+
+
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
+header { font-size: 1.3em; margin-bottom: 1em; } header a { font-weight: bold; }
+h2 { font-size: 1.05em; margin: 1.4em 0 .4em; }
+table { border-collapse: collapse; } td, th { padding: .2em .8em .2em 0; text-align: left; }
+th { border-bottom: 1px solid #ccc; } td { border-bottom: 1px solid #eee; vertical-align: top; }
+.good { color: #1a7f37; } .bad { color: #cf222e; font-weight: bold; } .plain { color: #666; }
+.error { color: #cf222e; } a { color: #0550ae; text-decoration: none; }
+"""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a page as the gateway answered it: its JSON, or its error."""
+
+    data: Any = None
+    error: str = ""
+    status: int = 200  # the gateway's HTTP status (502: it did not answer)
+
+
+def _shown(part: Part, render: Callable[[Any], Markup]) -> Markup:
+    if part.error:
+        return Markup(f'<p class="error">{esc(part.error)}</p>')
+    return render(part.data)
+
+
+def _agents(data: dict[str, Any]) -> Markup:
+    rows = [
+        [
+            esc(a["agent_id"]),
+            badge(a["status"]),
+            badge(a.get("enrolment", "")),
+            a.get("hostname", ""),
+            when(a.get("last_seen_at")),
+            ", ".join(f"{k}={v}" for k, v in sorted(a.get("tags", {}).items())),
+            ", ".join(f"{k} {v}" for k, v in sorted(a.get("apps", {}).items())),
+        ]
+        for a in data["agents"]
+    ]
+    headers = ["agent", "status", "enrolment", "host", "last heartbeat (UTC)", "tags", "apps"]
+    return table(headers, rows, "no agent yet")
+
+
+def _rows(data: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = data["rows"]
+    return rows
+
+
+# A task's newest event, as the status it means.
+STATUS_OF = {
+    "TaskSubmitted": "submitted",
+    "TaskAccepted": "accepted",
+    "TaskDispatched": "dispatched",
+    "TaskStarted": "running",
+    "TaskResultReported": "reported",
+    "AgentCronRan": "reported",
+    "TaskRejected": "rejected",
+    "TaskSucceeded": "succeeded",
+    "TaskFailed": "failed",
+    "TaskTimedOut": "timed_out",
+}
+
+
+def _tasks(data: dict[str, Any]) -> Markup:
+    rows = [
+        [link(f"/tasks/{quote(t, safe='')}", t), badge(STATUS_OF.get(last, last)), at, app, agent]
+        for t, last, at, app, agent in _rows(data)
+    ]
+    return table(["task", "status", "last change (UTC)", "app", "agent"], rows, "no task today")
+
+
+def _queues(data: dict[str, Any]) -> Markup:
+    rows = [
+        [link(f"/queues/{quote(q, safe='')}", q), app, created, badge(done or "open")]
+        for q, app, created, done in _rows(data)
+    ]
+    return table(["queue", "app", "created (UTC)", "status"], rows, "no queue today")
+
+
+def _crons(data: dict[str, Any]) -> Markup:
+    rows = [
+        [
+            c["cron_id"],
+            c.get("name") or "",
+            c.get("agent_id") or c.get("selector") or "",
+            f"{c['app']}.{c['func']}",
+            f"{c['rule']} ({c.get('timezone') or 'UTC'})",
+            c["mode"],
+            badge(c["status"]),
+            when(c.get("next_at")),
+            badge(c.get("last_status") or ""),
+        ]
+        for c in data["crons"]
+    ]
+    headers = ["cron", "name", "target", "app.func", "rule", "mode", "status", "next", "last"]
+    return table(headers, rows, "no cron")
+
+
+def _refusals(data: dict[str, Any]) -> Markup:
+    rows = [
+        [at, agent, badge(code, "bad"), reason, link(f"/tasks/{quote(t, safe='')}", t) if t else ""]
+        for at, agent, code, reason, t in _rows(data)
+    ]
+    return table(["at (UTC)", "agent", "code", "reason", "task"], rows, "nothing refused")
+
+
+def _last_hour(data: dict[str, Any]) -> Markup:
+    counts = {str(kind): int(n) for kind, n in _rows(data)}
+    words = [
+        f"{counts.get(kind, 0)} {word}"
+        for kind, word in (
+            ("TaskSucceeded", "succeeded"),
+            ("TaskFailed", "failed"),
+            ("TaskTimedOut", "timed out"),
+            ("TaskRejected", "rejected"),
+        )
+    ]
+    return Markup(f"<p>{esc(', '.join(words))}</p>")
+
+
+def overview_page(parts: dict[str, Part]) -> str:
+    """The fleet at a glance; `parts` by name: agents, last_hour, tasks, queues, crons,
+    refusals (each the gateway's JSON for it, or its error)."""
+    body = [
+        section("Agents", _shown(parts["agents"], _agents)),
+        section("Outcomes in the last hour", _shown(parts["last_hour"], _last_hour)),
+        section("Recent tasks", _shown(parts["tasks"], _tasks)),
+        section("Recent queues", _shown(parts["queues"], _queues)),
+        section("Crons", _shown(parts["crons"], _crons)),
+        section("Refused by agents", _shown(parts["refusals"], _refusals)),
+    ]
+    return page("overview", body, REFRESH_S)
+
+
+def task_page(task_id: str, part: Part) -> str:
+    def render(data: dict[str, Any]) -> Markup:
+        state = data.get("state") or {}
+        fields = table(["field", "value"], [[k, v] for k, v in sorted(state.items())])
+        events = table(
+            ["time (UTC)", "event", "topic"],
+            [[e["occurred_at"], badge(e["type"]), e["topic"]] for e in data["lifecycle"]],
+        )
+        status = badge(state.get("status", "no outcome yet"))
+        return Markup(f"<p>status {status}</p>{fields}<h2>Lifecycle</h2>{events}")
+
+    return page(f"task {task_id}", [_shown(part, render)])
+
+
+def queue_page(queue_id: str, part: Part) -> str:
+    def render(data: dict[str, Any]) -> Markup:
+        rows = [
+            [
+                link(f"/tasks/{quote(t['task_id'], safe='')}", t["task_id"]),
+                badge(t["status"]),
+                t["attempt"],
+                "" if t["worker_flag"] is None else t["worker_flag"],
+                f"{t['worker_costtime']} ms",
+                ", ".join(t["depends_on"]),
+                t["cause"] or t["worker_message"],
+            ]
+            for t in data["tasks"]
+        ]
+        headers = ["task", "status", "attempt", "flag", "time", "depends on", "result / cause"]
+        head = Markup(f"<p>app {esc(data['app'])}, status {badge(data['status'])}</p>")
+        return Markup(head + table(headers, rows, "no task"))
+
+    return page(f"queue {queue_id}", [_shown(part, render)])
+
+
+# --- reading the gateway -----------------------------------------------------------------------
+
+
+async def fetch(gateway: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> Part:
+    """One call to the gateway; its error, with its code, if it has one."""
+    try:
+        reply = await gateway.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        return Part(
+            error=f"[503.1] the gateway did not answer ({gateway.base_url}): {exc}", status=502
+        )
+    try:
+        data = reply.json()
+    except ValueError:
+        data = None
+    if reply.status_code != 200 or data is None:
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        code = error.get("code", reply.status_code)
+        message = error.get("message") or reply.text[:200]
+        return Part(error=f"[{code}] {message}", status=reply.status_code)
+    return Part(data)
+
+
+def create_app(settings: Settings) -> Starlette:
+    gateway = async_client(settings, timeout=10.0)
+
+    def sql(query: str) -> Coroutine[Any, Any, Part]:
+        return fetch(gateway, "POST", "/api/v1/audit", json={"sql": query})
+
+    async def overview(request: Request) -> HTMLResponse:
+        names = ("agents", "last_hour", "tasks", "queues", "crons", "refusals")
+        parts = await asyncio.gather(
+            fetch(gateway, "GET", "/api/v1/agents"),
+            sql(LAST_HOUR),
+            sql(RECENT_TASKS),
+            sql(RECENT_QUEUES),
+            fetch(gateway, "GET", "/api/v1/crons"),
+            sql(REFUSALS),
+        )
+        return HTMLResponse(overview_page(dict(zip(names, parts, strict=True))))
+
+    async def task(request: Request) -> HTMLResponse:
+        task_id = request.path_params["task_id"]
+        part = await fetch(gateway, "GET", f"/api/v1/tasks/{quote(task_id, safe='')}")
+        return HTMLResponse(task_page(task_id, part), status_code=part.status)
+
+    async def queue(request: Request) -> HTMLResponse:
+        queue_id = request.path_params["queue_id"]
+        part = await fetch(gateway, "GET", f"/api/v1/queues/{quote(queue_id, safe='')}")
+        return HTMLResponse(queue_page(queue_id, part), status_code=part.status)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await gateway.aclose()
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "gateway": settings.base_url})
+
+    return Starlette(
+        routes=[
+            Route("/", overview),
+            # `path`: an id may hold a slash (the links quote it; the path arrives unquoted).
+            Route("/tasks/{task_id:path}", task),
+            Route("/queues/{queue_id:path}", queue),
+            Route("/health", health),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def run(settings: Settings) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.dashboard_host,
+        port=settings.dashboard_port,
+        log_level="warning",
+    )

@@ -1,0 +1,93 @@
+"""The dashboard on the real stack: it reads the gateway with the operator's key, shows the agent
+and a task that just ran, the task's lifecycle, the gateway's 404 for an unknown id, and, with a
+key that may not read the audit, that key's code in place of the audit's parts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from elves.client import write_key_file
+from elves.local import Process, Stack, free_port, wait_for
+
+from .conftest import AGENT
+
+
+def start_dashboard(stack: Stack, **env: str) -> tuple[Process, str]:
+    port = free_port()
+    process = stack.spawn(f"dashboard-{port}", "dashboard", ELVES_DASHBOARD_PORT=str(port), **env)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        stack.alive()
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for("the dashboard", up, 30)
+    return process, url
+
+
+def stop(stack: Stack, process: Process) -> None:
+    process.stop()
+    stack.processes.remove(process)
+
+
+@pytest.fixture(scope="module")
+def dashboard(stack: Stack) -> Iterator[str]:
+    process, url = start_dashboard(stack)
+    try:
+        yield url
+    finally:
+        stop(stack, process)
+
+
+def test_the_overview_shows_the_agent_and_a_task_that_just_ran(
+    stack: Stack, dashboard: str
+) -> None:
+    reply = stack.exec(AGENT, "apptest", "helloword", {"my": "toryzen"})
+    assert reply.status_code == 200, reply.text
+    task_id = reply.json()["task_id"]
+
+    # Its row: the link, then its status, read off the audit (the outcome, not the result
+    # that shares its millisecond).
+    row = f'<a href="/tasks/{task_id}">{task_id}</a></td><td><span class="good">succeeded</span>'
+
+    def shows_it() -> str | None:
+        page = httpx.get(f"{dashboard}/", timeout=10)
+        assert page.status_code == 200, page.text
+        return page.text if row in page.text else None
+
+    overview = wait_for("the task on the overview", shows_it, 30)
+    assert AGENT in overview
+    task = httpx.get(f"{dashboard}/tasks/{task_id}", timeout=10)
+    assert task.status_code == 200, task.text
+    assert "TaskSucceeded" in task.text and "toryzen" in task.text
+
+
+def test_an_unknown_task_is_the_gateways_404_with_its_code(dashboard: str) -> None:
+    missing = httpx.get(f"{dashboard}/tasks/no-such-task", timeout=10)
+    assert missing.status_code == 404
+    assert "[404." in missing.text and "no-such-task" in missing.text
+
+
+def test_a_key_that_may_not_read_the_audit_shows_its_code_and_the_rest(
+    stack: Stack, tmp_path: Path
+) -> None:
+    body = {"name": "dashboard", "apps": ["apptest"], "agents": ["*"], "operations": ["read"]}
+    made = stack.client.post("/api/v1/keys", json=body)
+    assert made.status_code == 201, made.text
+    key_file = tmp_path / "apptest-read.key"
+    write_key_file(key_file, made.json()["key_id"], made.json()["secret"])
+    process, url = start_dashboard(stack, ELVES_KEY_FILE=str(key_file))
+    try:
+        page = httpx.get(f"{url}/", timeout=10)
+        assert page.status_code == 200
+        assert page.text.count("[401.6]") >= 3, page.text  # the audit's parts: all apps only
+        assert AGENT in page.text  # the agents it may read are still listed
+    finally:
+        stop(stack, process)

@@ -1,0 +1,126 @@
+"""The dashboard's pages, pure: what agents and apps report is escaped, a part that failed shows
+its code and the rest still renders, and the gateway's errors keep their codes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from elves.api.dashboard import Part, fetch, overview_page, queue_page, task_page
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def audit(*rows: list[Any]) -> Part:
+    return Part({"columns": [], "rows": list(rows)})
+
+
+def parts(**changed: Part) -> dict[str, Part]:
+    agent = {
+        "agent_id": "web-1",
+        "status": "up",
+        "enrolment": "accepted",
+        "hostname": HOSTILE,
+        "last_seen_at": 1_700_000_000_000,
+        "tags": {"role": "web"},
+        "apps": {"apptest": "1"},
+    }
+    cron = {
+        "cron_id": "c1",
+        "name": "nightly",
+        "agent_id": "web-1",
+        "selector": "",
+        "app": "apptest",
+        "func": "helloword",
+        "rule": "0 3 * * *",
+        "timezone": "Asia/Shanghai",
+        "mode": "CANP",
+        "status": "active",
+        "next_at": 1_700_000_000_000,
+        "last_status": "succeeded",
+    }
+    base = {
+        "agents": Part({"agents": [agent]}),
+        "last_hour": audit(["TaskFailed", 2], ["TaskSucceeded", 7]),
+        "tasks": audit(["t/1", "TaskTimedOut", "2026-11-26 03:00:00", "apptest", "web-1"]),
+        "queues": audit(["q1", "apptest", "2026-11-26 03:00:00", ""]),
+        "crons": Part({"crons": [cron]}),
+        "refusals": audit(["2026-11-26 03:00:01", "web-1", "416.2", HOSTILE, ""]),
+    }
+    return {**base, **changed}
+
+
+def test_the_overview_shows_every_part_and_escapes_what_agents_report() -> None:
+    html = overview_page(parts())
+    assert HOSTILE not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "7 succeeded, 2 failed, 0 timed out, 0 rejected" in html
+    assert 'href="/tasks/t%2F1"' in html  # an id is one path segment, whatever it holds
+    assert '<span class="bad">timed_out</span>' in html  # the newest event, as a status
+    assert 'href="/queues/q1"' in html and ">open<" in html  # no QueueFinished yet
+    assert "0 3 * * * (Asia/Shanghai)" in html and "apptest.helloword" in html
+    assert '<span class="bad">416.2</span>' in html
+    assert 'http-equiv="refresh"' in html
+
+
+def test_a_part_the_key_may_not_read_shows_its_code_and_the_rest_still_renders() -> None:
+    refused = Part(error="[401.6] this key may not read the audit", status=403)
+    html = overview_page(parts(tasks=refused, queues=refused, refusals=refused))
+    assert html.count("[401.6] this key may not read the audit") == 3
+    assert "web-1" in html and "nightly" in html
+
+
+def test_a_task_page_shows_its_state_and_lifecycle() -> None:
+    data = {
+        "task_id": "t1",
+        "state": {"status": "failed", "worker_message": HOSTILE},
+        "lifecycle": [
+            {"occurred_at": "2026-11-26 03:00:00", "type": "TaskSubmitted", "topic": "commands"},
+            {"occurred_at": "2026-11-26 03:00:01", "type": "TaskFailed", "topic": "tasks"},
+        ],
+    }
+    html = task_page("t1", Part(data))
+    assert '<span class="bad">failed</span>' in html and HOSTILE not in html
+    assert html.index("TaskSubmitted") < html.index("TaskFailed")
+    missing = task_page("nope", Part(error="[404.1] no task nope", status=404))
+    assert "[404.1] no task nope" in missing
+
+
+def test_a_queue_page_links_its_tasks_and_shows_causes() -> None:
+    task = {
+        "task_id": "b",
+        "status": "skipped",
+        "attempt": 0,
+        "worker_flag": None,
+        "worker_costtime": 0,
+        "depends_on": ["a"],
+        "cause": "a failed",
+        "worker_message": "",
+    }
+    html = queue_page("q1", Part({"app": "apptest", "status": "failed", "tasks": [task]}))
+    assert 'href="/tasks/b"' in html and "a failed" in html
+    assert '<span class="bad">skipped</span>' in html
+
+
+def answer(status: int, body: Any) -> httpx.AsyncClient:
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, json=body))
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway")
+
+
+def test_fetch_keeps_the_gateways_code_and_status() -> None:
+    refused = {"error": {"code": "401.6", "message": "this key may not read the audit"}}
+    part = asyncio.run(fetch(answer(403, refused), "GET", "/api/v1/audit"))
+    assert (part.error, part.status) == ("[401.6] this key may not read the audit", 403)
+    ok = asyncio.run(fetch(answer(200, {"agents": []}), "GET", "/api/v1/agents"))
+    assert (ok.data, ok.error, ok.status) == ({"agents": []}, "", 200)
+
+
+def test_a_gateway_that_does_not_answer_is_503_1() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    down = httpx.AsyncClient(transport=httpx.MockTransport(refuse), base_url="http://gateway")
+    part = asyncio.run(fetch(down, "GET", "/api/v1/agents"))
+    assert part.error.startswith("[503.1] the gateway did not answer") and part.status == 502
