@@ -108,7 +108,7 @@ class Agent:
             forkserver=self.forkserver,
             installed=packages_dir(settings, self.agent_id),
         )
-        self.rollout = Rollout(settings, self.agent_id)
+        self.rollout = Rollout(settings, self.agent_id, key=self.key)
         self.ready = threading.Event()  # set once the consumer is subscribed (for tests, CLI)
         self._kill = threading.Event()  # set when running tasks must be killed
         # One event per claimed attempt: set by the agent stopping or a TaskCancelRequested.

@@ -5,8 +5,9 @@ A thread reads `apps` from its beginning, without a consumer group (every agent 
 it), and folds it (`elves.app_versions`). Once it has read what there is, each app whose latest
 activation it has not handled yet is installed: downloaded from the gateway, its sha256 checked,
 unpacked and switched to atomically (`install.py`). Any failure keeps the version that ran
-before and is kept as the app's install error, which every heartbeat reports; activating the
-version again tries again.
+before and is kept as the app's install error, which every heartbeat reports; it is tried
+again after 5 s, then twice as long each time up to 5 minutes, and at once when this agent is
+accepted (until then the gateway gives it nothing: it downloads with its own enrolled key).
 
 The same log carries each app's permission rule (`AppPermissionSet`): `permits` is the agent's
 own check that an app may run here, after the gateway's and the streams'.
@@ -22,21 +23,24 @@ from collections.abc import Callable, Mapping
 
 import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from elves import app_versions
 from elves.agent.install import activate, install, installed_versions, packages_dir, prune
-from elves.client import client
+from elves.client import agent_client, client
 from elves.config import Settings
 from elves.errors import DecodeError, ElvesError
 from elves.kafka import consumer
 from elves.permissions import allowed
 from elves.schemas.codec import CODEC
-from elves.schemas.events import AgentTagsSet, Event
+from elves.schemas.events import AgentAccepted, AgentTagsSet, Event
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
 DOWNLOAD_TIMEOUT_S = 60.0
+RETRY_FIRST_S = 5.0  # after a failed install; doubled each time it fails again
+RETRY_MAX_S = 300.0
 # How long a permission check waits, at the agent's start, for the rules to be read.
 CATCH_UP_WAIT_S = 10.0
 
@@ -54,10 +58,14 @@ class Rollout:
         agent_id: str,
         fetch: Fetch | None = None,
         catch_up_wait_s: float = CATCH_UP_WAIT_S,
+        key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.settings = settings
         self.root = packages_dir(settings, agent_id)
         self.fetch = fetch or self._download
+        self._key = key  # the agent's enrolled key: it downloads with it (else ELVES_KEY_FILE)
+        self._retry_at: dict[str, float] = {}  # app -> when to try its install again
+        self._retry_delay: dict[str, float] = {}
         self._apps: dict[str, app_versions.AppState] = {}
         self._handled: dict[str, str] = {}  # app -> the activation event it acted on
         self._errors: dict[str, str] = {}
@@ -117,10 +125,15 @@ class Rollout:
             log.warning("app %s %s not installed, kept the one before: %s", app, version, message)
             with self._lock:
                 self._errors[app] = f"{version.version}: {message}"
+                delay = min(RETRY_MAX_S, self._retry_delay.get(app, RETRY_FIRST_S / 2) * 2)
+                self._retry_delay[app] = delay
+                self._retry_at[app] = time.monotonic() + delay
             return
         log.info("app %s: version %s runs now", app, version.version)
         with self._lock:
             self._errors.pop(app, None)
+            self._retry_at.pop(app, None)
+            self._retry_delay.pop(app, None)
         try:
             removed = prune(self.root, app, self.settings.agent_keep_versions)
         except OSError as exc:  # a full disk must not undo an install that worked
@@ -129,11 +142,24 @@ class Rollout:
             if removed:
                 log.info("app %s: removed old versions %s", app, ", ".join(removed))
 
+    def retry_due(self) -> bool:
+        """Make the failed installs whose time has come due again; True if there are any."""
+        now = time.monotonic()
+        with self._lock:
+            due = [app for app, at in self._retry_at.items() if at <= now]
+            for app in due:
+                del self._retry_at[app]
+                self._handled.pop(app, None)
+        return bool(due)
+
     def _download(self, app: str, version: str) -> bytes:
         path = f"/api/v1/apps/{app}/versions/{version}/package"
+        if self._key is not None:
+            gateway = agent_client(self.settings, self.agent_id, self._key, DOWNLOAD_TIMEOUT_S)
+        else:  # signed with ELVES_KEY_FILE: a key with `read` on the app
+            gateway = client(self.settings, timeout=DOWNLOAD_TIMEOUT_S)
         try:
-            # Signed with ELVES_KEY_FILE: the agent needs a key with `read` on its apps.
-            with client(self.settings, timeout=DOWNLOAD_TIMEOUT_S) as gateway:
+            with gateway:
                 response = gateway.get(path)
         except httpx.HTTPError as exc:
             raise InstallFailed(f"download failed: {exc!r}") from exc
@@ -155,12 +181,12 @@ class Rollout:
                 if msg is None or msg.error():
                     # Caught up (or idle): act on the newest word, not on every step of history.
                     self._caught_up.set()
-                    if dirty:
+                    if self.retry_due() or dirty:
                         self.reconcile()
                         dirty = False
                     continue
                 if msg.topic() == self.settings.topic("enrolments"):
-                    self._admin_tags_from(msg.value())
+                    self._enrolment(msg.value())
                     continue
                 try:
                     self.apply(CODEC.decode(msg.value()))
@@ -185,12 +211,20 @@ class Rollout:
             parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
         return parts
 
-    def _admin_tags_from(self, data: bytes | None) -> None:
-        if CODEC.name_of(data) != AgentTagsSet.__name__:
-            return  # registrations and decisions: not this view's business
+    def _enrolment(self, data: bytes | None) -> None:
+        """This agent's admin tags; and its acceptance, which makes every failed install due
+        at once (a download before it was refused)."""
+        if CODEC.name_of(data) not in (AgentTagsSet.__name__, AgentAccepted.__name__):
+            return  # registrations and other decisions: not this view's business
         try:
             event = CODEC.decode(data)
         except DecodeError:
             return
         if isinstance(event, AgentTagsSet) and event.agent_id == self.agent_id:
             self._admin_tags = dict(event.tags)
+        elif isinstance(event, AgentAccepted) and event.agent_id == self.agent_id:
+            # The gateway may read the acceptance a moment after this agent does: should that
+            # try be refused too, the next one comes after the first delay again, not a long one.
+            with self._lock:
+                self._retry_at = dict.fromkeys(self._retry_at, 0.0)
+                self._retry_delay.clear()

@@ -26,7 +26,9 @@ from elves.api.gateway import Gateway, gateway
 from elves.api.requests import parse_json_body
 from elves.apikeys import KeyState
 from elves.errors import NoPermission, PackageTooLarge
+from elves.request_signing import AGENT_HEADER, KEY_HEADER
 from elves.scopes import (
+    ANY,
     Scopes,
     denies_agent,
     denies_agents,
@@ -37,6 +39,8 @@ from elves.scopes import (
 from elves.selectors import parse_selector
 
 OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+# What an agent's own key opens (signed with its enrolled Ed25519 key, see request_signing).
+AGENT_ROUTES = frozenset({("GET", "/api/v1/apps/{app}/versions/{version}/package")})
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -219,9 +223,11 @@ async def authorize(request: Request, path: str) -> KeyState:
         # The signature covers the body's hash: refuse before reading what no route would take.
         raise PackageTooLarge(f"the request body is {declared} bytes, over the limit of {limit}")
     body = await request.body()  # kept by the request: the handler reads it again for free
+    method = "GET" if request.method == "HEAD" else request.method
+    if request.headers.get(AGENT_HEADER) and not request.headers.get(KEY_HEADER):
+        return _as_agent(gw, request, body, method, path)
     key = gw.auth.authenticate(request, body)
     request.state.api_key = key
-    method = "GET" if request.method == "HEAD" else request.method
     rule = RULES.get((method, path), EVERYTHING)
     why = denies_operation(key.scopes, rule.operation, rule.everything)
     if why is None:
@@ -232,6 +238,28 @@ async def authorize(request: Request, path: str) -> KeyState:
     if why is not None:
         raise NoPermission(f"{why} ({method} {path})", key_id=key.key_id)
     return key
+
+
+def _as_agent(gw: Gateway, request: Request, body: bytes, method: str, path: str) -> KeyState:
+    """A request an accepted agent signed with its own key: it opens `AGENT_ROUTES` only (an
+    agent fetches the packages it installs; it needs no API key for that)."""
+    agent_id = gw.auth.authenticate_agent(request, body)
+    if (method, path) not in AGENT_ROUTES:
+        raise NoPermission(
+            f"an agent's own key opens only {', '.join(p for _, p in AGENT_ROUTES)},"
+            f" not {method} {path}",
+            agent_id=agent_id,
+        )
+    key = agent_caller(agent_id)
+    request.state.api_key = key
+    return key
+
+
+def agent_caller(agent_id: str) -> KeyState:
+    """An agent as a caller, for the handlers and the audit (`who`): `agent:<id>`, reading the
+    routes it may reach. It is no key: nothing can sign with it but the agent."""
+    scopes = Scopes(apps=(ANY,), agents=(agent_id,), operations=("read",))
+    return KeyState(f"agent:{agent_id}", f"agent {agent_id}", scopes, "", "", 0)
 
 
 def _guarded(path: str, endpoint: Endpoint) -> Endpoint:

@@ -336,7 +336,13 @@ def create_app(settings: Settings) -> Starlette:
         keyring = KeyRing(settings)
         # Every key written before now is folded before the first request is answered.
         await asyncio.to_thread(keyring.start)
-        auth = Authenticator(keyring, Sealer.open(settings.center_dir))
+
+        def accepted_key(agent_id: str) -> str | None:
+            enrolled = listener.enrolment(agent_id)
+            accepted = enrolled is not None and enrolled.status == "accepted"
+            return enrolled.public_key if enrolled is not None and accepted else None
+
+        auth = Authenticator(keyring, Sealer.open(settings.center_dir), accepted_key)
         await asyncio.to_thread(listener.start)
         watcher.start()
         app.state.gateway = Gateway(settings, prod, listener, store, watcher, auth)

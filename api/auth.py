@@ -1,20 +1,22 @@
 """Who sent a request: its signature checked against the keys the gateway folded.
 
 Thin wiring of `elves.request_signing.verify` (pure) to the key ring, the master key that opens
-the secrets, one nonce cache and the request as the server received it.
+the secrets, one nonce cache and the request as the server received it; and of `verify_agent`
+to the keys operators accepted for agents.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from starlette.requests import Request
 
 from elves.apikeys import KeyState
 from elves.errors import Unavailable, UnknownKey
 from elves.keyring import KeyRing
-from elves.request_signing import NonceCache, verify
+from elves.request_signing import NonceCache, verify, verify_agent
 from elves.sealing import Sealer, SealError
 
 log = logging.getLogger("elves.api")
@@ -29,9 +31,12 @@ def signed_target(request: Request) -> str:
 
 
 class Authenticator:
-    def __init__(self, ring: KeyRing, sealer: Sealer) -> None:
+    def __init__(
+        self, ring: KeyRing, sealer: Sealer, accepted_key_of: Callable[[str], str | None]
+    ) -> None:
         self.ring = ring
         self.sealer = sealer
+        self.accepted_key_of = accepted_key_of  # agent id -> the key accepted for it, if now
         self.nonces = NonceCache()  # the gateway's one event loop is its only user
 
     def _secret(self, key_id: str) -> str | None:
@@ -59,3 +64,15 @@ class Authenticator:
         if state is None:  # revoked and gone in between: cannot happen with today's fold
             raise UnknownKey(f"unknown API key {key_id}", key_id=key_id)
         return state
+
+    def authenticate_agent(self, request: Request, body: bytes) -> str:
+        """The id of the accepted agent that signed this request with its own key."""
+        return verify_agent(
+            request.headers,
+            request.method,
+            signed_target(request),
+            body,
+            time.time(),
+            self.accepted_key_of,
+            self.nonces,
+        )

@@ -4,6 +4,9 @@ The key is a JSON file `{"id": ..., "secret": ...}` (mode 0600), named by `ELVES
 default the admin key that `elves up` writes to `<state>/center/admin.key`. The file is read on
 the first request and again whenever it changes, so a client made before `elves up` mints the
 key (the local stack's) works once it exists.
+
+An agent calls with `agent_client` instead: signed with its own enrolled key, which the gateway
+takes for its packages only once an operator has accepted it.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from elves.config import Settings
 from elves.errors import MissingSignature
-from elves.request_signing import sign
+from elves.request_signing import sign, sign_as_agent
 from elves.secret_files import replace_private
 
 
@@ -72,6 +76,30 @@ class KeyAuth(httpx.Auth):
             sign(key.key_id, key.secret, request.method, target, request.content, time.time())
         )
         yield request
+
+
+class AgentAuth(httpx.Auth):
+    """Signs each request with an agent's own enrolled key: what an agent needs of the gateway
+    (its apps' packages) without an API key."""
+
+    def __init__(self, agent_id: str, key: Ed25519PrivateKey) -> None:
+        self.agent_id = agent_id
+        self._key = key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        target = request.url.raw_path.decode("latin-1")
+        request.headers.update(
+            sign_as_agent(
+                self._key, self.agent_id, request.method, target, request.content, time.time()
+            )
+        )
+        yield request
+
+
+def agent_client(
+    settings: Settings, agent_id: str, key: Ed25519PrivateKey, timeout: float = 30.0
+) -> httpx.Client:
+    return httpx.Client(base_url=settings.base_url, timeout=timeout, auth=AgentAuth(agent_id, key))
 
 
 def client(settings: Settings, timeout: float = 30.0, **kwargs: Any) -> httpx.Client:

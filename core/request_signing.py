@@ -5,6 +5,11 @@ The signature covers the method, the path with its query, the sha256 of the body
 gateway refuses a request whose timestamp is more than `WINDOW_S` from its clock, and a nonce
 the key already used within the window: ELVES' md5 signature had no nonce, so a captured
 request could be replayed for as long as its timestamp was accepted.
+
+An agent signs with its own enrolled Ed25519 key instead (`sign_as_agent`, `verify_agent`): the
+same lines under another scheme name, with `agent:<id>` for the key, in `x-elves-agent` and
+`x-elves-agent-signature`. The gateway checks it against the key an operator accepted, so an
+agent needs no API key of its own; what it may do with it is the gateway's rule (access.py).
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from elves.errors import (
     BadSignature,
     BadSignatureFormat,
@@ -28,21 +36,34 @@ from elves.errors import (
 )
 
 SCHEME = "ELVES-HMAC-SHA256"
+AGENT_SCHEME = "ELVES-AGENT-ED25519"
 WINDOW_S = 300
 KEY_HEADER = "x-elves-key"
 TIMESTAMP_HEADER = "x-elves-timestamp"
 NONCE_HEADER = "x-elves-nonce"
 SIGNATURE_HEADER = "x-elves-signature"
 HEADERS = (KEY_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
+AGENT_HEADER = "x-elves-agent"
+AGENT_SIGNATURE_HEADER = "x-elves-agent-signature"
+AGENT_HEADERS = (AGENT_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, AGENT_SIGNATURE_HEADER)
 
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _SIGNATURE = re.compile(r"^[0-9a-f]{64}$")
+_AGENT_SIGNATURE = re.compile(r"^[0-9a-f]{128}$")  # Ed25519: 64 bytes
 
 
-def canonical(method: str, target: str, body: bytes, timestamp: str, nonce: str, key: str) -> bytes:
+def canonical(
+    method: str,
+    target: str,
+    body: bytes,
+    timestamp: str,
+    nonce: str,
+    key: str,
+    scheme: str = SCHEME,
+) -> bytes:
     """What is signed. `target` is the path and query exactly as sent (`/api/v1/x?a=1`)."""
     digest = hashlib.sha256(body).hexdigest()
-    return "\n".join((SCHEME, method.upper(), target, digest, timestamp, nonce, key)).encode()
+    return "\n".join((scheme, method.upper(), target, digest, timestamp, nonce, key)).encode()
 
 
 def signature(secret: str, message: bytes) -> str:
@@ -71,19 +92,21 @@ class Signed:
     signature: str
 
 
-def read_headers(headers: Mapping[str, str]) -> Signed:
-    missing = [h for h in HEADERS if not headers.get(h)]
+def read_headers(headers: Mapping[str, str], names: tuple[str, ...] = HEADERS) -> Signed:
+    """The four signing headers, `names` in the order of `Signed`'s fields, checked for form."""
+    missing = [h for h in names if not headers.get(h)]
     if missing:
         raise MissingSignature(
             f"missing signing headers: {', '.join(missing)} (sign with an API key: see README)"
         )
-    signed = Signed(*(headers[h] for h in HEADERS))
+    signed = Signed(*(headers[h] for h in names))
     if not signed.timestamp.isascii() or not signed.timestamp.isdigit():
         raise BadTimestamp(f"{TIMESTAMP_HEADER} must be Unix seconds, not {signed.timestamp!r}")
     if not _NONCE.match(signed.nonce):
         raise MissingSignature(f"{NONCE_HEADER} must be 16-64 letters, digits, - or _")
-    if not _SIGNATURE.match(signed.signature):
-        raise BadSignatureFormat(f"{SIGNATURE_HEADER} must be 64 lowercase hex digits")
+    form, length = (_SIGNATURE, 64) if names == HEADERS else (_AGENT_SIGNATURE, 128)
+    if not form.match(signed.signature):
+        raise BadSignatureFormat(f"{names[-1]} must be {length} lowercase hex digits")
     return signed
 
 
@@ -134,13 +157,71 @@ def verify(
             "timestamp, nonce, key)",
             key_id=signed.key_id,
         )
+    _fresh(signed, signed.key_id, now, nonces)
+    return signed.key_id
+
+
+def _fresh(signed: Signed, key: str, now: float, nonces: NonceCache) -> None:
+    """A signed request must be recent and its nonce new for its key (after its signature
+    held: only a key's holder can fill the nonce cache)."""
     timestamp = int(signed.timestamp)
     if abs(now - timestamp) > nonces.window_s:
         raise OutOfWindow(
             f"the timestamp is {now - timestamp:+.0f} s from the gateway's clock "
             f"(at most {nonces.window_s} s either way)",
-            key_id=signed.key_id,
+            key_id=key,
         )
-    if not nonces.first_use(signed.key_id, signed.nonce, timestamp, now):
-        raise Replayed("this nonce was used already: a replayed request", key_id=signed.key_id)
-    return signed.key_id
+    if not nonces.first_use(key, signed.nonce, timestamp, now):
+        raise Replayed("this nonce was used already: a replayed request", key_id=key)
+
+
+def sign_as_agent(
+    key: Ed25519PrivateKey, agent_id: str, method: str, target: str, body: bytes, now: float
+) -> dict[str, str]:
+    """The four headers of a request an agent signs with its own enrolled key."""
+    timestamp, nonce = str(int(now)), secrets.token_hex(16)
+    message = canonical(
+        method, target, body, timestamp, nonce, f"agent:{agent_id}", scheme=AGENT_SCHEME
+    )
+    return {
+        AGENT_HEADER: agent_id,
+        TIMESTAMP_HEADER: timestamp,
+        NONCE_HEADER: nonce,
+        AGENT_SIGNATURE_HEADER: key.sign(message).hex(),
+    }
+
+
+def verify_agent(
+    headers: Mapping[str, str],
+    method: str,
+    target: str,
+    body: bytes,
+    now: float,
+    accepted_key_of: Callable[[str], str | None],
+    nonces: NonceCache,
+) -> str:
+    """The id of the agent that signed this request with the key an operator accepted for it
+    (`accepted_key_of`: its public key in hex, None unless it is accepted now), or the error
+    that says why not."""
+    signed = read_headers(headers, AGENT_HEADERS)
+    agent_id = signed.key_id
+    public = accepted_key_of(agent_id)
+    if public is None:
+        raise UnknownKey(
+            f"agent {agent_id} is not accepted: it may not call the gateway with its key",
+            agent_id=agent_id,
+        )
+    message = canonical(
+        method, target, body, signed.timestamp, signed.nonce, f"agent:{agent_id}", AGENT_SCHEME
+    )
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public)).verify(
+            bytes.fromhex(signed.signature), message
+        )
+    except (InvalidSignature, ValueError) as exc:
+        raise BadSignature(
+            "the signature does not match this request and the agent's accepted key",
+            agent_id=agent_id,
+        ) from exc
+    _fresh(signed, f"agent:{agent_id}", now, nonces)
+    return agent_id

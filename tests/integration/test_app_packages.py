@@ -14,7 +14,9 @@ from typing import Any
 
 import httpx
 
+from elves.agent.identity import agent_key
 from elves.appstore import AppStore
+from elves.client import agent_client
 from elves.local import Stack, wait_for
 from elves.packages import sha256_of
 
@@ -146,3 +148,36 @@ def test_the_cli_publishes_a_folder_and_activates(stack: Stack, tmp_path: Path) 
     assert elves("activate", app, "4").returncode == 1
     wait_for("v3 installed", lambda: agent(stack)["apps"].get(app) == "3")
     assert runs(stack, app) == "v3"
+
+
+def test_an_agent_downloads_with_its_own_key_once_accepted_and_that_key_opens_nothing_else(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """No API key file at all: the agent signs its downloads with its enrolled key. Pending, it
+    is refused (401.9, in its install errors); accepted, it installs at once; its key opens its
+    packages and no other route (401.6)."""
+    app, agent_id = f"own{uuid.uuid4().hex[:6]}", f"it-own-{uuid.uuid4().hex[:6]}"
+    no_key = str(tmp_path / "no-such.key")
+    process = stack.spawn_agent(agent_id, accept=False, ELVES_KEY_FILE=no_key)
+    try:
+        wait_for("its registration", lambda: stack.registered(agent_id), 30)
+        assert publish(stack, app, "1", package(app, "1")).status_code == 201
+
+        def listed() -> dict[str, Any]:
+            data: dict[str, Any] = stack.client.get(f"/api/v1/agents/{agent_id}").json()
+            return data
+
+        refused = wait_for("the download refused", lambda: listed()["install_errors"].get(app))
+        assert "401.9" in refused and "not accepted" in refused
+        stack.accept(agent_id)
+        wait_for(f"{app} installed once accepted", lambda: listed()["apps"].get(app) == "1", 30)
+        assert app not in listed()["install_errors"]
+
+        with agent_client(stack.settings, agent_id, agent_key(stack.settings, agent_id)) as own:
+            assert own.get(f"/api/v1/apps/{app}/versions/1/package").status_code == 200
+            other = own.get("/api/v1/agents")
+            assert other.status_code == 403 and other.json()["error"]["code"] == "401.6"
+            assert "opens only" in other.json()["error"]["message"]
+    finally:
+        process.stop()
+        stack.processes.remove(process)

@@ -25,7 +25,8 @@ from elves.agent.runner import FLAG_OK, Runner, TaskSpec
 from elves.config import Settings
 from elves.errors import BadPackage
 from elves.packages import sha256_of
-from elves.schemas.events import AppVersionPublished, Event
+from elves.schemas.codec import CODEC
+from elves.schemas.events import AgentAccepted, AppVersionPublished, Event
 
 SAMPLES = Path(__file__).resolve().parents[2] / "apps" / "samples"
 LIMIT = 1 << 20
@@ -123,6 +124,37 @@ def test_rollout_reports_a_failure_and_retries_on_the_next_activation(tmp_path: 
     served.clear()  # a rollback to an installed version needs no download
     rollout.reconcile()
     assert (rollout.versions(), rollout.errors()) == ({"demo": "1"}, {})
+
+
+def test_a_failed_install_is_tried_again_later_and_at_once_when_the_agent_is_accepted(
+    tmp_path: Path,
+) -> None:
+    refused = True  # the gateway refuses a pending agent's download (401.9)
+
+    def fetch(app: str, version: str) -> bytes:
+        if refused:
+            raise InstallFailed("download failed: HTTP 401 [401.9] agent a1 is not accepted")
+        return v1
+
+    rollout = Rollout(Settings(state_dir=tmp_path), "a1", fetch=fetch)
+    v1 = package("demo", "v1")
+    for e in _published("demo", "1", v1, "act-1"):
+        rollout.apply(e)
+    rollout.reconcile()
+    assert "401.9" in rollout.errors()["demo"]
+    assert not rollout.retry_due()  # 5 s from now
+    first = rollout._retry_at["demo"]
+    rollout._retry_at["demo"] = 0.0  # time passes
+    assert rollout.retry_due()
+    rollout.reconcile()  # refused again: the next try waits twice as long
+    assert rollout._retry_at["demo"] - first > 4.0
+    refused = False
+    rollout._enrolment(CODEC.encode(AgentAccepted("e1", 1, "a2", "aa" * 32)))  # another agent
+    assert not rollout.retry_due()
+    rollout._enrolment(CODEC.encode(AgentAccepted("e2", 1, "a1", "aa" * 32)))
+    assert rollout.retry_due()
+    rollout.reconcile()
+    assert (rollout.versions(), rollout.errors(), rollout._retry_at) == ({"demo": "1"}, {}, {})
 
 
 def test_the_runner_finds_installed_apps_first(tmp_path: Path) -> None:

@@ -150,7 +150,7 @@ def test_the_agent_lays_the_operators_tags_over_its_own_as_the_center_does(
     rollout = Rollout(Settings(state_dir=tmp_path), "a1", catch_up_wait_s=0)
     rollout.apply(rule_set(selectors=("role=web",)))
     assert not rollout.permits("demo", "a1", {"role": "db"})
-    rollout._admin_tags_from(CODEC.encode(AgentTagsSet("t1", T0, "a2", {"role": "web"})))
+    rollout._enrolment(CODEC.encode(AgentTagsSet("t1", T0, "a2", {"role": "web"})))
     assert not rollout.permits("demo", "a1", {"role": "db"})  # another agent's tags
-    rollout._admin_tags_from(CODEC.encode(AgentTagsSet("t2", T0, "a1", {"role": "web"})))
+    rollout._enrolment(CODEC.encode(AgentTagsSet("t2", T0, "a1", {"role": "web"})))
     assert rollout.permits("demo", "a1", {"role": "db"})

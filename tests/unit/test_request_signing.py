@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from elves.errors import ElvesError
 from elves.request_signing import (
+    AGENT_SCHEME,
     NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     NonceCache,
     canonical,
     sign,
+    sign_as_agent,
     verify,
+    verify_agent,
 )
 
 NOW = 1_700_000_000.0
@@ -124,3 +129,44 @@ def test_a_nonce_is_forgotten_once_its_timestamp_left_the_window() -> None:
     assert nonces.first_use("k2", "n1", 1000, now=1299)  # per key
     assert nonces.first_use("k1", "n2", 1200, now=1301)  # this purges n1's entries
     assert len(nonces) == 1
+
+
+# --- an agent's own key ---------------------------------------------------------------------
+
+
+AGENT_KEY = Ed25519PrivateKey.generate()
+ACCEPTED = {"web-1": AGENT_KEY.public_key().public_bytes_raw().hex()}
+
+
+def agent_code(headers: dict[str, str], target: str = "/p", now: float = NOW, **kw: Any) -> str:
+    cache: NonceCache = kw.get("nonces") or NonceCache()
+    with pytest.raises(ElvesError) as refused:
+        verify_agent(headers, "GET", target, b"", now, ACCEPTED.get, cache)
+    return refused.value.code
+
+
+def test_an_accepted_agent_signs_with_its_own_key() -> None:
+    headers = sign_as_agent(AGENT_KEY, "web-1", "GET", "/p", b"", NOW)
+    assert verify_agent(headers, "GET", "/p", b"", NOW, ACCEPTED.get, NonceCache()) == "web-1"
+
+
+def test_an_agents_request_is_refused_with_the_codes_of_a_keys() -> None:
+    good = sign_as_agent(AGENT_KEY, "web-1", "GET", "/p", b"", NOW)
+    assert agent_code(good, target="/other") == "401.5"  # signed for another path
+    other_key = sign_as_agent(Ed25519PrivateKey.generate(), "web-1", "GET", "/p", b"", NOW)
+    assert agent_code(other_key) == "401.5"  # not the key the operator accepted
+    not_accepted = sign_as_agent(AGENT_KEY, "db-1", "GET", "/p", b"", NOW)
+    assert agent_code(not_accepted) == "401.9"
+    assert agent_code(good, now=NOW + 301) == "401.7"
+    assert agent_code({k: v for k, v in good.items() if k != "x-elves-agent-signature"}) == "401.1"
+    # The HMAC signature of an API key is not an agent's: the form tells them apart.
+    assert agent_code({**good, "x-elves-agent-signature": "ab" * 32}) == "401.4"
+    cache = NonceCache()
+    verify_agent(good, "GET", "/p", b"", NOW, ACCEPTED.get, cache)
+    assert agent_code(good, nonces=cache) == "401.10"
+
+
+def test_an_agents_signature_is_not_a_keys_and_a_keys_not_an_agents() -> None:
+    """The scheme name is signed: the same lines cannot pass as the other kind."""
+    lines = ("GET", "/p", b"", "1", "n" * 16, "agent:web-1")
+    assert canonical(*lines) != canonical(*lines, scheme=AGENT_SCHEME)
