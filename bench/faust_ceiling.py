@@ -63,16 +63,8 @@ def faust_reader(bootstrap: str, source: str, sink: str, with_table: bool) -> No
     app = faust.App(
         f"ceiling-{uuid.uuid4().hex[:6]}",
         broker=f"kafka://{bootstrap}",
-        key_serializer="raw",
-        value_serializer="raw",
-        web_enabled=False,
-        store="memory://",
         datadir=tempfile.mkdtemp(prefix="ceiling-faust-"),
-        topic_replication_factor=1,
-        producer_acks=-1,
-        stream_wait_empty=False,
-        broker_commit_interval=0.5,
-        logging_config=None,
+        **streams_app.FAUST_OPTIONS,
     )
     inputs = app.topic(source, partitions=PARTITIONS, key_type=bytes, value_type=bytes)
     outputs = app.topic(sink, partitions=PARTITIONS, key_type=bytes, value_type=bytes)

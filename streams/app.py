@@ -88,25 +88,31 @@ def _agent_state(raw: dict[str, Any] | None) -> agents.AgentState | None:
     return None if raw is None else agents.AgentState(**raw)
 
 
+# The worker's Faust settings (bench/faust_ceiling.py measures a Faust app with these too).
+FAUST_OPTIONS: dict[str, Any] = {
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+    "web_enabled": False,
+    "store": "memory://",
+    "topic_replication_factor": 1,
+    "producer_acks": -1,
+    # The instant path is latency-bound: never sit on an event waiting for a batch.
+    "stream_wait_empty": False,
+    "broker_commit_interval": 0.5,
+    # A killed worker's partitions go to its successor once its session lapses: seconds, not
+    # Faust's default minute.
+    "broker_session_timeout": 10.0,
+    "broker_heartbeat_interval": 1.0,
+    "logging_config": None,
+}
+
+
 def build_app(settings: Settings, agent_view: AgentView, app_rules: AppRules) -> faust.App:
     app = faust.App(
         f"{settings.topic_prefix}streams",
         broker=f"kafka://{settings.bootstrap}",
-        key_serializer="raw",
-        value_serializer="raw",
-        web_enabled=False,
-        store="memory://",
         datadir=str(settings.state_dir / "streams"),
-        topic_replication_factor=1,
-        producer_acks=-1,
-        # The instant path is latency-bound: never sit on an event waiting for a batch.
-        stream_wait_empty=False,
-        broker_commit_interval=0.5,
-        # A killed worker's partitions go to its successor once its session lapses: seconds,
-        # not Faust's default minute.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
-        logging_config=None,
+        **FAUST_OPTIONS,
     )
     limits = tasks.Limits(
         grace_ms=int(settings.task_grace_s * 1000), max_params_bytes=settings.max_params_bytes
