@@ -66,6 +66,7 @@ class TaskState:
     mode: str = "CSNP"
     params: str = ""  # kept for the processor of a P-mode task, which gets the instruction
     cron_id: str | None = None  # a cron fire's cron: its outcomes are copied to it
+    outcome_id: str = ""  # the event that ended the attempt: a replay of its input derives it again
 
     @property
     def final(self) -> bool:
@@ -167,10 +168,25 @@ def decide_submit(
     ]
 
 
+def _again(state: TaskState, out: list[Event]) -> list[Event]:
+    """For an input that finds its task ended: the outcome it derives, if that outcome is the
+    one that ended it. That input is being replayed (the worker stopped after the task's row
+    was written, before the outcome's copies to its queue or cron were), and deriving the same
+    event again sends those copies; every reader takes an outcome once, by its id. Any other
+    input (a late, duplicate or stray one) derives nothing."""
+    return out if [e.event_id for e in out] == [state.outcome_id] else []
+
+
 def decide_result(state: TaskState | None, result: TaskResultReported) -> list[Event]:
-    """A result ends an open attempt; a late, duplicate or stray result changes nothing."""
-    if state is None or state.final or result.attempt != state.attempt:
+    """A result ends an open attempt; a late, duplicate or stray result changes nothing (but a
+    replayed one derives its outcome again: `_again`)."""
+    if state is None or result.attempt != state.attempt:
         return []
+    out = _result_outcome(state, result)
+    return _again(state, out) if state.final else out
+
+
+def _result_outcome(state: TaskState, result: TaskResultReported) -> list[Event]:
     if result.timed_out:
         return [
             TaskTimedOut(
@@ -202,8 +218,13 @@ def decide_result(state: TaskState | None, result: TaskResultReported) -> list[E
 
 
 def decide_deadline(state: TaskState | None, passed: DeadlinePassed) -> list[Event]:
-    if state is None or state.final or passed.attempt != state.attempt:
+    if state is None or passed.attempt != state.attempt:
         return []
+    out = _timed_out(state, passed)
+    return _again(state, out) if state.final else out
+
+
+def _timed_out(state: TaskState, passed: DeadlinePassed) -> list[Event]:
     return [
         TaskTimedOut(  # no result at all: the agent is gone, or its report is stuck
             event_id=derived_id(passed.event_id, "timed_out"),
@@ -219,9 +240,13 @@ def decide_deadline(state: TaskState | None, passed: DeadlinePassed) -> list[Eve
 
 
 def decide_agent_run(state: TaskState | None, ran: AgentCronRan) -> list[Event]:
-    """An agent-initiated run arrives whole: its outcome, once (a re-sent report adds nothing)."""
-    if state is not None:
-        return []
+    """An agent-initiated run arrives whole: its outcome, once (a re-sent report adds nothing;
+    a replayed one derives it again: `_again`)."""
+    out = _ran_outcome(ran)
+    return out if state is None else _again(state, out)
+
+
+def _ran_outcome(ran: AgentCronRan) -> list[Event]:
     common = {
         "event_id": derived_id(ran.event_id, "outcome"),
         "occurred_at": ran.occurred_at,
@@ -338,6 +363,7 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
                 worker_message="",
                 worker_costtime=0,
                 reason="",
+                outcome_id="",
             )
         case TaskStarted() if state is not None and state.status == "dispatched":
             if event.attempt == state.attempt:
@@ -349,6 +375,7 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
                 worker_flag=event.worker_flag,
                 worker_message=event.worker_message,
                 worker_costtime=event.worker_costtime,
+                outcome_id=event.event_id,
             )
         case AgentCronRan() if state is None:
             return TaskState(
@@ -368,6 +395,7 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
                 status="timed_out",
                 worker_flag=-1,
                 reason=f"no result by the deadline of attempt {event.attempt}",
+                outcome_id=event.event_id,
             )
     return state
 

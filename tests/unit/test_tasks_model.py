@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from elves.permissions import Permits
 from elves.schemas.events import (
+    AgentCronRan,
     DeadlinePassed,
     TaskAccepted,
     TaskDispatched,
@@ -130,8 +133,32 @@ def test_a_passed_deadline_times_out_an_open_task_once() -> None:
     assert isinstance(timed_out, TaskTimedOut)
     final = model.apply(state, timed_out)
     assert final is not None and final.status == "timed_out" and final.final
-    assert model.decide_deadline(final, passed) == []
+    assert model.decide_deadline(final, passed) == [timed_out]  # replayed: see below
+    assert model.decide_deadline(final, dataclasses.replace(passed, event_id="p2")) == []
     assert model.decide_result(final, result(1)) == []  # the result came too late
+
+
+def test_a_replayed_input_derives_the_outcome_that_ended_the_task_again() -> None:
+    """A worker killed after the task's row was written, before the outcome's copies to its
+    queue or cron were sent, reads the input again: it derives the same outcome (same id), which
+    the readers take once and which changes nothing here; any other input derives nothing."""
+    state = accepted_state()
+    [ok] = model.decide_result(state, result(1))
+    done = model.apply(state, ok)
+    assert done is not None and done.outcome_id == ok.event_id
+    assert model.decide_result(done, result(1)) == [ok]
+    assert model.apply(done, ok) == done
+    assert model.decide_result(done, result(0, event_id="r2")) == []
+
+    ran = AgentCronRan(
+        "ran-1", NOW, "cron-task", "a1", "a1/c1", "config", NOW - 1000, NOW - 900,
+        "apptest", "helloword", "{}", "AANP", 1, "toryzen", 12,
+    )  # fmt: skip
+    [outcome] = model.decide_agent_run(None, ran)
+    reported = model.fold([ran, outcome])
+    assert reported is not None and reported.status == "succeeded"
+    assert model.decide_agent_run(reported, ran) == [outcome]
+    assert model.decide_agent_run(reported, dataclasses.replace(ran, event_id="ran-2")) == []
 
 
 def test_a_result_before_the_deadline_wins_over_the_clock() -> None:
