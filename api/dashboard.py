@@ -1,8 +1,9 @@
 """`elves dashboard`: a read-only web view of the platform for operators.
 
 One page shows the fleet at a glance (agents with liveness and enrolment, the last day's tasks
-and queues, the crons, what agents refused) and refreshes itself; every task and queue links to
-its own page (a task's lifecycle, a queue's tasks with results and causes).
+and queues, the crons, what agents refused) and refreshes itself; every task, queue and cron
+links to its own page (a task's lifecycle, a queue's tasks with results and causes, a cron's
+counts, last fire and result, and next fires).
 
 It is a small process of its own, on loopback by default, that reads everything through the
 gateway's signed API with the operator's key (`ELVES_KEY_FILE`): the key never reaches a browser,
@@ -10,7 +11,8 @@ and the gateway needs no second way to authenticate. It shows what that key may 
 key may not read, or a gateway that does not answer, shows its error code in place of the part,
 and the rest of the page still renders. Pages are HTML made on the server, with no script.
 
-The page functions (`overview_page`, `task_page`, `queue_page`) are pure: data in, HTML out.
+The page functions (`overview_page`, `task_page`, `queue_page`, `cron_page`) are pure: data in,
+HTML out.
 """
 
 from __future__ import annotations
@@ -214,7 +216,7 @@ def _queues(data: dict[str, Any]) -> Markup:
 def _crons(data: dict[str, Any]) -> Markup:
     rows = [
         [
-            c["cron_id"],
+            link(f"/crons/{quote(c['cron_id'], safe='')}", c["cron_id"]),
             c.get("name") or "",
             c.get("agent_id") or c.get("selector") or "",
             f"{c['app']}.{c['func']}",
@@ -301,6 +303,46 @@ def queue_page(queue_id: str, part: Part) -> str:
     return page(f"queue {queue_id}", [_shown(part, render)])
 
 
+def cron_page(cron_id: str, part: Part) -> str:
+    def render(data: dict[str, Any]) -> Markup:
+        target = data.get("agent_id") or f"selector {data.get('selector')}"
+        head = Markup(
+            f"<p>{esc(data['app'])}.{esc(data['func'])} on {esc(target)}, rule"
+            f" {esc(data['rule'])} ({esc(data.get('timezone') or 'UTC')}), {esc(data['mode'])},"
+            f" status {badge(data['status'])}; misfire {esc(data.get('misfire'))},"
+            f" overlap {esc(data.get('overlap'))}</p>"
+        )
+        counts = table(list(data["counts"]), [list(data["counts"].values())])
+        fire, result = data.get("last_fire") or {}, data.get("last_result") or {}
+        last = table(
+            ["", "scheduled / ended (UTC)", "task", "status", "message"],
+            [
+                [
+                    "last fire",
+                    when(fire.get("scheduled_at")),
+                    _task_link(fire.get("task_id")),
+                    badge(fire.get("status")),
+                    "",
+                ],
+                [
+                    "last result",
+                    when(result.get("ended_at")),
+                    _task_link(result.get("task_id")),
+                    badge(result.get("status")),
+                    result.get("message", ""),
+                ],
+            ],
+        )
+        upcoming = table(["next fires (UTC)"], [[when(at)] for at in data["next_fires"]], "none")
+        return Markup(head + counts + Markup("<h2>Last</h2>") + last + upcoming)
+
+    return page(f"cron {cron_id}", [_shown(part, render)])
+
+
+def _task_link(task_id: str | None) -> Markup:
+    return link(f"/tasks/{quote(task_id, safe='')}", task_id) if task_id else Markup("")
+
+
 # --- reading the gateway -----------------------------------------------------------------------
 
 
@@ -357,6 +399,11 @@ def create_app(settings: Settings) -> Starlette:
         yield
         await gateway.aclose()
 
+    async def cron(request: Request) -> HTMLResponse:
+        cron_id = request.path_params["cron_id"]
+        part = await fetch(gateway, "GET", f"/api/v1/crons/{quote(cron_id, safe='')}")
+        return HTMLResponse(cron_page(cron_id, part), status_code=part.status)
+
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "gateway": settings.base_url})
 
@@ -366,6 +413,7 @@ def create_app(settings: Settings) -> Starlette:
             # `path`: an id may hold a slash (the links quote it; the path arrives unquoted).
             Route("/tasks/{task_id:path}", task),
             Route("/queues/{queue_id:path}", queue),
+            Route("/crons/{cron_id:path}", cron),
             Route("/health", health),
         ],
         lifespan=lifespan,

@@ -75,6 +75,22 @@ def test_an_unknown_task_is_the_gateways_404_with_its_code(dashboard: str) -> No
     assert "[404." in missing.text and "no-such-task" in missing.text
 
 
+def test_a_cron_has_its_page_with_its_next_fires(stack: Stack, dashboard: str) -> None:
+    body = {"agent": AGENT, "app": "apptest", "func": "helloword", "rule": "0 3 * * *"}
+    added = stack.client.post("/api/v1/crons", json=body)
+    assert added.status_code == 201, added.text
+    cron_id = added.json()["cron_id"]
+    try:
+        overview = httpx.get(f"{dashboard}/", timeout=10).text
+        assert f'href="/crons/{cron_id}"' in overview
+        cron = httpx.get(f"{dashboard}/crons/{cron_id}", timeout=10)
+        assert cron.status_code == 200, cron.text
+        assert "0 3 * * *" in cron.text and "next fires" in cron.text
+        assert cron.text.count(" 03:00:00") >= 3  # the next fires, 03:00 UTC each day
+    finally:
+        assert stack.client.delete(f"/api/v1/crons/{cron_id}").status_code == 200
+
+
 def test_a_key_that_may_not_read_the_audit_shows_its_code_and_the_rest(
     stack: Stack, tmp_path: Path
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from elves.api.dashboard import Part, fetch, overview_page, queue_page, task_page
+from elves.api.dashboard import Part, cron_page, fetch, overview_page, queue_page, task_page
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -61,6 +61,7 @@ def test_the_overview_shows_every_part_and_escapes_what_agents_report() -> None:
     assert '<span class="bad">timed_out</span>' in html  # the newest event, as a status
     assert 'href="/queues/q1"' in html and ">open<" in html  # no QueueFinished yet
     assert "0 3 * * * (Asia/Shanghai)" in html and "apptest.helloword" in html
+    assert 'href="/crons/c1"' in html
     assert '<span class="bad">416.2</span>' in html
     assert 'http-equiv="refresh"' in html
 
@@ -124,3 +125,36 @@ def test_a_gateway_that_does_not_answer_is_503_1() -> None:
     down = httpx.AsyncClient(transport=httpx.MockTransport(refuse), base_url="http://gateway")
     part = asyncio.run(fetch(down, "GET", "/api/v1/agents"))
     assert part.error.startswith("[503.1] the gateway did not answer") and part.status == 502
+
+
+def test_a_cron_page_shows_its_counts_its_last_fire_and_result_and_its_next_fires() -> None:
+    data = {
+        "cron_id": "c/1",
+        "app": "apptest",
+        "func": "helloword",
+        "agent_id": "",
+        "selector": "role=web",
+        "rule": "*/5 * * * * *",
+        "timezone": "UTC",
+        "mode": "CANP",
+        "status": "paused",
+        "misfire": "run_once",
+        "overlap": "skip",
+        "counts": {"fires": 3, "missed": 1, "skipped": 0, "succeeded": 2, "failed": 1},
+        "last_fire": {"scheduled_at": 1_700_000_000_000, "task_id": "t9", "status": "ended"},
+        "last_result": {
+            "task_id": "t9",
+            "status": "failed",
+            "message": HOSTILE,
+            "ended_at": 1_700_000_001_000,
+        },
+        "next_fires": [1_700_000_005_000, 1_700_000_010_000],
+    }
+    html = cron_page("c/1", Part(data))
+    assert "on selector role=web" in html and "misfire run_once" in html
+    assert "<td>3</td><td>1</td><td>0</td><td>2</td><td>1</td>" in html
+    assert 'href="/tasks/t9"' in html and '<span class="bad">failed</span>' in html
+    assert HOSTILE not in html
+    assert "2023-11-14 22:13:25" in html and "2023-11-14 22:13:30" in html
+    never = cron_page("c2", Part({**data, "last_fire": None, "last_result": None}))
+    assert "last fire" in never
