@@ -265,3 +265,13 @@ OPENAPI["components"]["securitySchemes"] = {
 }
 OPENAPI["security"] = [dict.fromkeys(_SIGNING, [])]
 OPENAPI["paths"]["/health"]["get"]["security"] = []
+# An accepted agent may sign its package downloads with its own Ed25519 key instead (scheme
+# ELVES-AGENT-ED25519 over the same lines, `agent:<id>` for the key): no API key needed.
+_AGENT_SIGNING = ("X-Elves-Agent", "X-Elves-Timestamp", "X-Elves-Nonce", "X-Elves-Agent-Signature")
+OPENAPI["components"]["securitySchemes"].update(
+    {h: {"type": "apiKey", "in": "header", "name": h} for h in _AGENT_SIGNING}
+)
+OPENAPI["paths"]["/api/v1/apps/{app}/versions/{version}/package"]["get"]["security"] = [
+    dict.fromkeys(_SIGNING, []),
+    dict.fromkeys(_AGENT_SIGNING, []),
+]
