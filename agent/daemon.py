@@ -18,9 +18,9 @@ with dispatched tasks; the center's crons (`AgentCronSet`) arrive on the dispatc
 Security: at every start the agent registers its key (`AgentRegistered` on `enrolments`, through
 the outbox); the center dispatches nothing to it until an operator accepts that key. Every
 message on its dispatch topic must be signed by the center: `gate.py` checks it, and anything
-unsigned, forged, for another agent, expired, replayed or for an app not allowed here is not
-acted on and is reported as a `DispatchRefused` on `security`. A task the center dispatched for
-an app not allowed here also ends at once: its attempt is reported failed with 416.6.
+unsigned, forged, for another agent, expired, replayed, or a task for an app not allowed here
+is not acted on and is reported as a `DispatchRefused` on `security`. Such a task also ends at
+once: its attempt is reported failed with 416.6 (and a cron's fire of such an app likewise).
 """
 
 from __future__ import annotations
@@ -255,12 +255,13 @@ class Agent:
             self.outbox.put(*self.gate.refusal(exc, msg, _now_ms()))
             return False
         event = opened.event
-        app = getattr(event, "app", None)
-        if app is not None and not self._app_allowed(app):
-            self._refuse_app(opened, at, msg, app)
-            return False
         if isinstance(event, TaskDispatched):
+            if not self._app_allowed(event.app):
+                self._refuse_app(event, opened, at, msg)
+                return False
             return self._start(event, opened, at, pool)
+        # A cancel or a cron's new version goes through whatever its app: a cancel and a pause
+        # only take away, and a cron's fires are judged when they come (`_execute_cron`).
         if isinstance(event, TaskCancelRequested):
             self._cancel(event)
         else:
@@ -268,19 +269,15 @@ class Agent:
         self.gate.remember(opened, at)  # after acting: a crash before means it acts again
         return False
 
-    def _refuse_app(self, opened: Opened, at: str, msg: Message, app: str) -> None:
-        """A message the center signed, for now and for this agent, of an app this agent may not
-        run (416.6): refused, and a dispatch's attempt also ends here, failed with the code,
-        rather than at its deadline as `timed_out` (its queue's retries and skips then follow
-        at once). A message of this kind is a stale or a buggy center's, not a forgery, so the
-        center's task is the one to end."""
-        refused = _not_allowed(app, task_id=opened.claims.subject, key_id=opened.key_id)
+    def _refuse_app(self, event: TaskDispatched, opened: Opened, at: str, msg: Message) -> None:
+        """A dispatch the center signed, for now and for this agent, of an app this agent may
+        not run (416.6): refused, and its attempt ends here, failed with the code, rather than
+        at its deadline as `timed_out` (its queue's retries and skips then follow at once). Such
+        a dispatch is a stale or a buggy center's, not a forgery, so the center's task is the
+        one to end."""
+        refused = _not_allowed(event.app, task_id=opened.claims.subject, key_id=opened.key_id)
         log.warning("refused %s: [%s] %s", at, refused.code, refused.message)
         refusal = self.gate.refusal(refused, msg, _now_ms())
-        event = opened.event
-        if not isinstance(event, TaskDispatched):
-            self.outbox.put(*refusal)
-            return
         ended = RunResult(FLAG_ERROR, f"[{refused.code}] {refused.message}", 0)
         if not self.gate.claim(
             opened, at, event.task_id, event.attempt, refusal, self._result_row(event, ended)
