@@ -350,8 +350,12 @@ def build_app(settings: Settings, agent_view: AgentView, app_rules: AppRules) ->
     return app
 
 
-def run(settings: Settings, loglevel: str = "warn") -> None:
-    """Run the streams worker until it is stopped (SIGINT/SIGTERM)."""
+def run(settings: Settings, loglevel: str = "info") -> None:
+    """Run the streams worker until it is stopped (SIGINT/SIGTERM).
+
+    `info`, as `elves streams` passes by default: a Faust worker started with `warn` or `error`
+    was seen making debug log records on every send (about 6% of its CPU in
+    bench/faust_ceiling.py), and with `info` it made none."""
     from faust.worker import Worker
 
     (settings.state_dir / "streams").mkdir(parents=True, exist_ok=True)
