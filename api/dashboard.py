@@ -170,10 +170,24 @@ def _agents(data: dict[str, Any]) -> Markup:
             when(a.get("last_seen_at")),
             ", ".join(f"{k}={v}" for k, v in sorted(a.get("tags", {}).items())),
             ", ".join(f"{k} {v}" for k, v in sorted(a.get("apps", {}).items())),
+            # A package that did not install: the version before still runs (rollout.py).
+            badge(
+                "; ".join(f"{k}: {v}" for k, v in sorted(a.get("install_errors", {}).items())),
+                "bad",
+            ),
         ]
         for a in data["agents"]
     ]
-    headers = ["agent", "status", "enrolment", "host", "last heartbeat (UTC)", "tags", "apps"]
+    headers = [
+        "agent",
+        "status",
+        "enrolment",
+        "host",
+        "last heartbeat (UTC)",
+        "tags",
+        "apps",
+        "not installed",
+    ]
     return table(headers, rows, "no agent yet")
 
 

@@ -26,6 +26,7 @@ def parts(**changed: Part) -> dict[str, Part]:
         "last_seen_at": 1_700_000_000_000,
         "tags": {"role": "web"},
         "apps": {"apptest": "1"},
+        "install_errors": {"demo": "2: checksum mismatch"},
     }
     cron = {
         "cron_id": "c1",
@@ -62,6 +63,7 @@ def test_the_overview_shows_every_part_and_escapes_what_agents_report() -> None:
     assert 'href="/queues/q1"' in html and ">open<" in html  # no QueueFinished yet
     assert "0 3 * * * (Asia/Shanghai)" in html and "apptest.helloword" in html
     assert 'href="/crons/c1"' in html
+    assert '<span class="bad">demo: 2: checksum mismatch</span>' in html
     assert '<span class="bad">416.2</span>' in html
     assert 'http-equiv="refresh"' in html
 
