@@ -70,7 +70,7 @@ from elves.streams.cron.state import (
     parsed_rule,
     upcoming,
 )
-from elves.streams.tasks.model import params_error
+from elves.streams.tasks.model import AgentStatus, params_error
 
 # The rules are this module's; the state and its fold are state.py's, reached through here too.
 __all__ = [
@@ -156,6 +156,16 @@ def _derived(cls: type[CronPaused | CronResumed | CronDeleted], cmd: Command) ->
         occurred_at=cmd.occurred_at,
         cron_id=cmd.cron_id,
     )
+
+
+def agent_not_accepted(cmd: AddCron, status: AgentStatus) -> list[Event]:
+    """An agent cron goes to its agent, so only to one an operator accepted (414.4): one added
+    for an unknown agent (414.2) could never be sent. [] when its agent is accepted."""
+    if status in ("up", "down"):
+        return []
+    code, why = ("414.2", "unknown agent") if status == "unknown" else ("414.4", status)
+    reason = f"agent cron for {cmd.agent_id}: {why}; an agent cron needs an accepted agent"
+    return _reject(cmd, code, reason)
 
 
 def _reject(cmd: Command, code: str, reason: str) -> list[Event]:

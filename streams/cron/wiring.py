@@ -38,7 +38,6 @@ from elves.schemas.events import (
     AddCron,
     AgentCronSet,
     CronAdded,
-    CronCommandRejected,
     CronDeleted,
     CronFired,
     CronPaused,
@@ -57,7 +56,6 @@ from elves.signing import Signer
 from elves.streams.agents.view import AgentView
 from elves.streams.cron import model as crons
 from elves.streams.flow import Flow
-from elves.streams.tasks.model import AgentStatus
 
 log = logging.getLogger("elves.streams.cron")
 
@@ -110,23 +108,6 @@ class CronTable(faust.Table):  # type: ignore[type-arg]
 
     def partition_for_key(self, key: Any) -> int:
         return partition_of(str(key))
-
-
-def not_accepted(cmd: AddCron, status: AgentStatus) -> CronCommandRejected | None:
-    """An agent cron goes to its agent, so only to one an operator accepted (414.4): one added
-    for an unknown agent (414.2) could never be sent."""
-    if status in ("up", "down"):
-        return None
-    code, why = ("414.2", "unknown agent") if status == "unknown" else ("414.4", status)
-    return CronCommandRejected(
-        event_id=derived_id(cmd.event_id, "rejected"),
-        occurred_at=cmd.occurred_at,
-        cron_id=cmd.cron_id,
-        command=type(cmd).__name__,
-        command_id=cmd.event_id,
-        code=code,
-        reason=f"agent cron for {cmd.agent_id}: {why}; an agent cron needs an accepted agent",
-    )
 
 
 def _decide(
@@ -254,9 +235,10 @@ def wire_crons(
             and decoded.mode in crons.AGENT_MODES
             and crons.field_error(decoded, settings.max_params_bytes) is None  # its codes first
         ):
-            refused = not_accepted(decoded, await agent_view.status_now(decoded.agent_id))
-            if refused is not None:
-                await fold(decoded.cron_id, decoded, lambda _state: [refused])
+            status = await agent_view.status_now(decoded.agent_id)
+            refused = crons.agent_not_accepted(decoded, status)
+            if refused:
+                await fold(decoded.cron_id, decoded, lambda _state: refused)
                 return
         if isinstance(decoded, AddCron | PauseCron | ResumeCron | DeleteCron):
             await fold(

@@ -106,6 +106,16 @@ def test_a_bad_add_is_rejected_with_its_code_and_nothing_else() -> None:
         assert run.state is None
 
 
+def test_an_agent_cron_needs_an_accepted_agent() -> None:
+    cmd = add(mode="AANP")
+    assert model.agent_not_accepted(cmd, "up") == model.agent_not_accepted(cmd, "down") == []
+    for status, code in (("unknown", "414.2"), ("pending", "414.4"), ("rejected", "414.4")):
+        [refused] = model.agent_not_accepted(cmd, status)
+        assert isinstance(refused, CronCommandRejected)
+        assert (refused.code, refused.cron_id, refused.command) == (code, cmd.cron_id, "AddCron")
+        assert "needs an accepted agent" in refused.reason
+
+
 def test_the_same_cron_id_twice_is_refused() -> None:
     run = Run(add())
     out = run.command(add(event_id="cmd-2"))
