@@ -82,6 +82,8 @@ class AgentAuth(httpx.Auth):
     """Signs each request with an agent's own enrolled key: what an agent needs of the gateway
     (its apps' packages) without an API key."""
 
+    requires_request_body = True  # the body's sha256 is signed
+
     def __init__(self, agent_id: str, key: Ed25519PrivateKey) -> None:
         self.agent_id = agent_id
         self._key = key

@@ -22,8 +22,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from elves.errors import (
     BadSignature,
@@ -34,6 +33,7 @@ from elves.errors import (
     Replayed,
     UnknownKey,
 )
+from elves.signing import verified
 
 SCHEME = "ELVES-HMAC-SHA256"
 AGENT_SCHEME = "ELVES-AGENT-ED25519"
@@ -48,8 +48,8 @@ AGENT_SIGNATURE_HEADER = "x-elves-agent-signature"
 AGENT_HEADERS = (AGENT_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, AGENT_SIGNATURE_HEADER)
 
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-_SIGNATURE = re.compile(r"^[0-9a-f]{64}$")
-_AGENT_SIGNATURE = re.compile(r"^[0-9a-f]{128}$")  # Ed25519: 64 bytes
+# The hex digits of each scheme's signature: HMAC-SHA256 (32 bytes), Ed25519 (64 bytes).
+HEX_DIGITS: dict[tuple[str, ...], int] = {HEADERS: 64, AGENT_HEADERS: 128}
 
 
 def canonical(
@@ -104,9 +104,9 @@ def read_headers(headers: Mapping[str, str], names: tuple[str, ...] = HEADERS) -
         raise BadTimestamp(f"{TIMESTAMP_HEADER} must be Unix seconds, not {signed.timestamp!r}")
     if not _NONCE.match(signed.nonce):
         raise MissingSignature(f"{NONCE_HEADER} must be 16-64 letters, digits, - or _")
-    form, length = (_SIGNATURE, 64) if names == HEADERS else (_AGENT_SIGNATURE, 128)
-    if not form.match(signed.signature):
-        raise BadSignatureFormat(f"{names[-1]} must be {length} lowercase hex digits")
+    digits = HEX_DIGITS[names]
+    if not re.fullmatch(f"[0-9a-f]{{{digits}}}", signed.signature):
+        raise BadSignatureFormat(f"{names[-1]} must be {digits} lowercase hex digits")
     return signed
 
 
@@ -214,14 +214,10 @@ def verify_agent(
     message = canonical(
         method, target, body, signed.timestamp, signed.nonce, f"agent:{agent_id}", AGENT_SCHEME
     )
-    try:
-        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public)).verify(
-            bytes.fromhex(signed.signature), message
-        )
-    except (InvalidSignature, ValueError) as exc:
+    if not verified(public, signed.signature, message):
         raise BadSignature(
             "the signature does not match this request and the agent's accepted key",
             agent_id=agent_id,
-        ) from exc
+        )
     _fresh(signed, f"agent:{agent_id}", now, nonces)
     return agent_id

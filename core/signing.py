@@ -281,17 +281,21 @@ def registration(
     )
 
 
-def registration_valid(event: AgentRegistered) -> bool:
-    """The registration is signed by the key it names (proof of possession)."""
+def verified(public_key_hex: str, signature_hex: str, message: bytes) -> bool:
+    """Is `signature_hex` the Ed25519 signature of `message` by `public_key_hex`? (False for a
+    malformed key or signature too.)"""
     try:
-        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(event.public_key))
-        key.verify(
-            bytes.fromhex(event.signature),
-            registration_message(event.agent_id, event.public_key),
-        )
+        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex))
+        key.verify(bytes.fromhex(signature_hex), message)
     except (ValueError, InvalidSignature):
         return False
     return True
+
+
+def registration_valid(event: AgentRegistered) -> bool:
+    """The registration is signed by the key it names (proof of possession)."""
+    message = registration_message(event.agent_id, event.public_key)
+    return verified(event.public_key, event.signature, message)
 
 
 def short_id(public_key_hex: str) -> str:
