@@ -44,7 +44,7 @@ from elves.agent.identity import agent_id as load_agent_id
 from elves.agent.identity import agent_key
 from elves.agent.install import packages_dir
 from elves.agent.outbox import Outbox, Row, default_path
-from elves.agent.rollout import Rollout
+from elves.agent.rollout import Rollout, gateway_fetch
 from elves.agent.runner import FLAG_ERROR, STOPPING, Runner, RunResult, TaskSpec
 from elves.config import Settings
 from elves.errors import BadRequest, BadSelector, DispatchAppNotAllowed, DispatchRefusal
@@ -108,7 +108,9 @@ class Agent:
             forkserver=self.forkserver,
             installed=packages_dir(settings, self.agent_id),
         )
-        self.rollout = Rollout(settings, self.agent_id, key=self.key)
+        self.rollout = Rollout(
+            settings, self.agent_id, gateway_fetch(settings, self.agent_id, self.key)
+        )
         self.ready = threading.Event()  # set once the consumer is subscribed (for tests, CLI)
         self._kill = threading.Event()  # set when running tasks must be killed
         # One event per claimed attempt: set by the agent stopping or a TaskCancelRequested.

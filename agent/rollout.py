@@ -7,7 +7,8 @@ activation it has not handled yet is installed: downloaded from the gateway, its
 unpacked and switched to atomically (`install.py`). Any failure keeps the version that ran
 before and is kept as the app's install error, which every heartbeat reports; it is tried
 again after 5 s, then twice as long each time up to 5 minutes, and at once when this agent is
-accepted (until then the gateway gives it nothing: it downloads with its own enrolled key).
+accepted (until then the gateway gives it nothing: `gateway_fetch` signs with its own
+enrolled key).
 
 The same log carries each app's permission rule (`AppPermissionSet`): `permits` is the agent's
 own check that an app may run here, after the gateway's and the streams'.
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from elves import app_versions
 from elves.agent.install import activate, install, installed_versions, packages_dir, prune
-from elves.client import agent_client, client
+from elves.client import agent_client
 from elves.config import Settings
 from elves.errors import DecodeError, ElvesError
 from elves.kafka import consumer
@@ -51,19 +52,37 @@ class InstallFailed(Exception):
     """A package could not be fetched; the message says why."""
 
 
+def gateway_fetch(settings: Settings, agent_id: str, key: Ed25519PrivateKey) -> Fetch:
+    """Packages from the gateway, each download signed with the agent's own enrolled key (the
+    gateway serves an accepted agent its packages without an API key)."""
+
+    def fetch(app: str, version: str) -> bytes:
+        path = f"/api/v1/apps/{app}/versions/{version}/package"
+        try:
+            with agent_client(settings, agent_id, key, DOWNLOAD_TIMEOUT_S) as gateway:
+                response = gateway.get(path)
+        except httpx.HTTPError as exc:
+            raise InstallFailed(f"download failed: {exc!r}") from exc
+        if response.status_code != 200:
+            raise InstallFailed(
+                f"download failed: HTTP {response.status_code} {response.text[:200]}"
+            )
+        return response.content
+
+    return fetch
+
+
 class Rollout:
     def __init__(
         self,
         settings: Settings,
         agent_id: str,
-        fetch: Fetch | None = None,
+        fetch: Fetch,
         catch_up_wait_s: float = CATCH_UP_WAIT_S,
-        key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.settings = settings
         self.root = packages_dir(settings, agent_id)
-        self.fetch = fetch or self._download
-        self._key = key  # the agent's enrolled key: it downloads with it (else ELVES_KEY_FILE)
+        self.fetch = fetch
         self._retry_at: dict[str, float] = {}  # app -> when to try its install again
         self._retry_delay: dict[str, float] = {}
         self._apps: dict[str, app_versions.AppState] = {}
@@ -151,23 +170,6 @@ class Rollout:
                 del self._retry_at[app]
                 self._handled.pop(app, None)
         return bool(due)
-
-    def _download(self, app: str, version: str) -> bytes:
-        path = f"/api/v1/apps/{app}/versions/{version}/package"
-        if self._key is not None:
-            gateway = agent_client(self.settings, self.agent_id, self._key, DOWNLOAD_TIMEOUT_S)
-        else:  # signed with ELVES_KEY_FILE: a key with `read` on the app
-            gateway = client(self.settings, timeout=DOWNLOAD_TIMEOUT_S)
-        try:
-            with gateway:
-                response = gateway.get(path)
-        except httpx.HTTPError as exc:
-            raise InstallFailed(f"download failed: {exc!r}") from exc
-        if response.status_code != 200:
-            raise InstallFailed(
-                f"download failed: HTTP {response.status_code} {response.text[:200]}"
-            )
-        return response.content
 
     def run(self, stop: threading.Event) -> None:
         """Read `apps` (and this agent's admin tags on `enrolments`) and install, until `stop`

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from elves import app_versions
-from elves.agent.rollout import Rollout
+from elves.agent.rollout import InstallFailed, Rollout
 from elves.api.permissions import parse_rule
 from elves.config import Settings
 from elves.errors import BadSelector, MissingField, WrongType
@@ -19,6 +19,10 @@ from elves.streams.app_rules import AppRules
 
 T0 = 1_700_000_000_000
 WEB_BJ = {"role": "web", "dc": "bj"}
+
+
+def no_download(app: str, version: str) -> bytes:
+    raise InstallFailed("these tests install nothing")
 
 
 def rule_set(app: str = "demo", event_id: str = "p1", **kw: object) -> AppPermissionSet:
@@ -134,20 +138,22 @@ def test_the_streams_view_judges_by_the_rules_it_read() -> None:
 
 
 def test_the_agent_checks_an_app_by_its_own_fold_of_apps(tmp_path: Path) -> None:
-    rollout = Rollout(Settings(state_dir=tmp_path), "a1", catch_up_wait_s=0)
+    rollout = Rollout(Settings(state_dir=tmp_path), "a1", no_download, catch_up_wait_s=0)
     assert rollout.permits("demo", "a1", {})  # nothing read: the default
     rollout.apply(rule_set(agents=("a2",), selectors=("dc=bj",)))
     assert not rollout.permits("demo", "a1", {"dc": "sh"})
     assert rollout.permits("demo", "a1", {"dc": "bj"})
     assert rollout.permits("demo", "a2", {})
-    denying = Rollout(Settings(state_dir=tmp_path, app_default="deny"), "a1", catch_up_wait_s=0)
+    denying = Rollout(
+        Settings(state_dir=tmp_path, app_default="deny"), "a1", no_download, catch_up_wait_s=0
+    )
     assert not denying.permits("demo", "a1", {})
 
 
 def test_the_agent_lays_the_operators_tags_over_its_own_as_the_center_does(
     tmp_path: Path,
 ) -> None:
-    rollout = Rollout(Settings(state_dir=tmp_path), "a1", catch_up_wait_s=0)
+    rollout = Rollout(Settings(state_dir=tmp_path), "a1", no_download, catch_up_wait_s=0)
     rollout.apply(rule_set(selectors=("role=web",)))
     assert not rollout.permits("demo", "a1", {"role": "db"})
     rollout._enrolment(CODEC.encode(AgentTagsSet("t1", T0, "a2", {"role": "web"})))
