@@ -177,9 +177,20 @@ def require_agents(request: Request, agent_ids: Sequence[str]) -> None:
         raise NoPermission(why, key_id=key.key_id)
 
 
-async def _task(gw: Gateway, task_id: str) -> list[Target]:
-    rows = await asyncio.to_thread(gw.store.task_events, task_id)
-    # Not in the audit: the handler reads the same rows and answers 404 with nothing in it.
+async def task_events(request: Request, task_id: str) -> list[dict[str, Any]]:
+    """A task's rows in the audit, read once per request: the guard reads them for the task's
+    app and agent, and the handler gets the same rows."""
+    cached: dict[str, list[dict[str, Any]]] | None = getattr(request.state, "task_rows", None)
+    if cached is None:
+        cached = request.state.task_rows = {}
+    if task_id not in cached:
+        cached[task_id] = await asyncio.to_thread(gateway(request).store.task_events, task_id)
+    return cached[task_id]
+
+
+async def _task(request: Request, task_id: str) -> list[Target]:
+    rows = await task_events(request, task_id)
+    # Not in the audit: the handler answers 404 with nothing in it.
     app = next((str(r["app"]) for r in rows if r["app"]), None)
     agent = next((str(r["agent_id"]) for r in rows if r["agent_id"]), None)
     return [Target(app, agent)] if rows else []
@@ -200,14 +211,15 @@ def _cron_of(gw: Gateway, cron_id: str) -> list[Target]:
     return [Target(cron.app, cron.agent_id or None, selector=cron.selector or None)]
 
 
-async def _path_targets(gw: Gateway, params: Mapping[str, str]) -> list[Target]:
+async def _path_targets(request: Request, params: Mapping[str, str]) -> list[Target]:
+    gw = gateway(request)
     targets = []
     if "app" in params:
         targets.append(Target(app=params["app"]))
     if "agent_id" in params:
         targets.append(Target(agent=params["agent_id"]))
     if "task_id" in params:
-        targets += await _task(gw, params["task_id"])
+        targets += await _task(request, params["task_id"])
     if "queue_id" in params:
         targets += await _queue(gw, params["queue_id"])
     if "cron_id" in params:
@@ -231,7 +243,7 @@ async def authorize(request: Request, path: str) -> KeyState:
     rule = RULES.get((method, path), EVERYTHING)
     why = denies_operation(key.scopes, rule.operation, rule.everything)
     if why is None:
-        targets = await _path_targets(gw, request.path_params)
+        targets = await _path_targets(request, request.path_params)
         if rule.body is not None:
             targets += rule.body(parse_json_body(body))
         why = next((w for t in targets if (w := _denial(gw, key.scopes, t))), None)

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from elves.api import agents, apps, crons, keys, permissions, queues
-from elves.api.access import Target, allowed, guard, require_agents, who
+from elves.api.access import Target, allowed, guard, require_agents, task_events, who
 from elves.api.audit import AuditStore
 from elves.api.auth import Authenticator
 from elves.api.gateway import Gateway, gateway, to_event
@@ -201,9 +201,8 @@ def _timings(submitted_at: int, seen: dict[str, int], outcome: Event) -> dict[st
 
 
 async def get_task(request: Request) -> JSONResponse:
-    gw = gateway(request)
     task_id = request.path_params["task_id"]
-    rows = await asyncio.to_thread(gw.store.task_events, task_id)
+    rows = await task_events(request, task_id)  # the guard read them already
     if not rows:
         raise TaskNotFound(f"no task with id {task_id}", task_id=task_id)
     events = [e for e in (to_event(r) for r in rows) if e is not None]
