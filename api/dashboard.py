@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from elves.client import async_client
 from elves.config import Settings
-from elves.table import when
+from elves.table import AGENT_HEADERS, QUEUE_TASK_HEADERS, agent_row, queue_task_row, when
 
 REFRESH_S = 5
 GOOD = frozenset({"TaskSucceeded", "succeeded", "up", "accepted", "active"})
@@ -161,34 +161,13 @@ def _shown(part: Part, render: Callable[[Any], Markup]) -> Markup:
 
 
 def _agents(data: dict[str, Any]) -> Markup:
-    rows = [
-        [
-            esc(a["agent_id"]),
-            badge(a["status"]),
-            badge(a.get("enrolment", "")),
-            a.get("hostname", ""),
-            when(a.get("last_seen_at")),
-            ", ".join(f"{k}={v}" for k, v in sorted(a.get("tags", {}).items())),
-            ", ".join(f"{k} {v}" for k, v in sorted(a.get("apps", {}).items())),
-            # A package that did not install: the version before still runs (rollout.py).
-            badge(
-                "; ".join(f"{k}: {v}" for k, v in sorted(a.get("install_errors", {}).items())),
-                "bad",
-            ),
-        ]
-        for a in data["agents"]
-    ]
-    headers = [
-        "agent",
-        "status",
-        "enrolment",
-        "host",
-        "last heartbeat (UTC)",
-        "tags",
-        "apps",
-        "not installed",
-    ]
-    return table(headers, rows, "no agent yet")
+    rows = []
+    for a in data["agents"]:
+        agent_id, status, enrolment, *rest = agent_row(a)
+        # A package that did not install: the version before still runs (rollout.py).
+        errors = "; ".join(f"{k}: {v}" for k, v in sorted(a.get("install_errors", {}).items()))
+        rows.append([agent_id, badge(status), badge(enrolment), *rest, badge(errors, "bad")])
+    return table([*AGENT_HEADERS, "not installed"], rows, "no agent yet")
 
 
 def _rows(data: dict[str, Any]) -> list[list[Any]]:
@@ -298,21 +277,12 @@ def task_page(task_id: str, part: Part) -> str:
 
 def queue_page(queue_id: str, part: Part) -> str:
     def render(data: dict[str, Any]) -> Markup:
-        rows = [
-            [
-                link(f"/tasks/{quote(t['task_id'], safe='')}", t["task_id"]),
-                badge(t["status"]),
-                t["attempt"],
-                "" if t["worker_flag"] is None else t["worker_flag"],
-                f"{t['worker_costtime']} ms",
-                ", ".join(t["depends_on"]),
-                t["cause"] or t["worker_message"],
-            ]
-            for t in data["tasks"]
-        ]
-        headers = ["task", "status", "attempt", "flag", "time", "depends on", "result / cause"]
+        rows = []
+        for t in data["tasks"]:
+            task_id, status, *rest = queue_task_row(t)
+            rows.append([_task_link(task_id), badge(status), *rest])
         head = Markup(f"<p>app {esc(data['app'])}, status {badge(data['status'])}</p>")
-        return Markup(head + table(headers, rows, "no task"))
+        return Markup(head + table(QUEUE_TASK_HEADERS, rows, "no task"))
 
     return page(f"queue {queue_id}", [_shown(part, render)])
 

@@ -19,7 +19,7 @@ from elves import agent_cli, app_cli, cron_cli, key_cli, queue_cli
 from elves.client import client
 from elves.config import Settings
 from elves.errors import MissingSignature
-from elves.table import params_of, render, when
+from elves.table import AGENT_HEADERS, agent_row, params_of, render
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -102,20 +102,8 @@ def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
         response = client.get("/api/v1/agents")
     if response.status_code != 200:
         return _fail(response)
-    rows = [
-        [
-            a["agent_id"],
-            a["status"],
-            a.get("enrolment", ""),
-            a["hostname"],
-            when(a["last_seen_at"]) if a["last_seen_at"] else "-",
-            ",".join(f"{k}={v}" for k, v in sorted(a.get("tags", {}).items())),
-            ", ".join(f"{k}:{v}" for k, v in sorted(a["apps"].items())),
-        ]
-        for a in response.json()["agents"]
-    ]
-    headers = ["agent", "status", "enrolment", "host", "last heartbeat (UTC)", "tags", "apps"]
-    _out(render(headers, rows, 80))
+    rows = [agent_row(a) for a in response.json()["agents"]]
+    _out(render(AGENT_HEADERS, rows, 80))
     for a in response.json()["agents"]:
         for app, why in sorted(a.get("install_errors", {}).items()):
             _out(f"{a['agent_id']}: {app} not installed, the version before runs: {why}")

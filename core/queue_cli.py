@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from elves.config import Settings
-from elves.table import call, out, params_of, render
+from elves.table import QUEUE_TASK_HEADERS, call, out, params_of, queue_task_row, render
 
 
 def _task_body(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
@@ -74,20 +74,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     when = f" as of {args.as_of}" if args.as_of else ""
     out(f"queue {data['queue_id']} ({data['app']}): {data['status']}{when}")
-    rows = [
-        [
-            t["task_id"],
-            t["status"],
-            t["attempt"],
-            "" if t["worker_flag"] is None else t["worker_flag"],
-            f"{t['worker_costtime']} ms",
-            ",".join(t["depends_on"]),
-            t["cause"] or t["worker_message"],
-        ]
-        for t in data["tasks"]
-    ]
-    headers = ["task", "status", "attempt", "flag", "time", "depends on", "result / cause"]
-    out(render(headers, rows))
+    out(render(QUEUE_TASK_HEADERS, [queue_task_row(t) for t in data["tasks"]]))
     return 0
 
 

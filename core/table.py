@@ -18,6 +18,37 @@ def when(ms: int | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+# The rows the CLI and the dashboard both show, from the gateway's JSON.
+AGENT_HEADERS = ["agent", "status", "enrolment", "host", "last heartbeat (UTC)", "tags", "apps"]
+QUEUE_TASK_HEADERS = ["task", "status", "attempt", "flag", "time", "depends on", "result / cause"]
+
+
+def agent_row(a: dict[str, Any]) -> list[Any]:
+    """One agent of GET /api/v1/agents, as `AGENT_HEADERS`."""
+    return [
+        a["agent_id"],
+        a["status"],
+        a.get("enrolment", ""),
+        a["hostname"],
+        when(a["last_seen_at"]) or "-",
+        ",".join(f"{k}={v}" for k, v in sorted(a.get("tags", {}).items())),
+        ", ".join(f"{k}:{v}" for k, v in sorted(a["apps"].items())),
+    ]
+
+
+def queue_task_row(t: dict[str, Any]) -> list[Any]:
+    """One task of GET /api/v1/queues/{id}, as `QUEUE_TASK_HEADERS`."""
+    return [
+        t["task_id"],
+        t["status"],
+        t["attempt"],
+        "" if t["worker_flag"] is None else t["worker_flag"],
+        f"{t['worker_costtime']} ms",
+        ",".join(t["depends_on"]),
+        t["cause"] or t["worker_message"],
+    ]
+
+
 def out(text: str) -> None:
     print(text)  # noqa: T201 - the CLI's output
 
