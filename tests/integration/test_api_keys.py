@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from elves.request_signing import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEAD
 from elves.topics import ensure_topics
 
 from .conftest import stack_settings
+from .test_cli import elves as cli
 
 WEB, DB = "ak-web-1", "ak-db-1"
 SECRETS: list[str] = []  # every secret the module saw: none may show up in logs or the audit
@@ -242,32 +242,24 @@ def test_a_revoked_key_stops_working(keystack: Stack, tmp_path: Path) -> None:
 
 
 def test_the_cli_creates_lists_and_revokes_keys(keystack: Stack, tmp_path: Path) -> None:
-    env = {
-        "ELVES_GATEWAY_URL": keystack.settings.base_url,
-        "ELVES_KEY_FILE": str(keystack.settings.admin_key_path),
-        "PATH": "/usr/bin:/bin",
-    }
-
     def elves(*args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "elves.cli", "key", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+        return cli(keystack, *args, key_file=keystack.settings.admin_key_path)
 
     out = tmp_path / "reader.key"
-    made = elves("create", "--app", "*", "--agent", "*", "--op", "read", "-o", str(out))
+    made = elves("key", "create", "--app", "*", "--agent", "*", "--op", "read", "-o", str(out))
     assert made.returncode == 0, made.stdout + made.stderr
     key = read_key_file(out)
     SECRETS.append(key.secret)
     assert key.secret not in made.stdout and (out.stat().st_mode & 0o777) == 0o600
-    listed = elves("list")
+    listed = elves("key", "list")
     assert listed.returncode == 0 and key.key_id in listed.stdout
     assert key.secret not in listed.stdout
-    assert elves("revoke", key.key_id).returncode == 0
-    assert "revoked" in elves("list").stdout
-    assert elves("create", "--app", "*", "--agent", "*", "--op", "fly").returncode == 2
+    assert elves("key", "revoke", key.key_id).returncode == 0
+    assert "revoked" in elves("key", "list").stdout
+    assert elves("key", "create", "--app", "*", "--agent", "*", "--op", "fly").returncode == 2
 
     def call(*args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "elves.cli", "call", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+        return elves("call", *args)
 
     agents = call("GET", "/api/v1/agents")
     assert agents.returncode == 0 and WEB in agents.stdout, agents.stdout

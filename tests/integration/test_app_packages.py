@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import uuid
 import zipfile
 from pathlib import Path
@@ -21,6 +19,7 @@ from elves.local import Stack, wait_for
 from elves.packages import sha256_of
 
 from .conftest import AGENT
+from .test_cli import elves
 
 
 def package(app: str, version: str, files: dict[str, str] | None = None) -> bytes:
@@ -129,23 +128,13 @@ def test_the_cli_publishes_a_folder_and_activates(stack: Stack, tmp_path: Path) 
     folder = tmp_path / app
     with zipfile.ZipFile(io.BytesIO(package(app, "3"))) as zf:
         zf.extractall(folder)
-    env = {
-        "ELVES_GATEWAY_URL": stack.settings.base_url,
-        "ELVES_KEY_FILE": str(stack.settings.key_path),
-        "PATH": "/usr/bin:/bin",
-    }
-
-    def elves(*args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "elves.cli", "app", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
-
-    published = elves("publish", str(folder), "--no-activate")
+    published = elves(stack, "app", "publish", str(folder), "--no-activate")
     assert published.returncode == 0, published.stdout + published.stderr
     assert f"{app} 3 sha256" in published.stdout
-    listed = elves("list")
+    listed = elves(stack, "app", "list")
     assert listed.returncode == 0 and app in listed.stdout
-    assert elves("activate", app, "3").returncode == 0
-    assert elves("activate", app, "4").returncode == 1
+    assert elves(stack, "app", "activate", app, "3").returncode == 0
+    assert elves(stack, "app", "activate", app, "4").returncode == 1
     wait_for("v3 installed", lambda: agent(stack)["apps"].get(app) == "3")
     assert runs(stack, app) == "v3"
 

@@ -12,10 +12,13 @@ from elves.local import Stack, wait_for
 from .conftest import AGENT
 
 
-def elves(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+def elves(
+    stack: Stack, *args: str, url: str | None = None, key_file: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it, against the stack's gateway with its key (or those given)."""
     env = {
-        "ELVES_GATEWAY_URL": stack.settings.base_url,
-        "ELVES_KEY_FILE": str(stack.settings.key_path),
+        "ELVES_GATEWAY_URL": url or stack.settings.base_url,
+        "ELVES_KEY_FILE": str(key_file or stack.settings.key_path),
         "PATH": "/usr/bin:/bin",
     }
     return subprocess.run(
@@ -53,34 +56,12 @@ def test_the_readme_tour(stack: Stack) -> None:
 
 
 def test_no_gateway_is_a_clear_error(stack: Stack) -> None:
-    env = {
-        "ELVES_GATEWAY_URL": "http://127.0.0.1:9",
-        "ELVES_KEY_FILE": str(stack.settings.key_path),
-        "PATH": "/usr/bin:/bin",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "elves.cli", "agents"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    done = elves(stack, "agents", url="http://127.0.0.1:9")
     assert done.returncode == 1 and "503.1" in done.stdout
 
 
 def test_no_key_file_is_a_clear_error(stack: Stack, tmp_path: Path) -> None:
-    env = {
-        "ELVES_GATEWAY_URL": stack.settings.base_url,
-        "ELVES_KEY_FILE": str(tmp_path / "missing.key"),
-        "PATH": "/usr/bin:/bin",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "elves.cli", "agents"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    done = elves(stack, "agents", key_file=tmp_path / "missing.key")
     assert done.returncode == 1 and "401.1" in done.stdout and "missing.key" in done.stdout
 
 
