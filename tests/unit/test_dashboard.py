@@ -159,4 +159,4 @@ def test_a_cron_page_shows_its_counts_its_last_fire_and_result_and_its_next_fire
     assert HOSTILE not in html
     assert "2023-11-14 22:13:25" in html and "2023-11-14 22:13:30" in html
     never = cron_page("c2", Part({**data, "last_fire": None, "last_result": None}))
-    assert "last fire" in never
+    assert "last fire" in never and 'href="/tasks/' not in never  # no fire yet: no task
