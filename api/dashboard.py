@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +36,7 @@ from elves.config import Settings
 from elves.table import AGENT_HEADERS, QUEUE_TASK_HEADERS, agent_row, queue_task_row, when
 
 REFRESH_S = 5
+Endpoint = Callable[[Request], Awaitable[HTMLResponse]]
 GOOD = frozenset({"TaskSucceeded", "succeeded", "up", "accepted", "active"})
 BAD = frozenset(
     {
@@ -102,6 +103,12 @@ def esc(value: object) -> Markup:
 
 def link(href: str, text: object) -> Markup:
     return Markup(f'<a href="{html.escape(href)}">{esc(text)}</a>')
+
+
+def page_link(kind: str, ident: str | None) -> Markup:
+    """A link to a task's, queue's or cron's page (`kind`: tasks, queues, crons); nothing for
+    no id. The id is one path segment, whatever it holds."""
+    return link(f"/{kind}/{quote(ident, safe='')}", ident) if ident else Markup("")
 
 
 def badge(word: object, kind: str = "") -> Markup:
@@ -192,7 +199,7 @@ STATUS_OF = {
 
 def _tasks(data: dict[str, Any]) -> Markup:
     rows = [
-        [link(f"/tasks/{quote(t, safe='')}", t), badge(STATUS_OF.get(last, last)), at, app, agent]
+        [page_link("tasks", t), badge(STATUS_OF.get(last, last)), at, app, agent]
         for t, last, at, app, agent in _rows(data)
     ]
     return table(["task", "status", "last change (UTC)", "app", "agent"], rows, "no task today")
@@ -200,7 +207,7 @@ def _tasks(data: dict[str, Any]) -> Markup:
 
 def _queues(data: dict[str, Any]) -> Markup:
     rows = [
-        [link(f"/queues/{quote(q, safe='')}", q), app, created, badge(done or "open")]
+        [page_link("queues", q), app, created, badge(done or "open")]
         for q, app, created, done in _rows(data)
     ]
     return table(["queue", "app", "created (UTC)", "status"], rows, "no queue today")
@@ -209,7 +216,7 @@ def _queues(data: dict[str, Any]) -> Markup:
 def _crons(data: dict[str, Any]) -> Markup:
     rows = [
         [
-            link(f"/crons/{quote(c['cron_id'], safe='')}", c["cron_id"]),
+            page_link("crons", c["cron_id"]),
             c.get("name") or "",
             c.get("agent_id") or c.get("selector") or "",
             f"{c['app']}.{c['func']}",
@@ -227,7 +234,7 @@ def _crons(data: dict[str, Any]) -> Markup:
 
 def _refusals(data: dict[str, Any]) -> Markup:
     rows = [
-        [at, agent, badge(code, "bad"), reason, link(f"/tasks/{quote(t, safe='')}", t) if t else ""]
+        [at, agent, badge(code, "bad"), reason, page_link("tasks", t)]
         for at, agent, code, reason, t in _rows(data)
     ]
     return table(["at (UTC)", "agent", "code", "reason", "task"], rows, "nothing refused")
@@ -280,7 +287,7 @@ def queue_page(queue_id: str, part: Part) -> str:
         rows = []
         for t in data["tasks"]:
             task_id, status, *rest = queue_task_row(t)
-            rows.append([_task_link(task_id), badge(status), *rest])
+            rows.append([page_link("tasks", task_id), badge(status), *rest])
         head = Markup(f"<p>app {esc(data['app'])}, status {badge(data['status'])}</p>")
         return Markup(head + table(QUEUE_TASK_HEADERS, rows, "no task"))
 
@@ -304,14 +311,14 @@ def cron_page(cron_id: str, part: Part) -> str:
                 [
                     "last fire",
                     when(fire.get("scheduled_at")),
-                    _task_link(fire.get("task_id")),
+                    page_link("tasks", fire.get("task_id")),
                     badge(fire.get("status")),
                     "",
                 ],
                 [
                     "last result",
                     when(result.get("ended_at")),
-                    _task_link(result.get("task_id")),
+                    page_link("tasks", result.get("task_id")),
                     badge(result.get("status")),
                     result.get("message", ""),
                 ],
@@ -321,10 +328,6 @@ def cron_page(cron_id: str, part: Part) -> str:
         return Markup(head + counts + Markup("<h2>Last</h2>") + last + upcoming)
 
     return page(f"cron {cron_id}", [_shown(part, render)])
-
-
-def _task_link(task_id: str | None) -> Markup:
-    return link(f"/tasks/{quote(task_id, safe='')}", task_id) if task_id else Markup("")
 
 
 # --- reading the gateway -----------------------------------------------------------------------
@@ -368,25 +371,20 @@ def create_app(settings: Settings) -> Starlette:
         )
         return HTMLResponse(overview_page(dict(zip(names, parts, strict=True))))
 
-    async def task(request: Request) -> HTMLResponse:
-        task_id = request.path_params["task_id"]
-        part = await fetch(gateway, "GET", f"/api/v1/tasks/{quote(task_id, safe='')}")
-        return HTMLResponse(task_page(task_id, part), status_code=part.status)
+    def detail(api: str, render: Callable[[str, Part], str]) -> Endpoint:
+        """The page of one task, queue or cron: the gateway's `api/<id>`, with its status."""
 
-    async def queue(request: Request) -> HTMLResponse:
-        queue_id = request.path_params["queue_id"]
-        part = await fetch(gateway, "GET", f"/api/v1/queues/{quote(queue_id, safe='')}")
-        return HTMLResponse(queue_page(queue_id, part), status_code=part.status)
+        async def endpoint(request: Request) -> HTMLResponse:
+            ident = request.path_params["id"]
+            part = await fetch(gateway, "GET", f"{api}/{quote(ident, safe='')}")
+            return HTMLResponse(render(ident, part), status_code=part.status)
+
+        return endpoint
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await gateway.aclose()
-
-    async def cron(request: Request) -> HTMLResponse:
-        cron_id = request.path_params["cron_id"]
-        part = await fetch(gateway, "GET", f"/api/v1/crons/{quote(cron_id, safe='')}")
-        return HTMLResponse(cron_page(cron_id, part), status_code=part.status)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "gateway": settings.base_url})
@@ -395,9 +393,9 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/", overview),
             # `path`: an id may hold a slash (the links quote it; the path arrives unquoted).
-            Route("/tasks/{task_id:path}", task),
-            Route("/queues/{queue_id:path}", queue),
-            Route("/crons/{cron_id:path}", cron),
+            Route("/tasks/{id:path}", detail("/api/v1/tasks", task_page)),
+            Route("/queues/{id:path}", detail("/api/v1/queues", queue_page)),
+            Route("/crons/{id:path}", detail("/api/v1/crons", cron_page)),
             Route("/health", health),
         ],
         lifespan=lifespan,
