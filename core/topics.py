@@ -47,10 +47,13 @@ CORE_TOPICS = (
     TopicSpec("security", partitions=1),
     TopicSpec("dlq", partitions=1),
 )
-# Table rows, not events (the watcher does not store them). Faust would make this one at the
-# streams' start; made with the others so that the gateway can read the crons' current state
-# from it even before that (same partitions as the table).
-TABLE_TOPICS = (TopicSpec("streams-crons-changelog", partitions=4, compacted=True),)
+# Table rows, not events (the watcher does not store them), of the folds loop's tables
+# (`streams.loop`); made with the others so that the gateway can read the crons' current state
+# even before the streams start (same partitions as the table).
+TABLE_TOPICS = (
+    TopicSpec("streams-crons-changelog", partitions=4, compacted=True),
+    TopicSpec("streams-tasks-changelog", partitions=4, compacted=True),
+)
 
 DISPATCH_PARTITIONS = 1  # one agent consumes its topic alone; order per agent is kept
 

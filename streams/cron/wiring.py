@@ -1,34 +1,32 @@
-"""The cron stream: `streams.cron.model` wired to Faust.
+"""The crons: `streams.cron.model` wired to the folds loop (`streams.loop`).
 
-The cron commands on `commands` are handed over by the task lifecycle, the one consumer of
-`commands` (see `streams.flow`); `cron_flow` reads, on `crons`, the outcomes of fires that the
-task lifecycle copies there (keyed by cron id); `cron_clock` decides what is due. Both fold into
-the `crons` table and write the derived events to `crons`. A fire becomes a `TaskSubmitted` on
-`commands` (a selector cron's fire: one per matching agent that its app may run on, as this
-worker's `AgentView` and `AppRules` see them at the fire); an agent cron's definition goes to
-its agent as an `AgentCronSet`.
+Cron commands arrive on `commands` (keyed by cron id); the outcomes of fires arrive on `crons`,
+where the task lifecycle copies them (keyed by cron id); the clock decides what is due. All fold
+into the `crons` table (its changelog is what the gateway reads) and write the derived events to
+`crons`. A fire becomes a `TaskSubmitted` on `commands` (a selector cron's fire: one per matching
+agent that its app may run on, as this worker's `AgentView` and `AppRules` see them at the fire);
+an agent cron's definition goes to its agent as an `AgentCronSet`.
 
 The clock decides in place rather than sending itself a message to decide on: a tick through
-Kafka and back cost hundreds of milliseconds of lag under load (bench/cron.py). So the table is
-written outside stream iteration too, with each row's changelog partition computed from the
-cron id: the murmur2 partition its commands and outcomes arrive on, so a cron's row and its
-inputs stay together when partitions move between workers.
+Kafka and back cost hundreds of milliseconds of lag under load (bench/cron.py). A row's
+partition is computed from the cron id: the murmur2 partition its commands and outcomes arrive
+on, so a cron's row and its inputs stay together when partitions move between workers.
 
-Which crons are due is an index kept beside the table (rebuilt from it after a restart or a
-rebalance). The fold, not the index, decides whether a time is due: a stale index can delay a
-fire (it then follows the misfire policy), never double one, and a fire's ids derive from
+Which crons are due is an index kept beside the table (rebuilt from it when partitions move).
+The fold, not the index, decides whether a time is due: a stale index can delay a fire (it then
+follows the misfire policy), never double one, and a fire's ids derive from
 `(cron_id, scheduled_at)`, so even a fire sent twice is the same fire and the same task.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import faust
 from aiokafka.partitioner import murmur2
+from confluent_kafka import Message
 
 from elves.config import Settings
 from elves.errors import DecodeError
@@ -55,7 +53,8 @@ from elves.schemas.events import (
 from elves.signing import Signer
 from elves.streams.agents.view import AgentView
 from elves.streams.cron import model as crons
-from elves.streams.flow import Flow
+from elves.streams.loop import Loop, Table
+from elves.topics import ensure_dispatch_topic
 
 log = logging.getLogger("elves.streams.cron")
 
@@ -66,8 +65,6 @@ OUTCOME_NAMES = frozenset(
 )
 PARTITIONS = 4
 CLOCK_TICK_S = 0.05
-
-DeadLetter = Callable[[faust.EventT[bytes], str], Awaitable[None]]
 
 
 def partition_of(cron_id: str) -> int:
@@ -101,15 +98,6 @@ def agent_cron_set(state: crons.CronState, cause: Event) -> AgentCronSet:
     )
 
 
-class CronTable(faust.Table):  # type: ignore[type-arg]
-    """The crons table, writable from the clock too: a row's changelog partition is its cron's
-    input partition, computed from the id (Faust takes it from the event being processed, and
-    the clock processes none)."""
-
-    def partition_for_key(self, key: Any) -> int:
-        return partition_of(str(key))
-
-
 def _decide(
     state: crons.CronState | None, cmd: crons.Command, max_params_bytes: int, permits: Permits
 ) -> list[Event]:
@@ -134,158 +122,140 @@ def _due(state: crons.CronState | None, now: int, view: AgentView, permits: Perm
     return crons.decide_due(state, now, _targets(state, view, permits))
 
 
-def wire_crons(
-    app: faust.App,
-    settings: Settings,
-    dead_letter: DeadLetter,
-    now_ms: Callable[[], int],
-    agent_view: AgentView,
-    permits: Permits,
-    *,
-    signer: Signer,
-) -> Flow:
-    """Declare the cron table, agent and clock on `app`; return the cron flow."""
-    crons_name = settings.topic("crons")
-    crons_topic = app.topic(crons_name, partitions=PARTITIONS, key_type=bytes, value_type=bytes)
-    commands_topic = app.topic(
-        settings.topic("commands"), partitions=PARTITIONS, key_type=bytes, value_type=bytes
-    )
-    as_json: Any = faust.Schema(key_serializer="json", value_serializer="json")
-    table = CronTable(
-        app, name="crons", beacon=app.tables.beacon, partitions=PARTITIONS, schema=as_json
-    )
-    app.tables.add(table)
-    # partition -> cron id -> next scheduled time, for the active center crons only.
-    due_index: dict[int, dict[str, int]] = {p: {} for p in range(PARTITIONS)}
-    indexed_for: set[int] = set()  # the assignment the index was built for
+class Crons:
+    """The cron fold on the loop: commands, outcomes and the clock, into the `crons` table."""
 
-    def recovered() -> bool:
-        recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
-        return bool(recovery.completed.is_set())
+    def __init__(
+        self,
+        loop: Loop,
+        settings: Settings,
+        agent_view: AgentView,
+        permits: Permits,
+        signer: Signer,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self.loop = loop
+        self.settings = settings
+        self.agent_view = agent_view
+        self.permits = permits
+        self.signer = signer
+        self.now_ms = now_ms
+        self.table = Table(settings.changelog_topic("crons"))
+        self._crons_topic = settings.topic("crons")
+        self._commands_topic = settings.topic("commands")
+        self._made: set[str] = set()  # agents' dispatch topics known to exist
+        # partition -> cron id -> next scheduled time, for the active center crons only.
+        self._due: dict[int, dict[str, int]] = {p: {} for p in range(PARTITIONS)}
 
-    def assigned() -> set[int]:
-        actives = app.assignor.assigned_actives()
-        return {tp.partition for tp in actives if tp.topic == crons_name}
-
-    def index(state: crons.CronState) -> None:
-        entries = due_index[partition_of(state.cron_id)]
+    def _index(self, state: crons.CronState) -> None:
+        entries = self._due[partition_of(state.cron_id)]
         if state.next_at:
             entries[state.cron_id] = state.next_at
         else:
             entries.pop(state.cron_id, None)
 
-    def rebuild_index(partitions: set[int]) -> None:
-        for entries in due_index.values():
-            entries.clear()
-        for raw in table.values():
+    def on_assigned(self, owned: set[int]) -> None:
+        self._due = {p: {} for p in range(PARTITIONS)}
+        for _key, raw in self.table.items():
             state = _state(raw)
-            if state is not None and partition_of(state.cron_id) in partitions:
-                index(state)
-        indexed_for.clear()
-        indexed_for.update(partitions)
+            if state is not None and partition_of(state.cron_id) in owned:
+                self._index(state)
 
-    async def emit(state: crons.CronState | None, event: Event) -> None:
+    def _emit(self, state: crons.CronState | None, event: Event) -> None:
         cron_id = str(getattr(event, "cron_id", ""))
-        await crons_topic.send(key=cron_id.encode(), value=CODEC.encode(event))
+        self.loop.send(self._crons_topic, cron_id.encode(), CODEC.encode(event))
         if state is None:
             return
         if isinstance(event, CronFired):
             for command in crons.submissions(state, event):
                 key = command.task_id.encode()
-                await commands_topic.send(key=key, value=CODEC.encode(command))
+                self.loop.send(self._commands_topic, key, CODEC.encode(command))
         elif not state.on_center and isinstance(
             event, CronAdded | CronPaused | CronResumed | CronDeleted
         ):
             order = agent_cron_set(state, event)
-            if order.status == "active" and not agent_view.accepted(state.agent_id):
+            if order.status == "active" and not self.agent_view.accepted(state.agent_id):
                 # Nothing that runs goes to an agent that is not accepted; a pause or a delete
                 # only takes away, so those still go.
                 log.warning(
                     "cron %s: agent %s is not accepted; not sent", order.cron_id, order.agent_id
                 )
                 return
-            target = app.topic(
-                settings.dispatch_topic(state.agent_id), key_type=bytes, value_type=bytes
-            )
-            await target.maybe_declare()
-            await target.send(key=state.cron_id.encode(), value=signer.seal(order, now_ms()))
+            target = self.settings.dispatch_topic(state.agent_id)
+            if target not in self._made:
+                ensure_dispatch_topic(self.settings, state.agent_id)
+                self._made.add(target)
+            sealed = self.signer.seal(order, self.now_ms())
+            self.loop.send(target, state.cron_id.encode(), sealed)
 
-    async def fold(
+    def _fold(
+        self,
         cron_id: str,
         input_: Event | None,
         decide: Callable[[crons.CronState | None], list[Event]],
     ) -> None:
-        """Read, decide, apply and write one cron's row with no await in between (the flow and
-        the clock share the row), then send what was decided."""
-        state = _state(table.get(cron_id))
+        """Read, decide, apply and write one cron's row, then send what was decided."""
+        state = _state(self.table.get(cron_id))
         out = decide(state)
         new = state
         for e in [input_, *out] if input_ is not None else out:
             new = crons.apply(new, e)
         if new is not None and new != state:
-            table[cron_id] = new.to_dict()
-            index(new)
+            self.table.put(cron_id, partition_of(cron_id), new.to_dict())
+            self._index(new)
         for e in out:
-            await emit(new, e)
+            self._emit(new, e)
 
-    async def on_command(decoded: Event) -> None:
-        """A cron command, handed over by the task lifecycle (the one consumer of `commands`)."""
+    def on_command(self, decoded: Event) -> None:
+        """A cron command from `commands`."""
         if (
             isinstance(decoded, AddCron)
             and decoded.mode in crons.AGENT_MODES
-            and crons.field_error(decoded, settings.max_params_bytes) is None  # its codes first
+            and crons.field_error(decoded, self.settings.max_params_bytes)
+            is None  # its codes first
         ):
-            status = await agent_view.status_now(decoded.agent_id)
+            status = self.agent_view.settled_status(decoded.agent_id)
             refused = crons.agent_not_accepted(decoded, status)
             if refused:
-                await fold(decoded.cron_id, decoded, lambda _state: refused)
+                self._fold(decoded.cron_id, decoded, lambda _state: refused)
                 return
         if isinstance(decoded, AddCron | PauseCron | ResumeCron | DeleteCron):
-            await fold(
-                decoded.cron_id,
-                decoded,
-                partial(
-                    _decide,
-                    cmd=decoded,
-                    max_params_bytes=settings.max_params_bytes,
-                    permits=permits,
-                ),
+            decide = partial(
+                _decide,
+                cmd=decoded,
+                max_params_bytes=self.settings.max_params_bytes,
+                permits=self.permits,
             )
+            self._fold(decoded.cron_id, decoded, decide)
 
-    @app.agent(crons_topic, name="cron_flow")
-    async def cron_flow(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for event in stream.events():
-            name = CODEC.name_of(event.value)
-            if name is None:
-                await dead_letter(event, "[422.1] not a known event")
-            if name not in OUTCOME_NAMES:
-                yield None
-                continue  # the crons' own derived events are most of `crons`: not decoded
-            try:
-                decoded = CODEC.decode(event.value)
-            except DecodeError as exc:
-                await dead_letter(event, f"[{exc.code}] {exc.message}")
-                yield None
-                continue
-            match decoded:
-                case TaskSucceeded() | TaskFailed() | TaskTimedOut() | TaskRejected() if (
-                    decoded.cron_id is not None
-                ):
-                    decide = partial(_on_outcome, outcome=decoded, view=agent_view, permits=permits)
-                    await fold(decoded.cron_id, decoded, decide)
-            yield None
-
-    @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
-    async def cron_clock() -> None:
-        if not recovered():
+    def on_crons_message(self, msg: Message) -> None:
+        """A record of `crons`: the outcomes of fires are inputs; the rest (most of it, the
+        crons' own derived events) is skipped undecoded."""
+        value = msg.value() or b""
+        name = CODEC.name_of(value)
+        if name is None:
+            self.loop.dead_letter(msg, "[422.1] not a known event")
             return
-        mine = assigned()
-        if mine != indexed_for:
-            rebuild_index(mine)
-        now = now_ms()
-        for partition in sorted(mine):
-            due = [c for c, at in due_index[partition].items() if at <= now]
-            for cron_id in due:
-                await fold(cron_id, None, partial(_due, now=now, view=agent_view, permits=permits))
+        if name not in OUTCOME_NAMES:
+            return
+        try:
+            decoded = CODEC.decode(value)
+        except DecodeError as exc:
+            self.loop.dead_letter(msg, f"[{exc.code}] {exc.message}")
+            return
+        match decoded:
+            case TaskSucceeded() | TaskFailed() | TaskTimedOut() | TaskRejected() if (
+                decoded.cron_id is not None
+            ):
+                decide = partial(
+                    _on_outcome, outcome=decoded, view=self.agent_view, permits=self.permits
+                )
+                self._fold(decoded.cron_id, decoded, decide)
 
-    return Flow(crons_topic, on_command)
+    def clock(self) -> None:
+        now = self.now_ms()
+        decide = partial(_due, now=now, view=self.agent_view, permits=self.permits)
+        for partition in sorted(self.loop.owned):
+            due = [c for c, at in self._due[partition].items() if at <= now]
+            for cron_id in due:
+                self._fold(cron_id, None, decide)

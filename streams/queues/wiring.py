@@ -1,8 +1,8 @@
 """The queue stream: `streams.queues.model` wired to Faust.
 
-The queue commands on `commands` are handed over by the task lifecycle, the one consumer of
-`commands` (see `streams.flow`); `queue_flow` reads, on `queues`, the task outcomes the task
-lifecycle copies there (keyed by queue id) and the clock's `RetryDue` facts. Both fold into
+`queue_flow` reads, on `queues`, the queue commands and the task outcomes that the task
+lifecycle (`streams.tasks.wiring`, the one reader of `commands`) forwards and copies there
+(keyed by queue id), and the clock's `RetryDue` facts. Both fold into
 the `queue_rows` table and write the derived events to `queues`. A ready task becomes a
 `TaskSubmitted` on `commands`, so queue tasks run through the same lifecycle as instant tasks.
 
@@ -42,7 +42,6 @@ from elves.schemas.events import (
     derived_id,
 )
 from elves.signing import Signer
-from elves.streams.flow import Flow
 from elves.streams.queues import model as queues
 from elves.streams.queues import rows
 from elves.streams.tasks.model import Limits
@@ -51,7 +50,7 @@ log = logging.getLogger("elves.streams.queues")
 
 QUEUE_COMMANDS = (CreateQueue, AddQueueTask, CommitQueue, StopQueue)
 QUEUE_INPUTS = (TaskSucceeded, TaskFailed, TaskTimedOut, TaskRejected, RetryDue)
-INPUT_NAMES = frozenset(cls.__name__ for cls in QUEUE_INPUTS)
+INPUT_NAMES = frozenset(cls.__name__ for cls in QUEUE_COMMANDS + QUEUE_INPUTS)
 CLOCK_TICK_S = 0.2
 
 DeadLetter = Callable[[faust.EventT[bytes], str], Awaitable[None]]
@@ -102,8 +101,8 @@ def wire_queues(
     permits: Permits,
     *,
     signer: Signer,
-) -> Flow:
-    """Declare the queue table, agent and clock on `app`; return the queue flow."""
+) -> None:
+    """Declare the queue table, agent and clock on `app`."""
     queues_topic = app.topic(
         settings.topic("queues"), partitions=4, key_type=bytes, value_type=bytes
     )
@@ -174,7 +173,8 @@ def wire_queues(
 
     async def handle(decoded: Event) -> None:
         """Fold one command or input into its queue; called inside the processing of the event
-        that carries it, so the rows go to that event's partition: the queue's."""
+        that carries it (on `queues`, keyed by the queue), so the rows go to the queue's
+        partition."""
         if not isinstance(decoded, QUEUE_COMMANDS + QUEUE_INPUTS):
             return
         if isinstance(decoded, TaskSucceeded | TaskFailed | TaskTimedOut | TaskRejected):
@@ -239,5 +239,3 @@ def wire_queues(
                     announced.add(fact.event_id)
                     await queues_topic.send(key=fact.queue_id.encode(), value=CODEC.encode(fact))
         announced.intersection_update(due_now)
-
-    return Flow(queues_topic, handle)

@@ -1,0 +1,328 @@
+"""The folds loop: pure folds over Kafka on a plain confluent-kafka consumer, without Faust.
+
+Why: one Faust worker folds about 1,200 events a second here, where this loop folds about
+60,000 (bench/faust_ceiling.py; DECISIONS.md "the hot folds on a plain loop"). The task
+lifecycle and the crons, the folds every task and every fire go through, run here; the queues
+and agent liveness stay Faust agents.
+
+One consumer group reads the inputs (topics of equal partition counts, co-partitioned by key)
+with the range assignor, so a worker owns whole partition numbers: partition p of every input
+and row p of every table. The tables live in memory and are restored from their compacted
+changelogs when partitions are assigned (Faust's format: JSON key, JSON value), so a table's
+changelog is still what the gateway reads.
+
+At-least-once, in this order at every commit:
+1. every event the folds sent is acknowledged by the broker;
+2. then the rows they changed are written (and acknowledged);
+3. then the input offsets are committed.
+A worker that dies anywhere in between restores rows no newer than its committed inputs and
+reads those inputs again. The folds derive every id from their input's, so what they send again
+is the same event, and every reader takes an event once by its id. A row is never ahead of the
+events it caused, so nothing the fold decided is lost (Faust wrote rows as it went).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from elves.config import Settings
+from elves.kafka import consumer, producer
+
+log = logging.getLogger("elves.streams.loop")
+
+COMMIT_INTERVAL_S = 0.2  # how much input a dead worker reads again, at most (about)
+POLL_S = 0.01  # the longest a clock waits for an idle consumer
+BATCH = 500
+RESTORE_TIMEOUT_S = 120.0
+
+Row = dict[str, Any]
+
+
+class Table:
+    """A fold's state by key, for the partitions this worker owns, and its compacted changelog.
+
+    A row's partition is its key's input partition; writes are held as `dirty` until the loop's
+    next commit writes them (the last write of a key wins, so a row that changes ten times in a
+    commit interval is written once)."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self._rows: dict[str, Row] = {}
+        self._partition: dict[str, int] = {}
+        self._dirty: dict[str, tuple[int, Row | None]] = {}
+
+    def get(self, key: str) -> Row | None:
+        return self._rows.get(key)
+
+    def put(self, key: str, partition: int, row: Row | None) -> None:
+        if row is None:
+            self._rows.pop(key, None)
+            self._partition.pop(key, None)
+        else:
+            self._rows[key] = row
+            self._partition[key] = partition
+        self._dirty[key] = (partition, row)
+
+    def items(self) -> list[tuple[str, Row]]:
+        return list(self._rows.items())
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def take_dirty(self) -> dict[str, tuple[int, Row | None]]:
+        dirty, self._dirty = self._dirty, {}
+        return dirty
+
+    def load(self, partition: int, key: bytes | None, value: bytes | None) -> None:
+        """A changelog record, at restore: the latest record of a key wins."""
+        name = str(json.loads(key or b'""'))
+        if value is None:
+            self._rows.pop(name, None)
+            self._partition.pop(name, None)
+        else:
+            self._rows[name] = json.loads(value)
+            self._partition[name] = partition
+
+    def drop(self, partitions: Iterable[int]) -> None:
+        """Forget the rows of partitions this worker no longer owns."""
+        gone = set(partitions)
+        for key in [k for k, p in self._partition.items() if p in gone]:
+            del self._rows[key]
+            del self._partition[key]
+            self._dirty.pop(key, None)
+
+
+@dataclass
+class Clock:
+    every_s: float
+    tick: Callable[[], None]
+    next_at: float = 0.0
+
+
+@dataclass
+class Folds:
+    """What the loop runs: a handler per input message, clocks, and hooks."""
+
+    inputs: Sequence[str]
+    tables: Sequence[Table]
+    handle: Callable[[Message], None]
+    clocks: list[Clock] = field(default_factory=list)
+    # Before each batch of input (e.g. to forget what was asked of the broker for the last one).
+    on_batch: Callable[[], None] = lambda: None
+    # After the owned partitions changed and the tables were restored for them.
+    on_assigned: Callable[[set[int]], None] = lambda _owned: None
+
+
+class DeliveryFailed(RuntimeError):
+    pass
+
+
+class Loop:
+    """Runs `Folds` until `stop()`; the folds send through `send` and never wait on Kafka."""
+
+    def __init__(self, settings: Settings, group: str) -> None:
+        self.settings = settings
+        self.group = group
+        self.producer = producer(settings, **{"linger.ms": 1})
+        self.owned: set[int] = set()
+        self._stop = threading.Event()
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._failed: KafkaError | None = None
+        self._folds: Folds | None = None
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: dict[str, bytes] | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"on_delivery": self._delivered}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = headers
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value, **kwargs)
+            except BufferError:
+                self.producer.poll(0.05)  # the local queue is full: let deliveries drain it
+            else:
+                return
+
+    def dead_letter(self, msg: Message, reason: str) -> None:
+        log.warning(
+            "dead letter from %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), reason
+        )
+        self.send(
+            self.settings.topic("dlq"),
+            msg.key(),
+            msg.value(),
+            headers={
+                "reason": reason.encode(),
+                "origin": b"streams",
+                "topic": (msg.topic() or "").encode(),
+                "partition": str(msg.partition()).encode(),
+                "offset": str(msg.offset()).encode(),
+            },
+        )
+
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None and self._failed is None:
+            self._failed = err
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, folds: Folds) -> None:
+        self._folds = folds
+        c = consumer(
+            self.settings,
+            self.group,
+            **{
+                "partition.assignment.strategy": "range",  # partition p of every input together
+                # A killed worker's partitions go to its successor once its session lapses.
+                "session.timeout.ms": 10000,
+                "heartbeat.interval.ms": 1000,
+                "fetch.wait.max.ms": 10,
+            },
+        )
+        c.subscribe(
+            list(folds.inputs),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        last_commit = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                folds.on_batch()
+                for msg in c.consume(BATCH, POLL_S):
+                    error = msg.error()
+                    if error is not None:
+                        if error.fatal():
+                            raise KafkaException(error)
+                        log.warning("consumer: %s", error)
+                        continue
+                    folds.handle(msg)
+                    self._offsets[(str(msg.topic()), int(msg.partition() or 0))] = (
+                        int(msg.offset() or 0) + 1
+                    )
+                now = time.monotonic()
+                if self.owned:
+                    for clock in folds.clocks:
+                        if now >= clock.next_at:
+                            clock.next_at = now + clock.every_s
+                            clock.tick()
+                self.producer.poll(0)
+                if now - last_commit >= COMMIT_INTERVAL_S:
+                    self.commit(c)
+                    last_commit = now
+            self.commit(c)
+        finally:
+            c.close()
+
+    def commit(self, c: Consumer) -> None:
+        """Sent events acknowledged, then rows written, then input offsets committed."""
+        assert self._folds is not None
+        self._flush()
+        wrote = False
+        for table in self._folds.tables:
+            for key, (partition, row) in table.take_dirty().items():
+                value = None if row is None else json.dumps(row).encode()
+                self.send(table.topic, json.dumps(key).encode(), value, partition=partition)
+                wrote = True
+        if wrote:
+            self._flush()
+        if self._offsets:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+            self._offsets.clear()
+            c.commit(offsets=offsets, asynchronous=False)
+
+    def _flush(self) -> None:
+        left = self.producer.flush(60)
+        if left or self._failed is not None:
+            raise DeliveryFailed(f"{left} events not delivered; first error: {self._failed}")
+
+    def _on_assign(self, c: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._folds is not None
+        owned = {tp.partition for tp in partitions}
+        for table in self._folds.tables:
+            table.drop(self.owned - owned)
+        new = owned - self.owned
+        started = time.monotonic()
+        restored = self._restore(new)
+        self.owned = owned
+        log.info(
+            "owning partitions %s (restored %s rows for %s in %.2f s)",
+            sorted(owned),
+            restored,
+            sorted(new),
+            time.monotonic() - started,
+        )
+        self._folds.on_assigned(set(owned))
+
+    def _on_revoke(self, c: Consumer, _partitions: list[TopicPartition]) -> None:
+        # Eager rebalancing revokes everything; the rows stay in memory, and only the partitions
+        # the next assignment leaves out are dropped (nobody else owned them in between).
+        self.commit(c)
+
+    def _on_lost(self, _c: Consumer, _partitions: list[TopicPartition]) -> None:
+        # Another worker may own them already: nothing of ours may be written for them.
+        assert self._folds is not None
+        for table in self._folds.tables:
+            table.take_dirty()
+            table.drop(self.owned)
+        self._offsets.clear()
+        self.owned = set()
+
+    def _restore(self, partitions: set[int]) -> int:
+        """Read the tables' changelog partitions from their beginning to their end as it is now."""
+        assert self._folds is not None
+        if not partitions:
+            return 0
+        tables = {t.topic: t for t in self._folds.tables}
+        reader = consumer(self.settings, f"{self.group}-restore-{uuid.uuid4().hex[:8]}")
+        try:
+            ends: dict[tuple[str, int], int] = {}
+            starts = []
+            for topic in tables:
+                for p in partitions:
+                    tp = TopicPartition(topic, p)
+                    low, high = reader.get_watermark_offsets(tp, timeout=10, cached=False)
+                    if high > low:
+                        ends[(topic, p)] = high
+                        starts.append(TopicPartition(topic, p, low))
+            if not starts:
+                return 0
+            reader.assign(starts)
+            count = 0
+            deadline = time.monotonic() + RESTORE_TIMEOUT_S
+            while ends:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"changelogs not restored: {sorted(ends)}")
+                for msg in reader.consume(BATCH, 0.5):
+                    if msg.error() is not None:
+                        continue
+                    topic, p = str(msg.topic()), int(msg.partition() or 0)
+                    tables[topic].load(p, msg.key(), msg.value())
+                    count += 1
+                    if int(msg.offset() or 0) >= ends.get((topic, p), 0) - 1:
+                        ends.pop((topic, p), None)
+                # A compacted log may end in a gap: its position tells what a record cannot.
+                for tp in reader.position([TopicPartition(t, p) for t, p in ends]):
+                    if tp.offset >= ends[(tp.topic, tp.partition)]:
+                        ends.pop((tp.topic, tp.partition), None)
+            return count
+        finally:
+            reader.close()
