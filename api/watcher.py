@@ -233,7 +233,8 @@ class Watcher:
 
     def _run(self) -> None:
         try:
-            cons = consumer(self.settings, self.group)
+            # What happened: a dead streams worker's aborted transaction did not.
+            cons = consumer(self.settings, self.group, **{"isolation.level": "read_committed"})
         except Exception as exc:  # noqa: BLE001 - reported through `failure` and `alive`
             self.failure = exc
             log.exception("watcher cannot create its consumer")

@@ -33,6 +33,11 @@ def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
         # The broker answers a fetch as soon as one byte is there; this bounds an idle poll.
         "fetch.wait.max.ms": 100,
         "topic.metadata.refresh.interval.ms": 2000,
+        # The folds loop writes in transactions (streams.loop). Agents and the gateway act on
+        # what it decided at once, not a commit interval later; what a dead worker's aborted
+        # transaction held is decided again, with the same ids, by its successor. The loop
+        # itself and the audit read committed only.
+        "isolation.level": "read_uncommitted",
     }
     conf.update(extra)
     return Consumer(conf)

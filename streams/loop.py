@@ -11,14 +11,13 @@ and row p of every table. The tables live in memory and are restored from their 
 changelogs when partitions are assigned (Faust's format: JSON key, JSON value), so a table's
 changelog is still what the gateway reads.
 
-At-least-once, in this order at every commit:
-1. every event the folds sent is acknowledged by the broker;
-2. then the rows they changed are written (and acknowledged);
-3. then the input offsets are committed.
-A worker that dies anywhere in between restores rows no newer than its committed inputs and
-reads those inputs again. The folds derive every id from their input's, so what they send again
-is the same event, and every reader takes an event once by its id. A row is never ahead of the
-events it caused, so nothing the fold decided is lost (Faust wrote rows as it went).
+Exactly-once for the folds' state: what the folds send, the rows they changed and the input
+offsets commit in one Kafka transaction, every `COMMIT_INTERVAL_S`. The loop reads committed
+events only, and restores committed rows only, so a worker that dies mid-transaction leaves
+nothing its successor could half-see: the successor restores the rows as of the last commit and
+reads the inputs from there, deciding again what the dead one decided (with the same ids).
+Readers outside the folds (agents, the gateway) read uncommitted, to act without the commit's
+delay; an aborted event they saw is decided again with its id, and they take each id once.
 """
 
 from __future__ import annotations
@@ -32,17 +31,21 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from elves.config import Settings
 from elves.kafka import consumer, producer
 
 log = logging.getLogger("elves.streams.loop")
 
-COMMIT_INTERVAL_S = 0.2  # how much input a dead worker reads again, at most (about)
+# How often a transaction commits: what the folds send each other (a fire's task, an outcome's
+# copy to its cron) waits for it, since they read committed events only.
+COMMIT_INTERVAL_S = 0.1
 POLL_S = 0.01  # the longest a clock waits for an idle consumer
 BATCH = 500
 RESTORE_TIMEOUT_S = 120.0
+TRANSACTION_TIMEOUT_MS = 10000
+CATCH_UP_LIMIT_S = 60.0
 
 Row = dict[str, Any]
 
@@ -122,22 +125,32 @@ class Folds:
     on_assigned: Callable[[set[int]], None] = lambda _owned: None
 
 
-class DeliveryFailed(RuntimeError):
-    pass
-
-
 class Loop:
     """Runs `Folds` until `stop()`; the folds send through `send` and never wait on Kafka."""
 
     def __init__(self, settings: Settings, group: str) -> None:
         self.settings = settings
         self.group = group
-        self.producer = producer(settings, **{"linger.ms": 1})
+        self.producer = producer(
+            settings,
+            **{
+                "linger.ms": 1,
+                # One per process: a worker fences nobody by its id (two may run on one host);
+                # the group's generation fences a zombie's offsets (KIP-447).
+                "transactional.id": f"{group}-{uuid.uuid4().hex[:12]}",
+                # A killed worker's open transaction holds back every committed reader of its
+                # partitions until the broker aborts it: about as long as its successor waits
+                # for the group anyway (session.timeout.ms).
+                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            },
+        )
         self.owned: set[int] = set()
         self._stop = threading.Event()
         self._offsets: dict[tuple[str, int], int] = {}
-        self._failed: KafkaError | None = None
+        self._in_transaction = False
         self._folds: Folds | None = None
+        self._behind: dict[tuple[str, int], int] = {}  # input partition -> end to read up to
+        self._behind_since = 0.0
 
     def send(
         self,
@@ -147,7 +160,10 @@ class Loop:
         partition: int | None = None,
         headers: dict[str, bytes] | None = None,
     ) -> None:
-        kwargs: dict[str, Any] = {"on_delivery": self._delivered}
+        if not self._in_transaction:
+            self.producer.begin_transaction()
+            self._in_transaction = True
+        kwargs: dict[str, Any] = {}
         if partition is not None:
             kwargs["partition"] = partition
         if headers:
@@ -177,15 +193,12 @@ class Loop:
             },
         )
 
-    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None and self._failed is None:
-            self._failed = err
-
     def stop(self) -> None:
         self._stop.set()
 
     def run(self, folds: Folds) -> None:
         self._folds = folds
+        self.producer.init_transactions(60)
         c = consumer(
             self.settings,
             self.group,
@@ -195,6 +208,8 @@ class Loop:
                 "session.timeout.ms": 10000,
                 "heartbeat.interval.ms": 1000,
                 "fetch.wait.max.ms": 10,
+                # Only what a fold's transaction committed: an aborted one never happened.
+                "isolation.level": "read_committed",
             },
         )
         c.subscribe(
@@ -219,40 +234,82 @@ class Loop:
                         int(msg.offset() or 0) + 1
                     )
                 now = time.monotonic()
-                if self.owned:
+                if self.owned and self._caught_up(c):
                     for clock in folds.clocks:
                         if now >= clock.next_at:
                             clock.next_at = now + clock.every_s
                             clock.tick()
                 self.producer.poll(0)
                 if now - last_commit >= COMMIT_INTERVAL_S:
-                    self.commit(c)
+                    if not self.commit(c):
+                        self._rewind(c)
                     last_commit = now
             self.commit(c)
         finally:
             c.close()
 
-    def commit(self, c: Consumer) -> None:
-        """Sent events acknowledged, then rows written, then input offsets committed."""
+    def commit(self, c: Consumer) -> bool:
+        """The sent events, the changed rows and the input offsets, in one transaction.
+        False if it was aborted (the caller rewinds)."""
         assert self._folds is not None
-        self._flush()
-        wrote = False
         for table in self._folds.tables:
             for key, (partition, row) in table.take_dirty().items():
                 value = None if row is None else json.dumps(row).encode()
                 self.send(table.topic, json.dumps(key).encode(), value, partition=partition)
-                wrote = True
-        if wrote:
-            self._flush()
-        if self._offsets:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+        if not self._in_transaction and not self._offsets:
+            return True
+        if not self._in_transaction:
+            self.producer.begin_transaction()
+            self._in_transaction = True
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+        try:
+            if offsets:
+                self._retrying(
+                    lambda: self.producer.send_offsets_to_transaction(
+                        offsets, c.consumer_group_metadata(), 60
+                    )
+                )
+            self._retrying(lambda: self.producer.commit_transaction(60))
+        except KafkaException as exc:
+            if not exc.args[0].txn_requires_abort():
+                raise
+            log.warning("transaction aborted: %s", exc)
+            self.producer.abort_transaction(60)
+            return False
+        finally:
+            self._in_transaction = False
             self._offsets.clear()
-            c.commit(offsets=offsets, asynchronous=False)
+        return True
 
-    def _flush(self) -> None:
-        left = self.producer.flush(60)
-        if left or self._failed is not None:
-            raise DeliveryFailed(f"{left} events not delivered; first error: {self._failed}")
+    @staticmethod
+    def _retrying(call: Callable[[], None]) -> None:
+        for _ in range(10):
+            try:
+                call()
+            except KafkaException as exc:
+                if not exc.args[0].retriable():
+                    raise
+                time.sleep(0.1)
+            else:
+                return
+        call()
+
+    def _rewind(self, c: Consumer) -> None:
+        """After an aborted transaction: the owned rows from the changelogs again, and the
+        inputs from the committed offsets, as a successor would."""
+        assert self._folds is not None
+        for table in self._folds.tables:
+            table.drop(self.owned)
+        self._restore(self.owned)
+        assignment = c.assignment()
+        for tp in c.committed(assignment, timeout=30):
+            if tp.offset >= 0:
+                c.seek(tp)
+            else:  # nothing committed yet: from the beginning (auto.offset.reset)
+                c.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+        self._behind = self._ends(c, assignment)
+        self._behind_since = time.monotonic()
+        self._folds.on_assigned(set(self.owned))
 
     def _on_assign(self, c: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._folds is not None
@@ -270,20 +327,55 @@ class Loop:
             sorted(new),
             time.monotonic() - started,
         )
+        self._behind = self._ends(c, partitions)
+        self._behind_since = time.monotonic()
         self._folds.on_assigned(set(owned))
+
+    def _ends(self, c: Consumer, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """The end of each input partition that has something to read from its committed
+        offset: what happened before the clocks may decide on time."""
+        ends = {}
+        for tp in c.committed(partitions, timeout=30):
+            low, high = c.get_watermark_offsets(tp, timeout=10, cached=False)
+            start = tp.offset if tp.offset >= 0 else low
+            if start < high:
+                ends[(tp.topic, tp.partition)] = high
+        return ends
+
+    def _caught_up(self, c: Consumer) -> bool:
+        """Whether the inputs were read up to their ends as of the assignment. Until then the
+        clocks wait: a fire's outcome still unread would make its cron look busy, and its
+        next fire would be skipped as an overlap (found by the misfire test)."""
+        if not self._behind:
+            return True
+        positions = c.position([TopicPartition(t, p) for t, p in self._behind])
+        for tp in positions:
+            if tp.offset >= self._behind[(tp.topic, tp.partition)]:
+                del self._behind[(tp.topic, tp.partition)]
+        if self._behind and time.monotonic() - self._behind_since > CATCH_UP_LIMIT_S:
+            log.warning("inputs not read to their ends in time: %s; the clocks go on", self._behind)
+            self._behind = {}
+        return not self._behind
 
     def _on_revoke(self, c: Consumer, _partitions: list[TopicPartition]) -> None:
         # Eager rebalancing revokes everything; the rows stay in memory, and only the partitions
         # the next assignment leaves out are dropped (nobody else owned them in between).
-        self.commit(c)
+        if not self.commit(c):
+            self._forget()  # the next assignment restores every partition it gives
 
     def _on_lost(self, _c: Consumer, _partitions: list[TopicPartition]) -> None:
         # Another worker may own them already: nothing of ours may be written for them.
+        if self._in_transaction:
+            self.producer.abort_transaction(60)
+            self._in_transaction = False
+        self._offsets.clear()
+        self._forget()
+
+    def _forget(self) -> None:
         assert self._folds is not None
         for table in self._folds.tables:
             table.take_dirty()
             table.drop(self.owned)
-        self._offsets.clear()
         self.owned = set()
 
     def _restore(self, partitions: set[int]) -> int:
@@ -292,7 +384,11 @@ class Loop:
         if not partitions:
             return 0
         tables = {t.topic: t for t in self._folds.tables}
-        reader = consumer(self.settings, f"{self.group}-restore-{uuid.uuid4().hex[:8]}")
+        reader = consumer(
+            self.settings,
+            f"{self.group}-restore-{uuid.uuid4().hex[:8]}",
+            **{"isolation.level": "read_committed"},
+        )
         try:
             ends: dict[tuple[str, int], int] = {}
             starts = []
