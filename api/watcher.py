@@ -162,7 +162,7 @@ class Watcher:
         self.store = store
         self.group = group or settings.topic("watcher")
         # The event topics only: the core ones, the agents' dispatch and the apps' processor
-        # topics. Not Faust's (`<prefix>streams-...-changelog`): those hold table rows.
+        # topics. Not the streams' tables (`<prefix>streams-...`): those hold rows.
         names = "|".join(re.escape(t.name) for t in CORE_TOPICS)
         self.pattern = f"^{re.escape(settings.topic_prefix)}({names}|dispatch\\..+|processor\\..+)$"
         self._dlq = settings.topic("dlq")

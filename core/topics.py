@@ -53,6 +53,7 @@ CORE_TOPICS = (
 TABLE_TOPICS = (
     TopicSpec("streams-crons-changelog", partitions=4, compacted=True),
     TopicSpec("streams-tasks-changelog", partitions=4, compacted=True),
+    TopicSpec("streams-folds-positions", partitions=4, compacted=True),
 )
 
 DISPATCH_PARTITIONS = 1  # one agent consumes its topic alone; order per agent is kept

@@ -49,7 +49,7 @@ CLOCK_TICK_S = 0.2
 # aiokafka sends no fetch to a broker while a fetched partition holds records nobody has taken
 # yet, for up to this long (its default: 100 ms). Faust keeps the tables' changelog partitions
 # assigned after recovery but never takes their records, so after a start each changelog
-# partition's first record stalled every input for 100 ms (measured with bench/faust_trickle.py:
+# partition's first record stalled every input for 100 ms (measured with bench/trickle.py:
 # in->decide p99 97-127 ms before, 6-27 ms after). 5 ms bounds that and still backs off.
 PREFETCH_BACKOFF_S = 0.005
 
@@ -227,7 +227,7 @@ def run(settings: Settings, loglevel: str = "info") -> None:
     app_rules.start()  # likewise: every rule read before a task is judged against it
     signer = center_signer(settings)
     app = build_app(settings, agent_view, app_rules, signer)
-    loop = Loop(settings, f"{settings.topic_prefix}streams-folds")
+    loop = Loop(settings, "streams-folds")
     folds = build_folds(loop, settings, agent_view, permits(app_rules, agent_view), signer, now_ms)
     thread = threading.Thread(target=_run_folds, args=(loop, folds), name="folds", daemon=True)
     thread.start()

@@ -128,25 +128,30 @@ class Folds:
 class Loop:
     """Runs `Folds` until `stop()`; the folds send through `send` and never wait on Kafka."""
 
-    def __init__(self, settings: Settings, group: str) -> None:
+    def __init__(self, settings: Settings, name: str) -> None:
+        """`name`: the consumer group's, and its positions table is `<name>-positions`."""
         self.settings = settings
-        self.group = group
+        self.group = f"{settings.topic_prefix}{name}"
         self.producer = producer(
             settings,
             **{
                 "linger.ms": 1,
-                # One per process: a worker fences nobody by its id (two may run on one host);
-                # the group's generation fences a zombie's offsets (KIP-447).
-                "transactional.id": f"{group}-{uuid.uuid4().hex[:12]}",
+                # One per process: two workers may run on one host. Nothing fences a zombie by
+                # its id (as nothing did under Faust); a worker that loses its partitions stops
+                # writing for them (`_on_lost`).
+                "transactional.id": f"{self.group}-{uuid.uuid4().hex[:12]}",
                 # A killed worker's open transaction holds back every committed reader of its
                 # partitions until the broker aborts it: about as long as its successor waits
                 # for the group anyway (session.timeout.ms).
                 "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             },
         )
+        # Where each input partition was read to, as a table of its own in the transaction (not
+        # the group's offsets: librdkafka's send_offsets_to_transaction hung for good after a
+        # broker restart, librdkafka #5456/#5511, found by the broker outage test).
+        self.positions = Table(settings.topic(f"{name}-positions"))
         self.owned: set[int] = set()
         self._stop = threading.Event()
-        self._offsets: dict[tuple[str, int], int] = {}
         self._in_transaction = False
         self._folds: Folds | None = None
         self._behind: dict[tuple[str, int], int] = {}  # input partition -> end to read up to
@@ -196,6 +201,10 @@ class Loop:
     def stop(self) -> None:
         self._stop.set()
 
+    def _tables(self) -> list[Table]:
+        assert self._folds is not None
+        return [*self._folds.tables, self.positions]
+
     def run(self, folds: Folds) -> None:
         self._folds = folds
         self.producer.init_transactions(60)
@@ -230,8 +239,11 @@ class Loop:
                         log.warning("consumer: %s", error)
                         continue
                     folds.handle(msg)
-                    self._offsets[(str(msg.topic()), int(msg.partition() or 0))] = (
-                        int(msg.offset() or 0) + 1
+                    partition = int(msg.partition() or 0)
+                    self.positions.put(
+                        f"{msg.topic()}:{partition}",
+                        partition,
+                        {"next": int(msg.offset() or 0) + 1},
                     )
                 now = time.monotonic()
                 if self.owned and self._caught_up(c):
@@ -241,80 +253,80 @@ class Loop:
                             clock.tick()
                 self.producer.poll(0)
                 if now - last_commit >= COMMIT_INTERVAL_S:
-                    if not self.commit(c):
+                    if not self.commit():
                         self._rewind(c)
                     last_commit = now
-            self.commit(c)
+            self.commit()
         finally:
             c.close()
 
-    def commit(self, c: Consumer) -> bool:
-        """The sent events, the changed rows and the input offsets, in one transaction.
+    def commit(self) -> bool:
+        """The sent events, the changed rows and the read positions, in one transaction.
         False if it was aborted (the caller rewinds)."""
-        assert self._folds is not None
-        for table in self._folds.tables:
+        for table in self._tables():
             for key, (partition, row) in table.take_dirty().items():
                 value = None if row is None else json.dumps(row).encode()
                 self.send(table.topic, json.dumps(key).encode(), value, partition=partition)
-        if not self._in_transaction and not self._offsets:
-            return True
         if not self._in_transaction:
-            self.producer.begin_transaction()
-            self._in_transaction = True
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+            return True
         try:
-            if offsets:
-                self._retrying(
-                    lambda: self.producer.send_offsets_to_transaction(
-                        offsets, c.consumer_group_metadata(), 60
-                    )
-                )
             self._retrying(lambda: self.producer.commit_transaction(60))
         except KafkaException as exc:
             if not exc.args[0].txn_requires_abort():
                 raise
             log.warning("transaction aborted: %s", exc)
-            self.producer.abort_transaction(60)
+            self._retrying(lambda: self.producer.abort_transaction(60))
             return False
         finally:
             self._in_transaction = False
-            self._offsets.clear()
         return True
 
-    @staticmethod
-    def _retrying(call: Callable[[], None]) -> None:
-        for _ in range(10):
+    def _retrying(self, call: Callable[[], None]) -> None:
+        """A transaction call again while its error is retriable: the broker may be away for
+        a while (the agent-cron outage test stops it), and nothing can commit until it is back."""
+        started = time.monotonic()
+        while True:
             try:
                 call()
             except KafkaException as exc:
-                if not exc.args[0].retriable():
+                if not exc.args[0].retriable() or self._stop.is_set():
                     raise
-                time.sleep(0.1)
+                log.warning(
+                    "transaction call failed, retrying (%.0f s): %s",
+                    time.monotonic() - started,
+                    exc,
+                )
+                time.sleep(0.5)
             else:
                 return
-        call()
+
+    def _starts(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Where to read each input partition from: where the rows in memory were read to."""
+        starts = []
+        for tp in partitions:
+            row = self.positions.get(f"{tp.topic}:{tp.partition}")
+            start = int(row["next"]) if row is not None else OFFSET_BEGINNING
+            starts.append(TopicPartition(tp.topic, tp.partition, start))
+        return starts
 
     def _rewind(self, c: Consumer) -> None:
-        """After an aborted transaction: the owned rows from the changelogs again, and the
-        inputs from the committed offsets, as a successor would."""
+        """After an aborted transaction: the owned rows and positions from the changelogs
+        again, and the inputs from there, as a successor would."""
         assert self._folds is not None
-        for table in self._folds.tables:
+        for table in self._tables():
+            table.take_dirty()
             table.drop(self.owned)
         self._restore(self.owned)
-        assignment = c.assignment()
-        for tp in c.committed(assignment, timeout=30):
-            if tp.offset >= 0:
-                c.seek(tp)
-            else:  # nothing committed yet: from the beginning (auto.offset.reset)
-                c.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
-        self._behind = self._ends(c, assignment)
+        starts = self._starts(c.assignment())
+        c.assign(starts)
+        self._behind = self._ends(c, starts)
         self._behind_since = time.monotonic()
         self._folds.on_assigned(set(self.owned))
 
     def _on_assign(self, c: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._folds is not None
         owned = {tp.partition for tp in partitions}
-        for table in self._folds.tables:
+        for table in self._tables():
             table.drop(self.owned - owned)
         new = owned - self.owned
         started = time.monotonic()
@@ -327,15 +339,17 @@ class Loop:
             sorted(new),
             time.monotonic() - started,
         )
-        self._behind = self._ends(c, partitions)
+        starts = self._starts(partitions)
+        c.assign(starts)
+        self._behind = self._ends(c, starts)
         self._behind_since = time.monotonic()
         self._folds.on_assigned(set(owned))
 
-    def _ends(self, c: Consumer, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
-        """The end of each input partition that has something to read from its committed
-        offset: what happened before the clocks may decide on time."""
+    def _ends(self, c: Consumer, starts: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """The end of each input partition that has something to read from its start: what
+        happened before the clocks may decide on time."""
         ends = {}
-        for tp in c.committed(partitions, timeout=30):
+        for tp in starts:
             low, high = c.get_watermark_offsets(tp, timeout=10, cached=False)
             start = tp.offset if tp.offset >= 0 else low
             if start < high:
@@ -357,23 +371,21 @@ class Loop:
             self._behind = {}
         return not self._behind
 
-    def _on_revoke(self, c: Consumer, _partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, _c: Consumer, _partitions: list[TopicPartition]) -> None:
         # Eager rebalancing revokes everything; the rows stay in memory, and only the partitions
         # the next assignment leaves out are dropped (nobody else owned them in between).
-        if not self.commit(c):
+        if not self.commit():
             self._forget()  # the next assignment restores every partition it gives
 
     def _on_lost(self, _c: Consumer, _partitions: list[TopicPartition]) -> None:
         # Another worker may own them already: nothing of ours may be written for them.
         if self._in_transaction:
-            self.producer.abort_transaction(60)
+            self._retrying(lambda: self.producer.abort_transaction(60))
             self._in_transaction = False
-        self._offsets.clear()
         self._forget()
 
     def _forget(self) -> None:
-        assert self._folds is not None
-        for table in self._folds.tables:
+        for table in self._tables():
             table.take_dirty()
             table.drop(self.owned)
         self.owned = set()
@@ -383,7 +395,7 @@ class Loop:
         assert self._folds is not None
         if not partitions:
             return 0
-        tables = {t.topic: t for t in self._folds.tables}
+        tables = {t.topic: t for t in self._tables()}
         reader = consumer(
             self.settings,
             f"{self.group}-restore-{uuid.uuid4().hex[:8]}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 from elves.local import Stack, wait_for
 
@@ -15,6 +16,21 @@ from .conftest import AGENT
 from .test_queues import add, by_task, commit, create, final
 
 TASKS = 20
+
+
+def trails(stack: Stack, queue: dict[str, Any]) -> dict[str, list[str]]:
+    """The audit's events of each task that did not succeed, in order: what a failure shows."""
+    return {
+        t["task_id"]: [
+            f"{kind} {at}"
+            for kind, at in stack.audit(
+                "SELECT type, occurred_at FROM events "
+                f"WHERE task_id = '{t['task_id']}' ORDER BY occurred_at"
+            )
+        ]
+        for t in by_task(queue).values()
+        if t["status"] != "succeeded"
+    }
 
 
 def test_the_queue_completes_after_the_streams_worker_is_killed(
@@ -46,7 +62,7 @@ def test_the_queue_completes_after_the_streams_worker_is_killed(
     stack.spawn("streams", "streams")
 
     queue = final(stack, q, timeout=120)
-    assert queue["status"] == "succeeded"
+    assert queue["status"] == "succeeded", trails(stack, queue)
     assert all(t["status"] == "succeeded" and t["attempt"] == 1 for t in by_task(queue).values())
     # Each attempt ran exactly once on its agent.
     assert {t: len(logs[t].read_text().splitlines()) for t in ids} == {t: 1 for t in ids}

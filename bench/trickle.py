@@ -1,4 +1,4 @@
-"""Faust task_lifecycle latency under a steady trickle of submissions.
+"""The task lifecycle's latency under a steady trickle of submissions.
 
 Starts its own broker (infra/kafka.sh) and streams worker (`python -m elves.cli streams`), makes
 a fake agent "ghost" up with one heartbeat, then produces N TaskSubmitted commands at a fixed
@@ -10,7 +10,7 @@ decision timestamp (`TaskDispatched.occurred_at`, set by the worker):
 
 and prints p50/p95/p99/max for both halves and the total, then stops it all.
 
-    .venv/bin/python bench/faust_trickle.py [-n 500] [--rate 100] [--runs 1]
+    .venv/bin/python bench/trickle.py [-n 500] [--rate 100] [--runs 1]
         [--kafka 127.0.0.1:19592] [--fetch-wait-ms 1] [--child-env K=V ...]
 
 `--child-env` passes extra environment to the streams worker only (for A/B experiments).
