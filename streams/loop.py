@@ -11,8 +11,9 @@ and row p of every table. The tables live in memory and are restored from their 
 changelogs when partitions are assigned (Faust's format: JSON key, JSON value), so a table's
 changelog is still what the gateway reads.
 
-Exactly-once for the folds' state: what the folds send, the rows they changed and the input
-offsets commit in one Kafka transaction, every `COMMIT_INTERVAL_S`. The loop reads committed
+Exactly-once for the folds' state: what the folds send, the rows they changed and how far each
+input was read (the `positions` table) commit in one Kafka transaction, every
+`COMMIT_INTERVAL_S`. The loop reads committed
 events only, and restores committed rows only, so a worker that dies mid-transaction leaves
 nothing its successor could half-see: the successor restores the rows as of the last commit and
 reads the inputs from there, deciding again what the dead one decided (with the same ids).
