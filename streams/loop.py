@@ -47,6 +47,7 @@ BATCH = 500
 RESTORE_TIMEOUT_S = 120.0
 TRANSACTION_TIMEOUT_MS = 10000
 CATCH_UP_LIMIT_S = 60.0
+STATS_EVERY_S = 10.0
 
 Row = dict[str, Any]
 
@@ -124,6 +125,38 @@ class Folds:
     on_batch: Callable[[], None] = lambda: None
     # After the owned partitions changed and the tables were restored for them.
     on_assigned: Callable[[set[int]], None] = lambda _owned: None
+
+
+@dataclass
+class Stats:
+    """Where the loop's time went, logged every `STATS_EVERY_S` when there was work."""
+
+    since: float
+    events: int = 0
+    handle_s: float = 0.0
+    clocks_s: float = 0.0
+    commits: int = 0
+    commit_s: float = 0.0
+    longest_commit_s: float = 0.0
+
+    def committed(self, took: float) -> None:
+        self.commits += 1
+        self.commit_s += took
+        self.longest_commit_s = max(self.longest_commit_s, took)
+
+    def report(self, now: float) -> None:
+        if self.events or self.clocks_s > 0.01:
+            log.info(
+                "%d events in %.0f s: handling %.2f s, clocks %.2f s, %d commits %.2f s "
+                "(longest %.0f ms)",
+                self.events,
+                now - self.since,
+                self.handle_s,
+                self.clocks_s,
+                self.commits,
+                self.commit_s,
+                self.longest_commit_s * 1000,
+            )
 
 
 class Loop:
@@ -229,10 +262,13 @@ class Loop:
             on_lost=self._on_lost,
         )
         last_commit = time.monotonic()
+        stats = Stats(since=last_commit)
         try:
             while not self._stop.is_set():
                 folds.on_batch()
-                for msg in c.consume(BATCH, POLL_S):
+                started = time.perf_counter()
+                batch = c.consume(BATCH, POLL_S)
+                for msg in batch:
                     error = msg.error()
                     if error is not None:
                         if error.fatal():
@@ -241,22 +277,28 @@ class Loop:
                         continue
                     folds.handle(msg)
                     partition = int(msg.partition() or 0)
-                    self.positions.put(
-                        f"{msg.topic()}:{partition}",
-                        partition,
-                        {"next": int(msg.offset() or 0) + 1},
-                    )
+                    read_to = {"next": int(msg.offset() or 0) + 1}
+                    self.positions.put(f"{msg.topic()}:{partition}", partition, read_to)
+                handled = time.perf_counter()
+                stats.events += len(batch)
+                stats.handle_s += handled - started if batch else 0.0
                 now = time.monotonic()
                 if self.owned and self._caught_up(c):
                     for clock in folds.clocks:
                         if now >= clock.next_at:
                             clock.next_at = now + clock.every_s
                             clock.tick()
+                stats.clocks_s += time.perf_counter() - handled
                 self.producer.poll(0)
                 if now - last_commit >= COMMIT_INTERVAL_S:
+                    committing = time.perf_counter()
                     if not self.commit():
                         self._rewind(c)
+                    stats.committed(time.perf_counter() - committing)
                     last_commit = now
+                if now - stats.since >= STATS_EVERY_S:
+                    stats.report(now)
+                    stats = Stats(since=now)
             self.commit()
         finally:
             c.close()
