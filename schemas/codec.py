@@ -9,7 +9,6 @@ the same name. This is the only module that imports fastavro.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import io
 import json
@@ -89,7 +88,9 @@ class Codec:
             raise ValueError(f"events without a schema: {sorted(missing)}")
 
     def encode(self, event: Event) -> bytes:
-        return self.encode_as(type(event).__name__, dataclasses.asdict(event))
+        # Every event is flat (fields of str, int, bool, None or tuples of str): its fields
+        # as they are are the record. `asdict`'s deep copy was a third of a cron fire's cost.
+        return self.encode_as(type(event).__name__, dict(vars(event)))
 
     def encode_as(self, name: str, record: dict[str, Any], version: int | None = None) -> bytes:
         """Encode a plain record with a given schema version (the newest by default)."""

@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
@@ -50,60 +50,75 @@ CATCH_UP_LIMIT_S = 60.0
 STATS_EVERY_S = 10.0
 
 Row = dict[str, Any]
+S = TypeVar("S")
 
 
-class Table:
-    """A fold's state by key, for the partitions this worker owns, and its compacted changelog.
+class Table(Generic[S]):
+    """A fold's states by key, for the partitions this worker owns, and its compacted changelog.
 
-    A row's partition is its key's input partition; writes are held as `dirty` until the loop's
-    next commit writes them (the last write of a key wins, so a row that changes ten times in a
-    commit interval is written once)."""
+    States are kept as the fold's own objects and made rows (`to_row`, JSON) only when written:
+    a change is held as dirty until the loop's next commit writes it, and a key that changes
+    ten times in a commit interval is written once. A row's partition is its key's input
+    partition."""
 
-    def __init__(self, topic: str) -> None:
+    def __init__(
+        self, topic: str, to_row: Callable[[S], Row], from_row: Callable[[Row], S]
+    ) -> None:
         self.topic = topic
-        self._rows: dict[str, Row] = {}
+        self._to_row = to_row
+        self._from_row = from_row
+        self._states: dict[str, S] = {}
         self._partition: dict[str, int] = {}
-        self._dirty: dict[str, tuple[int, Row | None]] = {}
+        self._dirty: dict[str, int] = {}  # key -> partition
 
-    def get(self, key: str) -> Row | None:
-        return self._rows.get(key)
+    def get(self, key: str) -> S | None:
+        return self._states.get(key)
 
-    def put(self, key: str, partition: int, row: Row | None) -> None:
-        if row is None:
-            self._rows.pop(key, None)
+    def put(self, key: str, partition: int, state: S | None) -> None:
+        if state is None:
+            self._states.pop(key, None)
             self._partition.pop(key, None)
         else:
-            self._rows[key] = row
+            self._states[key] = state
             self._partition[key] = partition
-        self._dirty[key] = (partition, row)
+        self._dirty[key] = partition
 
-    def items(self) -> list[tuple[str, Row]]:
-        return list(self._rows.items())
+    def items(self) -> list[tuple[str, S]]:
+        return list(self._states.items())
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._states)
 
     def take_dirty(self) -> dict[str, tuple[int, Row | None]]:
+        """The changed rows since the last call, by key: (partition, row or None if gone)."""
         dirty, self._dirty = self._dirty, {}
-        return dirty
+        out: dict[str, tuple[int, Row | None]] = {}
+        for key, partition in dirty.items():
+            state = self._states.get(key)
+            out[key] = (partition, None if state is None else self._to_row(state))
+        return out
 
     def load(self, partition: int, key: bytes | None, value: bytes | None) -> None:
         """A changelog record, at restore: the latest record of a key wins."""
         name = str(json.loads(key or b'""'))
         if value is None:
-            self._rows.pop(name, None)
+            self._states.pop(name, None)
             self._partition.pop(name, None)
         else:
-            self._rows[name] = json.loads(value)
+            self._states[name] = self._from_row(json.loads(value))
             self._partition[name] = partition
 
     def drop(self, partitions: Iterable[int]) -> None:
-        """Forget the rows of partitions this worker no longer owns."""
+        """Forget the states of partitions this worker no longer owns."""
         gone = set(partitions)
         for key in [k for k, p in self._partition.items() if p in gone]:
-            del self._rows[key]
+            del self._states[key]
             del self._partition[key]
             self._dirty.pop(key, None)
+
+
+def same(row: Row) -> Row:
+    return row
 
 
 @dataclass
@@ -118,7 +133,7 @@ class Folds:
     """What the loop runs: a handler per input message, clocks, and hooks."""
 
     inputs: Sequence[str]
-    tables: Sequence[Table]
+    tables: Sequence[Table[Any]]
     handle: Callable[[Message], None]
     clocks: list[Clock] = field(default_factory=list)
     # Before each batch of input (e.g. to forget what was asked of the broker for the last one).
@@ -183,7 +198,7 @@ class Loop:
         # Where each input partition was read to, as a table of its own in the transaction (not
         # the group's offsets: librdkafka's send_offsets_to_transaction hung for good after a
         # broker restart, librdkafka #5456/#5511, found by the broker outage test).
-        self.positions = Table(settings.topic(f"{name}-positions"))
+        self.positions: Table[Row] = Table(settings.topic(f"{name}-positions"), same, same)
         self.owned: set[int] = set()
         self._stop = threading.Event()
         self._in_transaction = False
@@ -235,7 +250,7 @@ class Loop:
     def stop(self) -> None:
         self._stop.set()
 
-    def _tables(self) -> list[Table]:
+    def _tables(self) -> list[Table[Any]]:
         assert self._folds is not None
         return [*self._folds.tables, self.positions]
 

@@ -108,15 +108,13 @@ class CronState:
 # --- the fold ---
 
 
-def _next_at(state: CronState) -> int:
-    if state.status != "active" or not state.on_center:
-        return 0
-    return next_fire(state.rule, state.timezone, state.handled_until)
-
-
-def _handled(state: CronState, scheduled_at: int) -> CronState:
-    state = replace(state, handled_until=max(state.handled_until, scheduled_at))
-    return replace(state, next_at=_next_at(state))
+def _handled(state: CronState, scheduled_at: int, **changes: Any) -> CronState:
+    """`state` with `changes`, its times up to `scheduled_at` decided, and its next fire: one
+    `replace` (three per fire were a tenth of the cron clock's time)."""
+    handled_until = max(state.handled_until, scheduled_at)
+    active = changes.get("status", state.status) == "active" and state.on_center
+    next_at = next_fire(state.rule, state.timezone, handled_until) if active else 0
+    return replace(state, handled_until=handled_until, next_at=next_at, **changes)
 
 
 def apply(state: CronState | None, event: Event) -> CronState | None:
@@ -132,8 +130,7 @@ def apply(state: CronState | None, event: Event) -> CronState | None:
         case CronPaused() if state.status == "active":
             return replace(state, status="paused", next_at=0, queued=())
         case CronResumed() if state.status == "paused":
-            resumed = replace(state, status="active")
-            return _handled(resumed, event.occurred_at)
+            return _handled(state, event.occurred_at, status="active")
         case CronDeleted():
             return replace(state, status="deleted", next_at=0, queued=())
         # A fire is new once: its time not decided yet, or held by overlap `queue` until now.
@@ -142,8 +139,9 @@ def apply(state: CronState | None, event: Event) -> CronState | None:
         ):
             held = tuple(t for t in state.queued if t != event.scheduled_at)
             task_ids = tuple(task_id for task_id, _ in event.targets())
-            fired = replace(
+            return _handled(
                 state,
+                event.scheduled_at,
                 running=(*state.running, *task_ids),
                 queued=held,
                 fires=state.fires + 1,
@@ -151,16 +149,13 @@ def apply(state: CronState | None, event: Event) -> CronState | None:
                 last_task_id=task_ids[0],
                 last_task_ids=task_ids,
             )
-            return _handled(fired, event.scheduled_at)
         case CronFiresMissed():
-            return _handled(replace(state, missed=state.missed + event.count), event.last_at)
+            return _handled(state, event.last_at, missed=state.missed + event.count)
         case CronFireSkipped():
             held = tuple(t for t in state.queued if t != event.scheduled_at)
-            skipped = replace(state, skipped=state.skipped + 1, queued=held)
-            return _handled(skipped, event.scheduled_at)
+            return _handled(state, event.scheduled_at, skipped=state.skipped + 1, queued=held)
         case CronFireQueued() if event.scheduled_at not in state.queued:
-            holding = replace(state, queued=(*state.queued, event.scheduled_at))
-            return _handled(holding, event.scheduled_at)
+            return _handled(state, event.scheduled_at, queued=(*state.queued, event.scheduled_at))
         case TaskSucceeded() | TaskFailed() | TaskTimedOut() | TaskRejected():
             return _ended(state, event)
     return state

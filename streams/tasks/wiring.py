@@ -41,8 +41,12 @@ log = logging.getLogger("elves.streams.tasks")
 CLOCK_TICK_S = 0.2
 
 
-def _state(raw: dict[str, Any] | None) -> tasks.TaskState | None:
-    return None if raw is None else tasks.TaskState(**raw)
+def _row(state: tasks.TaskState) -> dict[str, Any]:
+    return dict(vars(state))  # every field is flat: a shallow copy is the row
+
+
+def _task_state(row: dict[str, Any]) -> tasks.TaskState:
+    return tasks.TaskState(**row)
 
 
 class TaskLifecycle:
@@ -63,7 +67,9 @@ class TaskLifecycle:
         self.permits = permits
         self.signer = signer
         self.now_ms = now_ms
-        self.table = Table(settings.changelog_topic("tasks"))
+        self.table: Table[tasks.TaskState] = Table(
+            settings.changelog_topic("tasks"), _row, _task_state
+        )
         # Open attempts by task id; the deadline clock scans only these.
         self._open: dict[str, tasks.TaskState] = {}
         self._announced: set[str] = set()
@@ -73,9 +79,8 @@ class TaskLifecycle:
     def on_assigned(self, _owned: set[int]) -> None:
         """The open attempts again, from the rows of the partitions owned now."""
         self._open = {}
-        for key, raw in self.table.items():
-            state = _state(raw)
-            if state is not None and not state.final:
+        for key, state in self.table.items():
+            if not state.final:
                 self._open[key] = state
 
     def handle(self, msg: Message, decoded: Event) -> None:
@@ -83,7 +88,7 @@ class TaskLifecycle:
         if task_id is None:
             self.loop.dead_letter(msg, f"unexpected {type(decoded).__name__} on a task topic")
             return
-        state = _state(self.table.get(task_id))
+        state = self.table.get(task_id)
         out: list[Event]
         match decoded:
             case TaskSubmitted():
@@ -106,8 +111,7 @@ class TaskLifecycle:
         for e in [decoded, *out]:
             new = tasks.apply(new, e)
         if new is not None and new != state:
-            # Every field is flat: a shallow copy is the row (asdict deep-copies, slowly).
-            self.table.put(task_id, int(msg.partition() or 0), dict(vars(new)))
+            self.table.put(task_id, int(msg.partition() or 0), new)
             if new.final:
                 self._open.pop(task_id, None)
             else:

@@ -90,3 +90,15 @@ def test_a_known_fingerprint_with_a_broken_body_is_a_decode_error() -> None:
     header = CODEC.encode(sample(EVENT_TYPES["Heartbeat"]))[:HEADER_SIZE]  # type: ignore[arg-type]
     with pytest.raises(DecodeError):
         CODEC.decode(header + b"\xff\xff\xff")
+
+
+def test_every_event_is_flat_so_its_fields_are_its_record() -> None:
+    """`Codec.encode` writes an event's fields as they are (no deep copy): that holds only while
+    no event holds another dataclass or a mutable list."""
+    from dataclasses import fields
+
+    from elves.schemas.events import EVENT_TYPES
+
+    allowed = {"str", "int", "bool", "float", "str | None", "tuple[str, ...]", "Mapping[str, str]"}
+    found = {str(f.type) for cls in EVENT_TYPES.values() for f in fields(cls)}
+    assert found <= allowed, found - allowed
