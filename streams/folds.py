@@ -21,6 +21,7 @@ from elves.permissions import Permits
 from elves.schemas.codec import CODEC
 from elves.signing import Signer
 from elves.streams.agents.view import AgentView
+from elves.streams.context import FoldContext
 from elves.streams.cron.wiring import CLOCK_TICK_S as CRON_TICK_S
 from elves.streams.cron.wiring import CRON_COMMANDS, Crons
 from elves.streams.loop import Clock, Folds, Loop
@@ -45,8 +46,9 @@ def build_folds(
     limits = tasks.Limits(
         grace_ms=int(settings.task_grace_s * 1000), max_params_bytes=settings.max_params_bytes
     )
-    lifecycle = TaskLifecycle(loop, settings, limits, agent_view, permits, signer, now_ms)
-    crons = Crons(loop, settings, agent_view, permits, signer, now_ms)
+    ctx = FoldContext(loop, settings, agent_view, permits, signer, now_ms)
+    lifecycle = TaskLifecycle(ctx, limits)
+    crons = Crons(ctx)
     crons_topic = settings.topic("crons")
     queues_topic = settings.topic("queues")
 

@@ -27,7 +27,6 @@ from functools import lru_cache, partial
 from aiokafka.partitioner import murmur2
 from confluent_kafka import Message
 
-from elves.config import Settings
 from elves.errors import DecodeError
 from elves.permissions import Permits
 from elves.schemas.codec import CODEC
@@ -49,11 +48,10 @@ from elves.schemas.events import (
     TaskTimedOut,
     derived_id,
 )
-from elves.signing import Signer
 from elves.streams.agents.view import AgentView
+from elves.streams.context import FoldContext
 from elves.streams.cron import model as crons
-from elves.streams.loop import Loop, Table
-from elves.topics import ensure_dispatch_topic
+from elves.streams.loop import Table
 
 log = logging.getLogger("elves.streams.cron")
 
@@ -121,27 +119,15 @@ def _due(state: crons.CronState | None, now: int, view: AgentView, permits: Perm
 class Crons:
     """The cron fold on the loop: commands, outcomes and the clock, into the `crons` table."""
 
-    def __init__(
-        self,
-        loop: Loop,
-        settings: Settings,
-        agent_view: AgentView,
-        permits: Permits,
-        signer: Signer,
-        now_ms: Callable[[], int],
-    ) -> None:
-        self.loop = loop
-        self.settings = settings
-        self.agent_view = agent_view
-        self.permits = permits
-        self.signer = signer
-        self.now_ms = now_ms
+    def __init__(self, ctx: FoldContext) -> None:
+        self.ctx = ctx
         self.table: Table[crons.CronState] = Table(
-            settings.changelog_topic("crons"), crons.CronState.to_dict, crons.CronState.from_dict
+            ctx.settings.changelog_topic("crons"),
+            crons.CronState.to_dict,
+            crons.CronState.from_dict,
         )
-        self._crons_topic = settings.topic("crons")
-        self._commands_topic = settings.topic("commands")
-        self._made: set[str] = set()  # agents' dispatch topics known to exist
+        self._crons_topic = ctx.settings.topic("crons")
+        self._commands_topic = ctx.settings.topic("commands")
         # partition -> cron id -> next scheduled time, for the active center crons only.
         self._due: dict[int, dict[str, int]] = {p: {} for p in range(PARTITIONS)}
 
@@ -160,30 +146,27 @@ class Crons:
 
     def _emit(self, state: crons.CronState | None, event: Event) -> None:
         cron_id = str(getattr(event, "cron_id", ""))
-        self.loop.send(self._crons_topic, cron_id.encode(), CODEC.encode(event))
+        self.ctx.loop.send(self._crons_topic, cron_id.encode(), CODEC.encode(event))
         if state is None:
             return
         if isinstance(event, CronFired):
             for command in crons.submissions(state, event):
                 key = command.task_id.encode()
-                self.loop.send(self._commands_topic, key, CODEC.encode(command))
+                self.ctx.loop.send(self._commands_topic, key, CODEC.encode(command))
         elif not state.on_center and isinstance(
             event, CronAdded | CronPaused | CronResumed | CronDeleted
         ):
             order = agent_cron_set(state, event)
-            if order.status == "active" and not self.agent_view.accepted(state.agent_id):
+            if order.status == "active" and not self.ctx.agent_view.accepted(state.agent_id):
                 # Nothing that runs goes to an agent that is not accepted; a pause or a delete
                 # only takes away, so those still go.
                 log.warning(
                     "cron %s: agent %s is not accepted; not sent", order.cron_id, order.agent_id
                 )
                 return
-            target = self.settings.dispatch_topic(state.agent_id)
-            if target not in self._made:
-                ensure_dispatch_topic(self.settings, state.agent_id)
-                self._made.add(target)
-            sealed = self.signer.seal(order, self.now_ms())
-            self.loop.send(target, state.cron_id.encode(), sealed)
+            target = self.ctx.dispatch_topic(state.agent_id)
+            sealed = self.ctx.signer.seal(order, self.ctx.now_ms())
+            self.ctx.loop.send(target, state.cron_id.encode(), sealed)
 
     def _fold(
         self,
@@ -208,10 +191,10 @@ class Crons:
         if (
             isinstance(decoded, AddCron)
             and decoded.mode in crons.AGENT_MODES
-            and crons.field_error(decoded, self.settings.max_params_bytes)
+            and crons.field_error(decoded, self.ctx.settings.max_params_bytes)
             is None  # its codes first
         ):
-            status = self.agent_view.settled_status(decoded.agent_id)
+            status = self.ctx.agent_view.settled_status(decoded.agent_id)
             refused = crons.agent_not_accepted(decoded, status)
             if refused:
                 self._fold(decoded.cron_id, decoded, lambda _state: refused)
@@ -220,8 +203,8 @@ class Crons:
             decide = partial(
                 _decide,
                 cmd=decoded,
-                max_params_bytes=self.settings.max_params_bytes,
-                permits=self.permits,
+                max_params_bytes=self.ctx.settings.max_params_bytes,
+                permits=self.ctx.permits,
             )
             self._fold(decoded.cron_id, decoded, decide)
 
@@ -231,28 +214,28 @@ class Crons:
         value = msg.value() or b""
         name = CODEC.name_of(value)
         if name is None:
-            self.loop.dead_letter(msg, "[422.1] not a known event")
+            self.ctx.loop.dead_letter(msg, "[422.1] not a known event")
             return
         if name not in OUTCOME_NAMES:
             return
         try:
             decoded = CODEC.decode(value)
         except DecodeError as exc:
-            self.loop.dead_letter(msg, f"[{exc.code}] {exc.message}")
+            self.ctx.loop.dead_letter(msg, f"[{exc.code}] {exc.message}")
             return
         match decoded:
             case TaskSucceeded() | TaskFailed() | TaskTimedOut() | TaskRejected() if (
                 decoded.cron_id is not None
             ):
                 decide = partial(
-                    _on_outcome, outcome=decoded, view=self.agent_view, permits=self.permits
+                    _on_outcome, outcome=decoded, view=self.ctx.agent_view, permits=self.ctx.permits
                 )
                 self._fold(decoded.cron_id, decoded, decide)
 
     def clock(self) -> None:
-        now = self.now_ms()
-        decide = partial(_due, now=now, view=self.agent_view, permits=self.permits)
-        for partition in sorted(self.loop.owned):
+        now = self.ctx.now_ms()
+        decide = partial(_due, now=now, view=self.ctx.agent_view, permits=self.ctx.permits)
+        for partition in sorted(self.ctx.loop.owned):
             due = [c for c, at in self._due[partition].items() if at <= now]
             for cron_id in due:
                 self._fold(cron_id, None, decide)

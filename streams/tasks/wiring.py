@@ -12,13 +12,10 @@ never the clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Message
 
-from elves.config import Settings
-from elves.permissions import Permits
 from elves.schemas.codec import CODEC
 from elves.schemas.events import (
     AgentCronRan,
@@ -30,11 +27,10 @@ from elves.schemas.events import (
     TaskStarted,
     TaskSubmitted,
 )
-from elves.signing import Signer
-from elves.streams.agents.view import AgentView
-from elves.streams.loop import Loop, Table
+from elves.streams.context import FoldContext
+from elves.streams.loop import Table
 from elves.streams.tasks import model as tasks
-from elves.topics import TopicSpec, ensure_dispatch_topic, ensure_topics
+from elves.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger("elves.streams.tasks")
 
@@ -50,31 +46,17 @@ def _task_state(row: dict[str, Any]) -> tasks.TaskState:
 
 
 class TaskLifecycle:
-    def __init__(
-        self,
-        loop: Loop,
-        settings: Settings,
-        limits: tasks.Limits,
-        agent_view: AgentView,
-        permits: Permits,
-        signer: Signer,
-        now_ms: Callable[[], int],
-    ) -> None:
-        self.loop = loop
-        self.settings = settings
+    def __init__(self, ctx: FoldContext, limits: tasks.Limits) -> None:
         self.limits = limits
-        self.agent_view = agent_view
-        self.permits = permits
-        self.signer = signer
-        self.now_ms = now_ms
+        self.ctx = ctx
         self.table: Table[tasks.TaskState] = Table(
-            settings.changelog_topic("tasks"), _row, _task_state
+            ctx.settings.changelog_topic("tasks"), _row, _task_state
         )
         # Open attempts by task id; the deadline clock scans only these.
         self._open: dict[str, tasks.TaskState] = {}
         self._announced: set[str] = set()
-        self._made: set[str] = set()  # dispatch and processor topics known to exist
-        self._topics = {n: settings.topic(n) for n in ("tasks", "results", "queues", "crons")}
+        self._made: set[str] = set()  # processor topics known to exist
+        self._topics = {n: ctx.settings.topic(n) for n in ("tasks", "results", "queues", "crons")}
 
     def on_assigned(self, _owned: set[int]) -> None:
         """The open attempts again, from the rows of the partitions owned now."""
@@ -86,15 +68,15 @@ class TaskLifecycle:
     def handle(self, msg: Message, decoded: Event) -> None:
         task_id = getattr(decoded, "task_id", None)
         if task_id is None:
-            self.loop.dead_letter(msg, f"unexpected {type(decoded).__name__} on a task topic")
+            self.ctx.loop.dead_letter(msg, f"unexpected {type(decoded).__name__} on a task topic")
             return
         state = self.table.get(task_id)
         out: list[Event]
         match decoded:
             case TaskSubmitted():
-                status = self.agent_view.settled_status(decoded.agent_id)
+                status = self.ctx.agent_view.settled_status(decoded.agent_id)
                 out = tasks.decide_submit(
-                    state, decoded, status, self.now_ms(), self.limits, self.permits
+                    state, decoded, status, self.ctx.now_ms(), self.limits, self.ctx.permits
                 )
             case TaskResultReported():
                 out = tasks.decide_result(state, decoded)
@@ -105,7 +87,7 @@ class TaskLifecycle:
             case TaskStarted():
                 out = []
             case _:
-                self.loop.dead_letter(msg, f"unexpected {type(decoded).__name__} here")
+                self.ctx.loop.dead_letter(msg, f"unexpected {type(decoded).__name__} here")
                 return
         new = state
         for e in [decoded, *out]:
@@ -124,40 +106,39 @@ class TaskLifecycle:
 
     def _emit(self, event: Event) -> None:
         if isinstance(event, TaskDispatched):
-            target = self.settings.dispatch_topic(event.agent_id)
-            if target not in self._made:
-                ensure_dispatch_topic(self.settings, event.agent_id)
-                self._made.add(target)
-            sealed = self.signer.seal(event, self.now_ms())
-            self.loop.send(target, event.task_id.encode(), sealed)
+            target = self.ctx.dispatch_topic(event.agent_id)
+            sealed = self.ctx.signer.seal(event, self.ctx.now_ms())
+            self.ctx.loop.send(target, event.task_id.encode(), sealed)
             return
         data = CODEC.encode(event)
         task_id: str = getattr(event, "task_id")  # noqa: B009 - every derived event has one
-        self.loop.send(self._topics["tasks"], task_id.encode(), data)
+        self.ctx.loop.send(self._topics["tasks"], task_id.encode(), data)
         queue_id = getattr(event, "queue_id", None)
         if queue_id is not None:
             # A queue task's outcome is its queue's input too, keyed by the queue.
-            self.loop.send(self._topics["queues"], queue_id.encode(), data)
+            self.ctx.loop.send(self._topics["queues"], queue_id.encode(), data)
         cron_id = getattr(event, "cron_id", None)
         if cron_id is not None:
             # A fire's outcome is its cron's input: overlap policies and the last result.
-            self.loop.send(self._topics["crons"], cron_id.encode(), data)
+            self.ctx.loop.send(self._topics["crons"], cron_id.encode(), data)
 
     def _to_processor(self, result: ProcessorResult) -> None:
         """A P-mode outcome to its app's processor topic, made on first use so results wait
         there for a processor that starts later."""
-        target = self.settings.processor_topic(result.app)
+        target = self.ctx.settings.processor_topic(result.app)
         if target not in self._made:
-            ensure_topics(self.settings, (TopicSpec(f"processor.{result.app}", 1),))
+            ensure_topics(self.ctx.settings, (TopicSpec(f"processor.{result.app}", 1),))
             self._made.add(target)
-        self.loop.send(target, result.task_id.encode(), CODEC.encode(result))
+        self.ctx.loop.send(target, result.task_id.encode(), CODEC.encode(result))
 
     def deadline_clock(self) -> None:
-        overdue = tasks.overdue(list(self._open.values()), self.now_ms())
+        overdue = tasks.overdue(list(self._open.values()), self.ctx.now_ms())
         for passed in overdue:
             if passed.event_id in self._announced:
                 continue
             self._announced.add(passed.event_id)
-            self.loop.send(self._topics["results"], passed.task_id.encode(), CODEC.encode(passed))
+            self.ctx.loop.send(
+                self._topics["results"], passed.task_id.encode(), CODEC.encode(passed)
+            )
         # Remember only what is still overdue: the rest ended, or its deadline moved on.
         self._announced.intersection_update(d.event_id for d in overdue)
