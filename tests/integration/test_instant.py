@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from confluent_kafka import TopicPartition
 
 from elves.kafka import consumer, producer
@@ -114,11 +115,15 @@ def test_an_agent_that_stops_heartbeating_is_down_then_up_again(stack: Stack) ->
     )
 
 
-def test_garbage_on_the_commands_topic_goes_to_the_dlq_and_the_next_task_runs(stack: Stack) -> None:
+@pytest.mark.parametrize("topic", ["commands", "results", "crons", "queues"])
+def test_garbage_on_a_streams_input_goes_to_the_dlq_and_the_next_task_runs(
+    stack: Stack, topic: str
+) -> None:
+    """The folds loop reads `commands`, `results` and `crons`; the Faust queue flow, `queues`."""
     settings = stack.settings
     marker = f"garbage-{uuid.uuid4().hex}".encode()
     prod = producer(settings)
-    prod.produce(settings.topic("commands"), key=b"junk", value=marker)
+    prod.produce(settings.topic(topic), key=b"junk", value=marker)
     prod.flush(10)
     assert (
         stack.exec(AGENT, "apptest", "helloword", {"my": "after"}).json()["worker_message"]
@@ -138,7 +143,7 @@ def test_garbage_on_the_commands_topic_goes_to_the_dlq_and_the_next_task_runs(st
     finally:
         dlq.close()
     assert headers["origin"] == b"streams"
-    assert headers["topic"] == settings.topic("commands").encode()
+    assert headers["topic"] == settings.topic(topic).encode()
     assert b"422.1" in headers["reason"]
 
 
