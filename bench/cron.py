@@ -23,9 +23,9 @@ from pathlib import Path
 from confluent_kafka import OFFSET_END, TopicPartition
 
 from elves.kafka import consumer, producer
-from elves.local import bench_settings, own_stack, wait_for
+from elves.local import bench_settings, every_second_cron, own_stack, wait_for
 from elves.schemas.codec import CODEC
-from elves.schemas.events import AddCron, CronFired, CronFireSkipped, CronFiresMissed, new_id
+from elves.schemas.events import CronFired, CronFireSkipped, CronFiresMissed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,19 +49,8 @@ def main() -> None:
         prod = producer(settings)
         added = time.perf_counter()
         for _ in range(args.crons):
-            cron_id = new_id()
-            command = AddCron(
-                event_id=new_id(),
-                occurred_at=int(time.time() * 1000),
-                cron_id=cron_id,
-                agent_id="nobody",
-                app="noop",
-                func="noop",
-                params="{}",
-                timeout_s=10,
-                rule="* * * * * *",
-                overlap="parallel",  # every decision a fire, whatever the previous run
-            )
+            command = every_second_cron(int(time.time() * 1000))
+            cron_id = command.cron_id
             prod.produce(
                 settings.topic("commands"), key=cron_id.encode(), value=CODEC.encode(command)
             )

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from elves.config import Settings
-from elves.schemas.events import AddCron, new_id
+from elves.local import every_second_cron
 from elves.streams.context import FoldContext
 from elves.streams.cron.wiring import Crons
 
@@ -52,21 +52,7 @@ def main() -> None:
     )
     crons = Crons(ctx)
     for _ in range(args.crons):
-        cron_id = new_id()
-        crons.on_command(
-            AddCron(
-                event_id=new_id(),
-                occurred_at=clock[0],
-                cron_id=cron_id,
-                agent_id="nobody",
-                app="noop",
-                func="noop",
-                params="{}",
-                timeout_s=10,
-                rule="* * * * * *",
-                overlap="parallel",
-            )
-        )
+        crons.on_command(every_second_cron(clock[0]))
     sink.sent = 0
 
     def run() -> None:

@@ -43,17 +43,27 @@ def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
     return Consumer(conf)
 
 
+Headers = dict[str, str | bytes | None]  # what confluent-kafka takes
+
+
+def dlq_headers(
+    reason: str, origin: str, topic: str, partition: int | None, offset: int | None
+) -> Headers:
+    """Why a message went to the DLQ and where it came from: the headers every DLQ record has."""
+    return {
+        "reason": reason.encode(),
+        "origin": origin.encode(),
+        "topic": topic.encode(),
+        "partition": str(partition).encode(),
+        "offset": str(offset).encode(),
+    }
+
+
 def dead_letter(prod: Producer, settings: Settings, msg: Message, reason: str, origin: str) -> None:
     """Send an undecodable or invalid message to the DLQ with why and where it came from."""
     prod.produce(
         settings.topic("dlq"),
         key=msg.key(),
         value=msg.value(),
-        headers={
-            "reason": reason.encode(),
-            "origin": origin.encode(),
-            "topic": (msg.topic() or "").encode(),
-            "partition": str(msg.partition()).encode(),
-            "offset": str(msg.offset()).encode(),
-        },
+        headers=dlq_headers(reason, origin, msg.topic() or "", msg.partition(), msg.offset()),
     )

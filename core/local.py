@@ -25,6 +25,7 @@ import httpx
 from elves.admin_key import ensure_admin_key
 from elves.client import client
 from elves.config import Settings
+from elves.schemas.events import AddCron, new_id
 from elves.topics import ensure_topics
 
 
@@ -44,6 +45,23 @@ def free_broker_port() -> int:
         except OSError:
             continue
         return port
+
+
+def every_second_cron(now_ms: int) -> AddCron:
+    """The benchmarks' cron: fires every second for an agent that does not exist, so each fire
+    is real (a `CronFired` and a `TaskSubmitted`, rejected 414.2) and no app runs."""
+    return AddCron(
+        event_id=new_id(),
+        occurred_at=now_ms,
+        cron_id=new_id(),
+        agent_id="nobody",
+        app="noop",
+        func="noop",
+        params="{}",
+        timeout_s=10,
+        rule="* * * * * *",
+        overlap="parallel",  # every decision a fire, whatever the previous run
+    )
 
 
 def bench_settings(name: str, root: Path, **overrides: Any) -> Settings:

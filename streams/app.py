@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aiokafka
 import faust
@@ -26,6 +26,8 @@ from faust.types import TP
 
 from elves.config import Settings
 from elves.errors import DecodeError
+from elves.kafka import dlq_headers
+from elves.permissions import Permits
 from elves.schemas.codec import CODEC
 from elves.schemas.events import (
     AgentDown,
@@ -37,6 +39,7 @@ from elves.signing import Signer, center_signer
 from elves.streams.agents import model as agents
 from elves.streams.agents.view import AgentView
 from elves.streams.app_rules import AppRules, permits
+from elves.streams.context import FoldContext
 from elves.streams.folds import build_folds
 from elves.streams.loop import Folds, Loop
 from elves.streams.queues.wiring import wire_queues
@@ -98,16 +101,17 @@ FAUST_OPTIONS: dict[str, Any] = {
 
 
 def build_app(
-    settings: Settings, agent_view: AgentView, app_rules: AppRules, signer: Signer
+    settings: Settings,
+    agent_view: AgentView,
+    app_permits: Permits,
+    limits: tasks.Limits,
+    signer: Signer,
 ) -> faust.App:
     app = faust.App(
         f"{settings.topic_prefix}streams",
         broker=f"kafka://{settings.bootstrap}",
         datadir=str(settings.state_dir / "streams"),
         **FAUST_OPTIONS,
-    )
-    limits = tasks.Limits(
-        grace_ms=int(settings.task_grace_s * 1000), max_params_bytes=settings.max_params_bytes
     )
 
     liveness_inputs = app.topic(
@@ -126,21 +130,11 @@ def build_app(
     async def dead_letter(event: faust.EventT[bytes], reason: str) -> None:
         msg = event.message
         log.warning("dead letter from %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
-        await dlq_topic.send(
-            key=event.key,
-            value=event.value,
-            headers={
-                "reason": reason.encode(),
-                "origin": b"streams",
-                "topic": msg.topic.encode(),
-                "partition": str(msg.partition).encode(),
-                "offset": str(msg.offset).encode(),
-            },
-        )
+        headers = dlq_headers(reason, "streams", msg.topic, msg.partition, msg.offset)
+        # Every value is bytes; confluent-kafka's stubs and Faust's type the dict differently.
+        await dlq_topic.send(key=event.key, value=event.value, headers=cast(Any, headers))
 
-    wire_queues(
-        app, settings, limits, dead_letter, now_ms, permits(app_rules, agent_view), signer=signer
-    )
+    wire_queues(app, settings, limits, dead_letter, now_ms, app_permits, signer=signer)
 
     async def emit(event: Event) -> None:
         assert isinstance(event, AgentUp | AgentDown)  # what the liveness fold derives
@@ -225,10 +219,18 @@ def run(settings: Settings, loglevel: str = "info") -> None:
     agent_view.start()  # before any task is decided: it tells known agents from unknown ones
     app_rules = AppRules(settings)
     app_rules.start()  # likewise: every rule read before a task is judged against it
+    # Where each app may run (413.5), on the agents' tags as this worker sees them.
+    app_permits = permits(app_rules, agent_view)
+    limits = tasks.Limits(
+        grace_ms=int(settings.task_grace_s * 1000), max_params_bytes=settings.max_params_bytes
+    )
+    # Everything written to an agent's dispatch topic is signed with the center's key (made
+    # here on the first start; agents verify with its public half).
     signer = center_signer(settings)
-    app = build_app(settings, agent_view, app_rules, signer)
+    app = build_app(settings, agent_view, app_permits, limits, signer)
     loop = Loop(settings, "streams-folds")
-    folds = build_folds(loop, settings, agent_view, permits(app_rules, agent_view), signer, now_ms)
+    ctx = FoldContext(loop, settings, agent_view, app_permits, signer, now_ms)
+    folds = build_folds(ctx, limits)
     thread = threading.Thread(target=_run_folds, args=(loop, folds), name="folds", daemon=True)
     thread.start()
     try:

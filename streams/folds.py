@@ -10,45 +10,26 @@ holds three kinds of command, each keyed by what it is about:
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-
 from confluent_kafka import Message
 
-from elves.config import Settings
 from elves.errors import DecodeError
-from elves.permissions import Permits
 from elves.schemas.codec import CODEC
-from elves.signing import Signer
-from elves.streams.agents.view import AgentView
 from elves.streams.context import FoldContext
 from elves.streams.cron.wiring import CLOCK_TICK_S as CRON_TICK_S
 from elves.streams.cron.wiring import CRON_COMMANDS, Crons
-from elves.streams.loop import Clock, Folds, Loop
+from elves.streams.loop import Clock, Folds
 from elves.streams.queues.wiring import QUEUE_COMMANDS
 from elves.streams.tasks import model as tasks
 from elves.streams.tasks.wiring import CLOCK_TICK_S as DEADLINE_TICK_S
 from elves.streams.tasks.wiring import TaskLifecycle
 
-log = logging.getLogger("elves.streams.folds")
-
 QUEUE_COMMAND_NAMES = frozenset(cls.__name__ for cls in QUEUE_COMMANDS)
 
 
-def build_folds(
-    loop: Loop,
-    settings: Settings,
-    agent_view: AgentView,
-    permits: Permits,
-    signer: Signer,
-    now_ms: Callable[[], int],
-) -> Folds:
-    limits = tasks.Limits(
-        grace_ms=int(settings.task_grace_s * 1000), max_params_bytes=settings.max_params_bytes
-    )
-    ctx = FoldContext(loop, settings, agent_view, permits, signer, now_ms)
+def build_folds(ctx: FoldContext, limits: tasks.Limits) -> Folds:
     lifecycle = TaskLifecycle(ctx, limits)
     crons = Crons(ctx)
+    loop, settings = ctx.loop, ctx.settings
     crons_topic = settings.topic("crons")
     queues_topic = settings.topic("queues")
 

@@ -35,7 +35,7 @@ from typing import Any, Generic, TypeVar
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from elves.config import Settings
-from elves.kafka import consumer, producer
+from elves.kafka import Headers, consumer, dlq_headers, producer
 
 log = logging.getLogger("elves.streams.loop")
 
@@ -86,9 +86,6 @@ class Table(Generic[S]):
     def items(self) -> list[tuple[str, S]]:
         return list(self._states.items())
 
-    def __len__(self) -> int:
-        return len(self._states)
-
     def take_dirty(self) -> dict[str, tuple[int, Row | None]]:
         """The changed rows since the last call, by key: (partition, row or None if gone)."""
         dirty, self._dirty = self._dirty, {}
@@ -136,8 +133,6 @@ class Folds:
     tables: Sequence[Table[Any]]
     handle: Callable[[Message], None]
     clocks: list[Clock] = field(default_factory=list)
-    # Before each batch of input (e.g. to forget what was asked of the broker for the last one).
-    on_batch: Callable[[], None] = lambda: None
     # After the owned partitions changed and the tables were restored for them.
     on_assigned: Callable[[set[int]], None] = lambda _owned: None
 
@@ -212,7 +207,7 @@ class Loop:
         key: bytes | None,
         value: bytes | None,
         partition: int | None = None,
-        headers: dict[str, bytes] | None = None,
+        headers: Headers | None = None,
     ) -> None:
         if not self._in_transaction:
             self.producer.begin_transaction()
@@ -234,18 +229,8 @@ class Loop:
         log.warning(
             "dead letter from %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), reason
         )
-        self.send(
-            self.settings.topic("dlq"),
-            msg.key(),
-            msg.value(),
-            headers={
-                "reason": reason.encode(),
-                "origin": b"streams",
-                "topic": (msg.topic() or "").encode(),
-                "partition": str(msg.partition()).encode(),
-                "offset": str(msg.offset()).encode(),
-            },
-        )
+        headers = dlq_headers(reason, "streams", msg.topic() or "", msg.partition(), msg.offset())
+        self.send(self.settings.topic("dlq"), msg.key(), msg.value(), headers=headers)
 
     def stop(self) -> None:
         self._stop.set()
@@ -280,7 +265,6 @@ class Loop:
         stats = Stats(since=last_commit)
         try:
             while not self._stop.is_set():
-                folds.on_batch()
                 started = time.perf_counter()
                 batch = self._next_batch(c)
                 for msg in batch:

@@ -17,7 +17,6 @@ is then (`settled_status`): a refusal is decided on what was written, not on wha
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -85,18 +84,12 @@ class AgentView:
 
     def settled_status(self, agent_id: str, timeout: float = SETTLE_S) -> AgentStatus:
         """`status`, but a "not accepted" only once `enrolments` is read up to its end as it is
-        now: an accept the gateway just wrote is then seen. Blocks: call it off the loop."""
+        now: an accept the gateway just wrote is then seen. Blocks up to `timeout`, and only for an
+        agent not accepted (the folds loop waits that long on such a task, as Faust did)."""
         status = self.status(agent_id)
         if status in NOT_ACCEPTED:
             self.catch_up(timeout)
             status = self.status(agent_id)
-        return status
-
-    async def status_now(self, agent_id: str) -> AgentStatus:
-        """`settled_status` for the streams' event loop: it waits only to refuse."""
-        status = self.status(agent_id)
-        if status in NOT_ACCEPTED:
-            status = await asyncio.to_thread(self.settled_status, agent_id)
         return status
 
     def catch_up(self, timeout: float) -> bool:
