@@ -155,6 +155,7 @@ def build_app(
 
     heartbeats_tp = TP(settings.topic("heartbeats"), 0)
     heartbeats_read = [-1]  # the offset of the last heartbeat the liveness fold has read
+    deciding_since = [0]  # when this worker last became the liveness decider (0: it is not)
 
     @app.agent(liveness_inputs, name="agent_liveness")
     async def agent_liveness(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -183,9 +184,13 @@ def build_app(
         is read: under load the worker fell seconds behind on `heartbeats` and declared live
         agents down (bench/queues.py: 91 false AgentDowns in one run, tasks refused 414.1)."""
         if heartbeats_tp not in app.assignor.assigned_actives():
+            deciding_since[0] = 0
             return False  # another worker decides liveness (one partition)
+        if not deciding_since[0]:
+            deciding_since[0] = now_ms()
+        # No high water yet: nothing fetched since the assignment, so nothing is known read.
         high = app.consumer.highwater(heartbeats_tp)
-        return high is None or heartbeats_read[0] >= high - 1
+        return high is not None and heartbeats_read[0] >= high - 1
 
     @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
     async def liveness_clock() -> None:
@@ -196,7 +201,9 @@ def build_app(
             state = _agent_state(raw)
             if state is None:
                 continue
-            for down in agents.decide_check(state, now, settings.missed_beats):
+            for down in agents.decide_check(
+                state, now, settings.missed_beats, watched_since=deciding_since[0]
+            ):
                 if down.event_id not in noticed_down:
                     noticed_down.add(down.event_id)
                     await emit(down)

@@ -45,9 +45,18 @@ def silent_for(state: AgentState, now: int) -> int:
     return max(0, (now - state.last_seen_at) // interval_ms)
 
 
-def decide_check(state: AgentState, now: int, missed_beats: int) -> list[Event]:
+def decide_check(
+    state: AgentState, now: int, missed_beats: int, watched_since: int = 0
+) -> list[Event]:
+    """`AgentDown` once the agent has missed `missed_beats` intervals while someone listened.
+
+    `watched_since` is when the deciding worker began to read heartbeats as their decider: a
+    worker that takes liveness over from another has not heard the beats the other read last,
+    so silence before it took over is not counted (a hand-over once declared a live agent down).
+    """
     missed = silent_for(state, now)
-    if not state.up or missed < missed_beats:
+    heard_from = replace(state, last_seen_at=max(state.last_seen_at, watched_since))
+    if not state.up or silent_for(heard_from, now) < missed_beats:
         return []
     return [
         AgentDown(

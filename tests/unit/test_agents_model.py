@@ -42,6 +42,19 @@ def test_an_agent_is_down_after_the_configured_missed_beats_only() -> None:
     assert model.decide_check(state, T0 + 9000, missed_beats=3) == []
 
 
+def test_a_worker_that_takes_liveness_over_counts_silence_from_the_take_over() -> None:
+    [up] = model.decide_heartbeat(None, beat(T0))
+    state = run(beat(T0), up)
+    assert state is not None
+    # Restored from the changelog at T0 + 5000: the beats since T0 went to the former decider.
+    taken_over = T0 + 5000
+    assert model.decide_check(state, T0 + 7999, 3, watched_since=taken_over) == []
+    [down] = model.decide_check(state, T0 + 8000, 3, watched_since=taken_over)
+    # The event still says how long the agent was silent, and is the same silence's id.
+    assert down.missed == 8
+    assert down.event_id == model.decide_check(state, T0 + 3000, 3)[0].event_id
+
+
 def test_a_down_agent_comes_back_up_with_its_next_heartbeat() -> None:
     [up] = model.decide_heartbeat(None, beat(T0))
     state = run(beat(T0), up)
