@@ -202,3 +202,38 @@ def test_a_manifests_proxy_is_the_entry_unless_the_task_names_one(tmp_path: Path
     other.write_text(tags.replace("from sh", "from the task").join(["printf '", '\' "$2"\n']))
     result = runner.run(spec("shellapp", "deploy", proxy=f"sh|{other}"))
     assert result.worker_message == "deploy from the task"
+
+
+def _entry_app(root: Path, body: str) -> Runner:
+    """An app `probe` whose app-worker.py is `body`, run through the fork server."""
+    (root / "probe").mkdir(exist_ok=True)
+    (root / "probe" / "app-worker.py").write_text(body)
+    return Runner(root, 1000)
+
+
+TAGS = 'print("<ElvesWFlag>true</ElvesWFlag><ElvesWResult>{{}}</ElvesWResult>".format({}))'
+
+
+def test_the_forked_entry_runs_as_main_and_a_changed_one_runs_anew(
+    forkserver: ForkServer, tmp_path: Path
+) -> None:
+    body = "import sys\nV = __name__\n" + TAGS.format("sys.modules['__main__'].V")
+    runner = _entry_app(tmp_path, body)
+    runner.forkserver = forkserver
+    script = tmp_path / "probe" / "app-worker.py"
+    first = runner.run(spec("probe", "f"))
+    assert (first.worker_flag, first.worker_message, first.forked) == (1, "__main__", True)
+    # A new version of the entry (the server compiled the old one): the new one runs.
+    script.write_text(TAGS.format("'version 2, ' + __file__.rsplit('/', 1)[-1]"))
+    second = runner.run(spec("probe", "f"))
+    assert (second.worker_flag, second.worker_message) == (1, "version 2, app-worker.py")
+
+
+def test_a_forked_entry_that_does_not_compile_fails_the_task(
+    forkserver: ForkServer, tmp_path: Path
+) -> None:
+    runner = _entry_app(tmp_path, "def broken(:\n")
+    runner.forkserver = forkserver
+    result = runner.run(spec("probe", "f"))
+    assert (result.worker_flag, result.forked) == (-1, True)
+    assert "exit code 1" in result.worker_message and "SyntaxError" in result.worker_message
