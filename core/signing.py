@@ -182,12 +182,16 @@ def claimed_task(data: bytes | None) -> str | None:
 def open_signed(data: bytes | None, center: Ed25519PublicKey) -> Opened:
     """Verify a message from a dispatch topic with the center's key and read it; raises 416.1
     (unsigned or unreadable), 416.2 (the signature does not verify) or 416.3 (the claims and the
-    event name different agents). Expiry, the agent's id and replays are the agent's to check."""
-    task_id = claimed_task(data)
+    event name different agents). Expiry, the agent's id and replays are the agent's to check.
+
+    The task id a refusal names is read only for a refusal: reading it for every message decoded
+    each one twice."""
     try:
         signed = CODEC.decode_record(data, SIGNED)
     except DecodeError as exc:
-        raise DispatchUnsigned(f"not a signed dispatch: {exc.message}", task_id=task_id) from exc
+        raise DispatchUnsigned(
+            f"not a signed dispatch: {exc.message}", task_id=claimed_task(data)
+        ) from exc
     claims_bytes, signer = bytes(signed["claims"]), str(signed["key_id"])
     try:
         center.verify(bytes(signed["signature"]), claims_bytes)
@@ -196,23 +200,27 @@ def open_signed(data: bytes | None, center: Ed25519PublicKey) -> Opened:
         why = "another key" if signer == ours else f"key {signer}, not the center's {ours}"
         raise DispatchForged(
             f"the signature does not verify with the center's key (signed by {why})",
-            task_id=task_id,
+            task_id=claimed_task(data),
             key_id=signer,
         ) from None
     try:
         claims = Claims(**CODEC.decode_record(claims_bytes, CLAIMS))
         event = CODEC.decode(claims.event)
     except (DecodeError, TypeError) as exc:
-        raise DispatchUnsigned(f"signed, but unreadable: {exc}", task_id=task_id) from exc
+        raise DispatchUnsigned(
+            f"signed, but unreadable: {exc}", task_id=claimed_task(data)
+        ) from exc
     if not isinstance(event, DISPATCHABLE):
         raise DispatchUnsigned(f"signed, but {type(event).__name__} is not a dispatch")
     if event.agent_id != claims.agent_id:
         raise DispatchWrongAgent(
             f"the claims name agent {claims.agent_id!r}, the event {event.agent_id!r}",
-            task_id=task_id,
+            task_id=claimed_task(data),
         )
     if subject_of(event) != (claims.subject, claims.attempt):
-        raise DispatchUnsigned("signed, but the claims do not match the event", task_id=task_id)
+        raise DispatchUnsigned(
+            "signed, but the claims do not match the event", task_id=claimed_task(data)
+        )
     digest = hashlib.sha256(claims_bytes).digest()
     return Opened(claims, event, signer, digest)
 
