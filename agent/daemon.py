@@ -5,9 +5,10 @@ fork server for Python apps) on a bounded pool, and reports through the durable 
 `TaskStarted` once the process exists, `TaskResultReported` when it is over, both to `results`
 keyed by task id.
 
-Delivery: at-least-once with dedupe. A dispatch's offset is committed only after its
+Delivery: at-least-once with dedupe. A dispatch's offset is stored for commit only after its
 `(task_id, attempt)` is claimed in the outbox database, so a crash before that means Kafka
-delivers it again, and a crash after means the claim makes the agent ignore it. A crash while a
+delivers it again, and a crash after means the claim makes the agent ignore it. Stored offsets
+are committed every second and at the end, not one request per task. A crash while a
 task runs loses that task's result; the center's deadline then times it out (no task stays
 running forever), rather than the agent running an ops action twice.
 
@@ -179,7 +180,17 @@ class Agent:
         self._rollout_thread.start()
         log.info("agent %s: heartbeats every %ss", self.agent_id, self.settings.heartbeat_s)
         pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="task")
-        consumer = make_consumer(self.settings, f"elves-agent-{self.agent_id}")
+        consumer = make_consumer(
+            self.settings,
+            f"elves-agent-{self.agent_id}",
+            **{
+                # What `store_offsets` marked, committed in the background: a commit per task
+                # was a broker request per task.
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,
+                "auto.commit.interval.ms": 1000,
+            },
+        )
         consumer.subscribe([self.settings.dispatch_topic(self.agent_id)])
         log.info(
             "agent %s consuming %s", self.agent_id, self.settings.dispatch_topic(self.agent_id)
@@ -215,7 +226,7 @@ class Agent:
                     log.warning("consumer error: %s", msg.error())
                     continue
                 submitted = self._handle(msg, dlq, pool)
-                consumer.commit(message=msg, asynchronous=True)
+                consumer.store_offsets(message=msg)
             finally:
                 if not submitted:
                     self._slots.release()

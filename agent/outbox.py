@@ -124,6 +124,7 @@ class Outbox:
         self._drained = threading.Condition()
         self._thread: threading.Thread | None = None
         self._inflight: set[int] = set()
+        self._delivered: list[int] = []  # reported delivered, not yet deleted
         self._failed = False
         self._fatal = False
 
@@ -246,10 +247,24 @@ class Outbox:
                     cursor = produced
                 if self._inflight:
                     prod.poll(0.05)
+                    self._delete_delivered()
                 elif not produced:
                     self._wake.wait(1.0)
         finally:
             prod.flush(1.0)  # reports that arrive now still delete their rows
+            self._delete_delivered()
+
+    def _delete_delivered(self) -> None:
+        """Delete the rows the broker has, in one commit per round rather than one per row."""
+        if not self._delivered:
+            return
+        done, self._delivered = self._delivered, []
+        self._sender_db.execute("BEGIN")
+        self._sender_db.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in done])
+        self._sender_db.execute("COMMIT")
+        if not self._inflight:
+            with self._drained:
+                self._drained.notify_all()
 
     def _produce_from(self, prod: Producer, cursor: int) -> int:
         rows = self._sender_db.execute(
@@ -275,9 +290,6 @@ class Outbox:
                 self._failed = True
                 self._fatal = self._fatal or err.fatal()
                 return
-            self._sender_db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-            if not self._inflight:
-                with self._drained:
-                    self._drained.notify_all()
+            self._delivered.append(seq)
 
         return report
