@@ -143,6 +143,7 @@ class Stats:
 
     since: float
     events: int = 0
+    wait_s: float = 0.0  # for input to arrive
     handle_s: float = 0.0
     clocks_s: float = 0.0
     commits: int = 0
@@ -157,10 +158,11 @@ class Stats:
     def report(self, now: float) -> None:
         if self.events or self.clocks_s > 0.01:
             log.info(
-                "%d events in %.0f s: handling %.2f s, clocks %.2f s, %d commits %.2f s "
-                "(longest %.0f ms)",
+                "%d events in %.0f s: waiting %.2f s, handling %.2f s, clocks %.2f s, "
+                "%d commits %.2f s (longest %.0f ms)",
                 self.events,
                 now - self.since,
+                self.wait_s,
                 self.handle_s,
                 self.clocks_s,
                 self.commits,
@@ -268,8 +270,10 @@ class Loop:
         stats = Stats(since=last_commit)
         try:
             while not self._stop.is_set():
-                started = time.perf_counter()
+                waited = time.perf_counter()
                 batch = self._next_batch(c)
+                started = time.perf_counter()  # the wait for input is not handling
+                stats.wait_s += started - waited
                 for msg in batch:
                     error = msg.error()
                     if error is not None:
