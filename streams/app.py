@@ -252,6 +252,6 @@ def _run_folds(loop: Loop, folds: Folds) -> None:
     would look alive and decide nothing) and its successor reads again from the last commit."""
     try:
         loop.run(folds)
-    except Exception:
+    except BaseException:  # anything: a worker whose folds thread is gone must not go on
         log.exception("the folds loop failed; stopping the streams worker")
         os.kill(os.getpid(), signal.SIGTERM)

@@ -362,6 +362,28 @@ class Loop:
             else:
                 return
 
+    def _watermarks(self, client: Consumer, tp: TopicPartition) -> tuple[int, int]:
+        """A partition's (low, high) offsets, asked again while the broker does not answer: an
+        assignment can come as the broker goes away (the agent-cron outage test once stopped it
+        then, and the error ended the loop's thread for good)."""
+        started = time.monotonic()
+        while True:
+            try:
+                low, high = client.get_watermark_offsets(tp, timeout=10, cached=False)
+            except KafkaException as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning(
+                    "no offsets for %s[%s], retrying (%.0f s): %s",
+                    tp.topic,
+                    tp.partition,
+                    time.monotonic() - started,
+                    exc,
+                )
+                time.sleep(0.5)
+            else:
+                return int(low), int(high)
+
     def _starts(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Where to read each input partition from: where the rows in memory were read to."""
         starts = []
@@ -412,7 +434,7 @@ class Loop:
         happened before the clocks may decide on time."""
         ends = {}
         for tp in starts:
-            low, high = c.get_watermark_offsets(tp, timeout=10, cached=False)
+            low, high = self._watermarks(c, tp)
             start = tp.offset if tp.offset >= 0 else low
             if start < high:
                 ends[(tp.topic, tp.partition)] = high
@@ -469,7 +491,7 @@ class Loop:
             for topic in tables:
                 for p in partitions:
                     tp = TopicPartition(topic, p)
-                    low, high = reader.get_watermark_offsets(tp, timeout=10, cached=False)
+                    low, high = self._watermarks(reader, tp)
                     if high > low:
                         ends[(topic, p)] = high
                         starts.append(TopicPartition(topic, p, low))

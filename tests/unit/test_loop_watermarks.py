@@ -1,0 +1,48 @@
+"""The folds loop asks a partition's offsets again while the broker does not answer."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from elves.config import Settings
+from elves.streams.loop import Loop
+
+TP = TopicPartition("t", 0)
+
+
+class Flaky:
+    """Answers watermark requests after `failures` transport errors (the broker going away)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.asked = 0
+
+    def get_watermark_offsets(
+        self, _tp: TopicPartition, timeout: float, cached: bool
+    ) -> tuple[int, int]:
+        self.asked += 1
+        if self.asked <= self.failures:
+            raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+        return 3, 7
+
+
+def loop() -> Loop:
+    # Nothing here reaches a broker: the producer is built, never used.
+    return Loop(Settings(bootstrap="127.0.0.1:1"), "unit")
+
+
+def test_offsets_are_asked_again_until_the_broker_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("elves.streams.loop.time.sleep", lambda _s: None)
+    client = Flaky(failures=2)
+    assert loop()._watermarks(client, TP) == (3, 7)  # type: ignore[arg-type]
+    assert client.asked == 3
+
+
+def test_a_stopping_loop_gives_up_at_once() -> None:
+    stopping = loop()
+    stopping.stop()
+    with pytest.raises(KafkaException):
+        stopping._watermarks(Flaky(failures=1), TP)  # type: ignore[arg-type]
