@@ -10,11 +10,9 @@ a thread, without a consumer group, like the gateway's listener does. The compac
 `heartbeats` topic (one partition) is read by the same consumer: an agent's tags are those of
 its latest heartbeat, overlaid by the operator's (`AgentTagsSet` on `enrolments`).
 
-An operator's accept reaches this view a moment after the gateway's reply, and an agent's
-`AgentUp` a moment after the liveness fold (in the Faust process, not the folds') wrote it. So
-before a task is refused because its agent is not accepted, down or unknown, the view first
-reads `enrolments` and `agents` up to their ends as they are then (`settled_status`): a refusal
-is decided on what was written, not on what was read.
+An operator's accept reaches this view a moment after the gateway's reply. So before a task is
+refused because its agent is not accepted, the view first reads `enrolments` up to its end as it
+is then (`settled_status`): a refusal is decided on what was written, not on what was read.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ from elves.schemas.codec import CODEC
 from elves.schemas.events import AgentDown, AgentUp, Event, Heartbeat
 from elves.selectors import matches, parse_selector
 from elves.streams.agents import enrolment
-from elves.streams.tasks.model import AgentStatus
+from elves.streams.tasks.model import NOT_ACCEPTED, AgentStatus
 
 log = logging.getLogger("elves.streams.agents")
 
@@ -48,8 +46,7 @@ class AgentView:
         # agent id -> (latest heartbeat's time, its tags); each value replaced whole
         self._tags: dict[str, tuple[int, Mapping[str, str]]] = {}
         self._enrolments: dict[str, enrolment.Enrolment] = {}  # each value replaced whole
-        # topic -> the offset after the last message read, for `enrolments` and `agents`
-        self._next: dict[str, int] = {}
+        self._enrolments_next = 0  # the offset of `enrolments` after the last one read
         self._read = threading.Condition()
         self._ends: Consumer | None = None  # asks the topic's end (not the reading thread's)
         self._ends_lock = threading.Lock()
@@ -86,40 +83,34 @@ class AgentView:
         return enrolled is not None and enrolled.status == "accepted"
 
     def settled_status(self, agent_id: str, timeout: float = SETTLE_S) -> AgentStatus:
-        """`status`, but anything but "up" only once `enrolments` and `agents` are read up to
-        their ends as they are now: an accept the gateway or an `AgentUp` the liveness fold just
-        wrote is then seen. Blocks up to `timeout`, and only for an agent that is not up (the
-        folds loop waits that long on such a task, as Faust did)."""
+        """`status`, but a "not accepted" only once `enrolments` is read up to its end as it is
+        now: an accept the gateway just wrote is then seen. Blocks up to `timeout`, and only for an
+        agent not accepted (the folds loop waits that long on such a task, as Faust did)."""
         status = self.status(agent_id)
-        if status != "up":
+        if status in NOT_ACCEPTED:
             self.catch_up(timeout)
             status = self.status(agent_id)
         return status
 
     def catch_up(self, timeout: float) -> bool:
-        """Wait until `enrolments` and `agents` are read up to the ends they have now; False at
-        the timeout."""
+        """Wait until `enrolments` is read up to the end it has now; False at the timeout."""
         deadline = time.monotonic() + timeout
         try:
-            ends = {topic: self._end(topic) for topic in self._settled_topics()}
+            end = self._enrolments_end()
         except KafkaException as exc:
-            log.warning("agent view: no end offsets, deciding on what was read: %s", exc)
+            log.warning("enrolments: no end offset, deciding on what was read: %s", exc)
             return False
         with self._read:
             return self._read.wait_for(
-                lambda: all(self._next.get(t, 0) >= end for t, end in ends.items()),
-                max(0.0, deadline - time.monotonic()),
+                lambda: self._enrolments_next >= end, max(0.0, deadline - time.monotonic())
             )
 
-    def _settled_topics(self) -> tuple[str, str]:
-        return self.settings.topic("enrolments"), self.settings.topic("agents")
-
-    def _end(self, topic: str) -> int:
+    def _enrolments_end(self) -> int:
         with self._ends_lock:
             if self._ends is None:
                 s = self.settings
                 self._ends = consumer(s, f"{s.topic_prefix}agent-view-ends-{uuid.uuid4().hex[:8]}")
-            tp = TopicPartition(topic, 0)
+            tp = TopicPartition(self.settings.topic("enrolments"), 0)
             _low, high = self._ends.get_watermark_offsets(tp, timeout=5, cached=False)
             return int(high)
 
@@ -166,7 +157,7 @@ class AgentView:
                 behind[tp.topic] = high
         if not behind:
             self._ready.set()
-        settled = self._settled_topics()
+        enrolments = s.topic("enrolments")
         try:
             while not self._stop.is_set():
                 msg = c.poll(0.2)
@@ -184,9 +175,9 @@ class AgentView:
                     self.apply_heartbeat(event)
                 elif event is not None:
                     self.apply_enrolment(event)
-                if topic in settled:
+                if topic == enrolments:
                     with self._read:
-                        self._next[topic] = (msg.offset() or 0) + 1
+                        self._enrolments_next = (msg.offset() or 0) + 1
                         self._read.notify_all()
                 # Ready once what each topic held at start is applied, the last message too.
                 if topic in behind and (msg.offset() or 0) >= behind[topic] - 1:
