@@ -102,8 +102,7 @@ def _run_child(request: dict[str, Any], code: CodeType | None, out_fd: int, err_
     exit_code = 0
     try:
         if code is None:  # unreadable or not Python: the error is the task's, as python's would be
-            with open(script, "rb") as f:
-                code = compile(f.read(), script, "exec", dont_inherit=True)
+            code = _compile(script, script)
         exec(code, main.__dict__)  # noqa: S102 - the app's own entry script, as python runs it
     except SystemExit as exc:
         if exc.code is None:
@@ -117,6 +116,12 @@ def _run_child(request: dict[str, Any], code: CodeType | None, out_fd: int, err_
         traceback.print_exc()
         exit_code = 1
     return exit_code
+
+
+def _compile(path: str, name: str) -> CodeType:
+    """The script at `path` compiled as python would, its tracebacks naming it `name`."""
+    with open(path, "rb") as f:
+        return compile(f.read(), name, "exec", dont_inherit=True)
 
 
 class _Scripts:
@@ -135,8 +140,7 @@ class _Scripts:
         cached = self._code.get(path)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        with open(path, "rb") as f:
-            code = compile(f.read(), script, "exec", dont_inherit=True)
+        code = _compile(path, script)
         self._code[path] = (stamp, code)
         return code
 

@@ -215,11 +215,12 @@ def open_signed(data: bytes | None, center: Ed25519PublicKey) -> Opened:
     if event.agent_id != claims.agent_id:
         raise DispatchWrongAgent(
             f"the claims name agent {claims.agent_id!r}, the event {event.agent_id!r}",
-            task_id=claimed_task(data),
+            task_id=getattr(event, "task_id", None),  # read already: what claimed_task reads
         )
     if subject_of(event) != (claims.subject, claims.attempt):
         raise DispatchUnsigned(
-            "signed, but the claims do not match the event", task_id=claimed_task(data)
+            "signed, but the claims do not match the event",
+            task_id=getattr(event, "task_id", None),
         )
     digest = hashlib.sha256(claims_bytes).digest()
     return Opened(claims, event, signer, digest)

@@ -51,6 +51,7 @@ STATS_EVERY_S = 10.0
 
 Row = dict[str, Any]
 S = TypeVar("S")
+R = TypeVar("R")  # what a retried call returns
 
 
 class Table(Generic[S]):
@@ -343,46 +344,34 @@ class Loop:
             self._in_transaction = False
         return True
 
-    def _retrying(self, call: Callable[[], None]) -> None:
-        """A transaction call again while its error is retriable: the broker may be away for
-        a while (the agent-cron outage test stops it), and nothing can commit until it is back."""
+    def _retrying(
+        self, call: Callable[[], R], what: str = "transaction call", *, any_error: bool = False
+    ) -> R:
+        """`call` again while its error is retriable (with `any_error`, whatever it is): the
+        broker may be away for a while (the agent-cron outage test stops it), and nothing can
+        commit until it is back. A stopping loop gives up at once."""
         started = time.monotonic()
         while True:
             try:
-                call()
+                return call()
             except KafkaException as exc:
-                if not exc.args[0].retriable() or self._stop.is_set():
+                if self._stop.is_set() or not (any_error or exc.args[0].retriable()):
                     raise
                 log.warning(
-                    "transaction call failed, retrying (%.0f s): %s",
-                    time.monotonic() - started,
-                    exc,
+                    "%s failed, retrying (%.0f s): %s", what, time.monotonic() - started, exc
                 )
                 time.sleep(0.5)
-            else:
-                return
 
     def _watermarks(self, client: Consumer, tp: TopicPartition) -> tuple[int, int]:
-        """A partition's (low, high) offsets, asked again while the broker does not answer: an
-        assignment can come as the broker goes away (the agent-cron outage test once stopped it
-        then, and the error ended the loop's thread for good)."""
-        started = time.monotonic()
-        while True:
-            try:
-                low, high = client.get_watermark_offsets(tp, timeout=10, cached=False)
-            except KafkaException as exc:
-                if self._stop.is_set():
-                    raise
-                log.warning(
-                    "no offsets for %s[%s], retrying (%.0f s): %s",
-                    tp.topic,
-                    tp.partition,
-                    time.monotonic() - started,
-                    exc,
-                )
-                time.sleep(0.5)
-            else:
-                return int(low), int(high)
+        """A partition's (low, high) offsets, asked again on any error: an assignment can come
+        as the broker goes away (the agent-cron outage test once stopped it then, and the error
+        ended the loop's thread for good)."""
+        low, high = self._retrying(
+            lambda: client.get_watermark_offsets(tp, timeout=10, cached=False),
+            f"offsets of {tp.topic}[{tp.partition}]",
+            any_error=True,
+        )
+        return int(low), int(high)
 
     def _starts(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Where to read each input partition from: where the rows in memory were read to."""
