@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
+from proc_cpu import cpu_by_part, report
 
 from elves.config import Settings
 from elves.kafka import consumer
@@ -87,10 +88,21 @@ def main() -> None:
         add(args.tasks - 1, ids[1:-1])
         print(f"queue of {args.tasks} tasks built in {time.perf_counter() - built:.1f} s")
 
+        broker = int((settings.state_dir / "kafka" / "broker.pid").read_text())
+        parts = {
+            "kafka": [broker],
+            "streams": [p.popen.pid for p in stack.processes if p.name == "streams"],
+            "gateway and watcher": [p.popen.pid for p in stack.processes if p.name == "gateway"],
+            "fleet (agents, apps)": [
+                p.popen.pid for p in stack.processes if p.name.startswith("agent-")
+            ],
+        }
         reader = at_the_end(settings, settings.topic("queues"))
+        cpu_before = cpu_by_part(parts)
         started = time.time()
         client.post(f"/api/v1/queues/{queue_id}/commit").raise_for_status()
         wall = finished_at(reader, queue_id, 1800) - started
+        cpu_after = cpu_by_part(parts)
         reader.close()
 
         def audited() -> bool:
@@ -131,6 +143,8 @@ def main() -> None:
             f"({floor_ms / 1000:.2f} s: the larger of the critical path and the app time "
             f"over {slots} slots)"
         )
+        print("CPU from the commit to the end, by part (two cores give 2 s each second):")
+        print("\n".join(report(cpu_before, cpu_after, args.tasks)))
 
 
 if __name__ == "__main__":
