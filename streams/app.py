@@ -57,10 +57,14 @@ CLOCK_TICK_S = 0.2
 PREFETCH_BACKOFF_S = 0.005
 
 
-# faust-streaming hard-codes fetch_max_wait_ms=1500. Under concurrent load events reached the
-# task lifecycle in bursts about a second apart (bench/instant.py, 32 clients: 21 tasks/s,
-# gateway->dispatch median 1532 ms; with 10 ms: 39 tasks/s, 224 ms).
-FETCH_MAX_WAIT_MS = 10
+# faust-streaming hard-codes fetch_max_wait_ms=1500, and aiokafka leaves a partition with
+# unread records out of the fetch in flight, which then waits out its full time: events came in
+# bursts about a second apart (when the task lifecycle ran here: bench/instant.py, 32 clients,
+# 21 tasks/s at 1500 ms, 39 at 10 ms). Now that only queues and liveness run on Faust, 50 ms
+# bounds that wait and the idle fetches cost less: an idle stack of 8 agents used 1.6 CPU-s of
+# the broker's and 0.7 of this worker's every 10 s, against 2.1 and 1.2 at 10 ms; bench/queues.py
+# moved by less than its noise (3 interleaved runs each).
+FETCH_MAX_WAIT_MS = 50
 
 
 class _Consumer(aiokafka.AIOKafkaConsumer):  # type: ignore[misc]
