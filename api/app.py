@@ -374,4 +374,8 @@ def run(settings: Settings) -> None:
         host=settings.gateway_host,
         port=settings.gateway_port,
         log_level="warning",
+        # Longer than a client's own idle limit (httpx: 5 s, uvicorn's default here too), so
+        # the client drops an idle connection first: when the server closed it at the moment a
+        # client reused it, the request failed with a read error (bench/instant.py, once).
+        timeout_keep_alive=30,
     )
