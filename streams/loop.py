@@ -262,10 +262,6 @@ class Loop:
                 # A killed worker's partitions go to its successor once its session lapses.
                 "session.timeout.ms": 10000,
                 "heartbeat.interval.ms": 1000,
-                # How long the broker may hold an idle fetch. librdkafka fetches every input
-                # partition in one request, answered as soon as any has a record, so this costs
-                # no latency; at 10 ms the idle fetches alone were a tenth of the broker's CPU.
-                "fetch.wait.max.ms": 500,
                 # Only what a fold's transaction committed: an aborted one never happened.
                 "isolation.level": "read_committed",
             },
