@@ -8,8 +8,9 @@ same argv, cwd and environment it would get from `python app-worker.py ...`.
 Protocol. The agent starts `python -m elves.agent.forkserver <fd>` with one end of an AF_UNIX
 SOCK_SEQPACKET socketpair as `<fd>`; every message is one JSON object (packets keep boundaries,
 so no framing). The server sends {"ready": pid} once it has preloaded. Per task, the agent sends
-{"argv", "cwd", "env"} with three fds attached: a reply socket (its own new socketpair) and the
-write ends of the task's stdout and stderr pipes. On the reply socket the server answers
+{"argv", "cwd", "env"} (env null: the server's own, as the agent started it) with three fds
+attached: a reply socket (its own new socketpair) and the write ends of the task's stdout and
+stderr pipes. On the reply socket the server answers
 {"pid": n} (or {"error": text}) at once, then {"status": code} when the child has exited
 (`os.waitstatus_to_exitcode`: negative for a signal). The server exits when the agent closes
 its end, and is single-threaded so that forking it is safe.
@@ -32,17 +33,24 @@ import subprocess
 import sys
 import threading
 import types
+
+# The C function under `signal.signal`, which takes its own SIG_DFL, not the enum (CPython's
+# since 3.5; typeshed has no stub for it).
+from _signal import SIG_DFL as _SIG_DFL  # type: ignore[import-not-found]
+from _signal import signal as _set_handler
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
+from elves.apps.sdk import worker as sdk_worker
+
 log = logging.getLogger(__name__)
 
 MAX_PACKET = 1 << 20  # argv carries base64 params (64 KiB of JSON by default) and the env
 READY_TIMEOUT_S = 15.0
-# What every Python task imports anyway.
-PRELOAD = ("elves.apps.sdk.worker", "json", "base64", "traceback")
+# What every Python task imports anyway (and the SDK's worker, imported above).
+PRELOAD = ("json", "base64", "traceback")
 
 
 class ForkServerUnavailable(Exception):
@@ -86,11 +94,15 @@ def _run_child(request: dict[str, Any], code: CodeType | None, out_fd: int, err_
     os.dup2(err_fd, 2)
     os.closerange(3, 1 << 16)  # nothing of the server (its channel, other tasks' sockets) leaks
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_DFL)
+        # The C call: `signal.signal` also maps the old handler to an enum, and the pages that
+        # touches cost more than the four calls.
+        _set_handler(sig, _SIG_DFL)
     argv: list[str] = request["argv"]
     os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
+    env = request["env"]
+    if env is not None:  # None: the server's own environment, which this process has already
+        os.environ.clear()
+        os.environ.update(env)
     script = argv[1]
     sys.argv = argv[1:]
     # What `python script.py` does: the script's folder first on sys.path.
@@ -125,24 +137,37 @@ def _compile(path: str, name: str) -> CodeType:
 
 
 class _Scripts:
-    """Each entry script compiled once, again when its file changes (a new app version).
+    """Each Python file a task runs compiled once, again when it changes (a new app version):
+    the entry script and the app module the SDK imports.
 
-    Compiling is not running: the script still runs in every task's own process. Reading and
-    compiling it there was a fifth of a noop task's CPU."""
+    Compiling is not running: the code still runs in every task's own process. Reading and
+    compiling the entry script there was a fifth of a noop task's CPU, and importing the app
+    module (stat, read, unmarshal) as much again."""
 
     def __init__(self) -> None:
         self._code: dict[str, tuple[tuple[int, int, int], CodeType]] = {}
 
-    def code(self, cwd: str, script: str) -> CodeType:
-        path = os.path.join(cwd, script)
+    def code(self, path: str, name: str) -> CodeType:
         st = os.stat(path)
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         cached = self._code.get(path)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        code = _compile(path, script)
+        code = _compile(path, name)
         self._code[path] = (stamp, code)
         return code
+
+    def app_module(self, script: str, app: str) -> tuple[str, CodeType] | None:
+        """`<app>.py` beside the entry script, compiled, as the SDK's main() imports it (keyed
+        by the path it looks up); None when there is none to compile: the SDK then imports
+        it itself and meets the same error, if any, as the task's own."""
+        if not app.isidentifier():
+            return None
+        path = os.path.join(os.path.dirname(script), f"{app}.py")
+        try:
+            return path, self.code(path, path)
+        except (OSError, SyntaxError, ValueError):
+            return None
 
 
 class _Server:
@@ -194,16 +219,21 @@ class _Server:
         return True
 
     def _fork(self, request: dict[str, Any], out_fd: int, err_fd: int) -> int:
+        argv: list[str] = request["argv"]
+        script = os.path.join(request["cwd"], argv[1])
         try:
-            code: CodeType | None = self.scripts.code(request["cwd"], request["argv"][1])
+            code: CodeType | None = self.scripts.code(script, argv[1])
         except (OSError, SyntaxError, ValueError):
             code = None  # the child meets the same error and reports it as the task's
+        app = self.scripts.app_module(script, argv[2]) if len(argv) > 2 else None
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             exit_code = 1
             try:
+                if app is not None:
+                    sdk_worker.PRECOMPILED[app[0]] = app[1]
                 exit_code = _run_child(request, code, out_fd, err_fd)
             finally:
                 with contextlib.suppress(BaseException):
@@ -270,6 +300,7 @@ class ForkServer:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
+        self._env: dict[str, str] = {}  # what the server inherited
 
     def start(self) -> None:
         with self._lock:
@@ -277,6 +308,7 @@ class ForkServer:
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._env = dict(os.environ)
         try:
             self._proc = subprocess.Popen(
                 [self.python, "-m", "elves.agent.forkserver", str(theirs.fileno())],
@@ -323,7 +355,6 @@ class ForkServer:
         raises ForkServerUnavailable when it cannot.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        request = {"argv": list(argv), "cwd": cwd, "env": dict(env)}
         try:
             with self._lock:
                 if not self.running:
@@ -334,6 +365,13 @@ class ForkServer:
                     self._proc = None
                     self._start()
                 assert self._channel is not None
+                # Most tasks get the environment the server has: no need to send it, and the
+                # child need not rebuild it (a tenth of its CPU).
+                request = {
+                    "argv": list(argv),
+                    "cwd": cwd,
+                    "env": None if env == self._env else dict(env),
+                }
                 try:
                     _send(self._channel, request, [theirs.fileno(), stdout, stderr])
                 except OSError as exc:

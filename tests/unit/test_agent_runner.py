@@ -237,3 +237,63 @@ def test_a_forked_entry_that_does_not_compile_fails_the_task(
     result = runner.run(spec("probe", "f"))
     assert (result.worker_flag, result.forked) == (-1, True)
     assert "exit code 1" in result.worker_message and "SyntaxError" in result.worker_message
+
+
+def test_a_forked_task_gets_the_agents_environment_or_the_one_it_is_given(
+    forkserver: ForkServer, tmp_path: Path
+) -> None:
+    body = "import os\n" + TAGS.format(
+        "os.environ.get('PATH', '-') + ' ' + os.environ.get('ELVES_PROBE', '-')"
+    )
+    runner = _entry_app(tmp_path, body)
+    runner.forkserver = forkserver
+    # The agent's own environment, which the server has already: the server's is the task's.
+    same = runner.run(spec("probe", "f"))
+    assert (same.worker_flag, same.forked) == (1, True)
+    assert same.worker_message == f"{os.environ.get('PATH', '-')} -"
+    # Another one: the task gets exactly that, with nothing of the server's left over.
+    runner.env = {"ELVES_PROBE": "42"}
+    other = runner.run(spec("probe", "f"))
+    assert (other.worker_flag, other.worker_message) == (1, "- 42")
+
+
+def _sdk_app(root: Path, module: str) -> Runner:
+    """An app `probe` on the SDK: the sample entry script, and `module` as probe.py."""
+    (root / "probe").mkdir(exist_ok=True)
+    entry = (SAMPLES / "apptest" / "app-worker.py").read_text()
+    (root / "probe" / "app-worker.py").write_text(entry)
+    (root / "probe" / "probe.py").write_text(module)
+    return Runner(root, 4000)
+
+
+def test_a_forked_sdk_task_runs_its_app_module_itself_and_a_changed_one_at_once(
+    forkserver: ForkServer, tmp_path: Path
+) -> None:
+    # The server compiles the module; the module's own code still runs in the task's process.
+    module = (
+        "import os\nIMPORTED_IN = os.getpid()\n\nclass probe:\n    def f(self, params):\n"
+        "        return True, f'{VERSION} {IMPORTED_IN == os.getpid()}'\n"
+    )
+    runner = _sdk_app(tmp_path, "VERSION = 1\n" + module)
+    runner.forkserver = forkserver
+    first, second = runner.run(spec("probe", "f")), runner.run(spec("probe", "f"))
+    assert (first.worker_flag, first.worker_message, first.forked) == (1, "1 True", True)
+    assert (second.worker_flag, second.worker_message) == (1, "1 True")
+    (tmp_path / "probe" / "probe.py").write_text("VERSION = 2\n" + module)
+    assert runner.run(spec("probe", "f")).worker_message == "2 True"
+
+
+def test_a_forked_sdk_tasks_traceback_names_its_app_module(
+    forkserver: ForkServer, tmp_path: Path
+) -> None:
+    module = "class probe:\n    def f(self, params):\n        raise ValueError('no')\n"
+    runner = _sdk_app(tmp_path, module)
+    runner.forkserver = forkserver
+    result = runner.run(spec("probe", "f"))
+    assert (result.worker_flag, result.forked) == (0, True)
+    where = f'File "{tmp_path.resolve() / "probe" / "probe.py"}", line 3, in f'
+    assert where in result.worker_message and "ValueError: no" in result.worker_message
+    # A module that does not compile: the task's error, as a plain interpreter reports it.
+    (tmp_path / "probe" / "probe.py").write_text("class probe(:\n")
+    broken = runner.run(spec("probe", "f"))
+    assert broken.worker_flag == 0 and "SyntaxError" in broken.worker_message

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from elves.apps.sdk.worker import call, decode_params, encode_params, main, render
+from elves.apps.sdk.worker import (
+    PRECOMPILED,
+    call,
+    decode_params,
+    encode_params,
+    load_app,
+    main,
+    render,
+)
 
 SAMPLES = Path(__file__).resolve().parents[2] / "apps" / "samples"
 
@@ -76,3 +84,21 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["app-worker.py"])
     assert exc.value.code == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_load_app_runs_a_precompiled_module_and_reads_the_file_without_one(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pre.py").write_text("WHERE = 'file'\n")
+    path = str(tmp_path / "pre.py")
+    try:
+        # What the agent's fork server leaves in a task process: the module already compiled.
+        PRECOMPILED[path] = compile("WHERE = 'compiled'\n", path, "exec", dont_inherit=True)
+        module = load_app(tmp_path, "pre")
+        assert (module.WHERE, module.__file__) == ("compiled", path)
+        del PRECOMPILED[path]
+        assert load_app(tmp_path, "pre").WHERE == "file"
+    finally:
+        PRECOMPILED.pop(path, None)
+        sys.modules.pop("pre", None)
+        sys.path.remove(str(tmp_path))
