@@ -38,7 +38,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from elves.agent.cron import CronScheduler
-from elves.agent.forkserver import ForkServer, ForkServerUnavailable
+from elves.agent.forkclient import ForkServer, ForkServerUnavailable
 from elves.agent.gate import Gate, where
 from elves.agent.heartbeat import Heartbeater
 from elves.agent.identity import agent_id as load_agent_id

@@ -1,4 +1,5 @@
-"""A warm parent that forks one process per Python app task.
+"""A warm parent that forks one process per Python app task: the server process itself (the
+agent's handle on it is `forkclient.py`).
 
 A fresh interpreter costs tens of milliseconds before the app runs a line; a fork of a parent that
 has already imported the SDK costs about one. The task still gets its own process (isolation, the
@@ -6,14 +7,17 @@ ELVES contract), its own session and process group (so a timeout kills all it st
 same argv, cwd and environment it would get from `python app-worker.py ...`.
 
 Protocol. The agent starts `python -m elves.agent.forkserver <fd>` with one end of an AF_UNIX
-SOCK_SEQPACKET socketpair as `<fd>`; every message is one JSON object (packets keep boundaries,
-so no framing). The server sends {"ready": pid} once it has preloaded. Per task, the agent sends
+SOCK_SEQPACKET socketpair as `<fd>`; every message is one JSON object (packets keep boundaries, so
+no framing). The server sends {"ready": pid} once it has preloaded. Per task, the agent sends
 {"argv", "cwd", "env"} (env null: the server's own, as the agent started it) with three fds
 attached: a reply socket (its own new socketpair) and the write ends of the task's stdout and
-stderr pipes. On the reply socket the server answers
-{"pid": n} (or {"error": text}) at once, then {"status": code} when the child has exited
-(`os.waitstatus_to_exitcode`: negative for a signal). The server exits when the agent closes
-its end, and is single-threaded so that forking it is safe.
+stderr pipes. On the reply socket the server answers {"pid": n} (or {"error": text}) at once, then
+{"status": code} when the child has exited (`os.waitstatus_to_exitcode`: negative for a signal).
+The server exits when the agent closes its end, and is single-threaded so that forking it is safe.
+
+Every task's process pays for what the server has imported: a module that registers a fork
+handler runs it in each child (`threading`'s alone was a quarter of a noop task's CPU), and the
+pages the child writes are copied. So this module imports little; the agent's side lives apart.
 """
 
 from __future__ import annotations
@@ -24,14 +28,11 @@ import contextlib
 import gc
 import importlib
 import json
-import logging
 import os
 import selectors
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import types
 
 # The C function under `signal.signal`, which takes its own SIG_DFL, not the enum (CPython's
@@ -39,25 +40,24 @@ import types
 from _signal import SIG_DFL as _SIG_DFL  # type: ignore[import-not-found]
 from _signal import signal as _set_handler
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
 from elves.apps.sdk import worker as sdk_worker
 
-log = logging.getLogger(__name__)
-
 MAX_PACKET = 1 << 20  # argv carries base64 params (64 KiB of JSON by default) and the env
-READY_TIMEOUT_S = 15.0
 # What every Python task imports anyway (and the SDK's worker, imported above).
 PRELOAD = ("json", "base64", "traceback")
 
 
-class ForkServerUnavailable(Exception):
-    """The fork server cannot take a request; the caller falls back to a plain subprocess."""
+def _warn(text: str) -> None:
+    """To the agent's stderr, which the server shares: not through `logging`, which would
+    import `threading`, whose fork handler alone cost every task's process a millisecond."""
+    sys.stderr.write(f"fork server {os.getpid()}: {text}\n")
+    sys.stderr.flush()
 
 
-def _send(sock: socket.socket, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
+def send(sock: socket.socket, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
     data = json.dumps(message).encode()
     if fds:
         sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
@@ -65,7 +65,7 @@ def _send(sock: socket.socket, message: Mapping[str, Any], fds: Sequence[int] = 
         sock.send(data)
 
 
-def _recv(sock: socket.socket, maxfds: int = 0) -> tuple[dict[str, Any] | None, list[int]]:
+def recv(sock: socket.socket, maxfds: int = 0) -> tuple[dict[str, Any] | None, list[int]]:
     """One packet: (message, fds); (None, []) when the peer has closed."""
     data, fds, _flags, _addr = socket.recv_fds(sock, MAX_PACKET, maxfds)
     if not data:
@@ -179,7 +179,7 @@ class _Server:
 
     def serve(self) -> None:
         self.selector.register(self.channel, selectors.EVENT_READ, None)
-        _send(self.channel, {"ready": os.getpid()})
+        send(self.channel, {"ready": os.getpid()})
         while True:
             for key, _ in self.selector.select():
                 if key.data is None:
@@ -190,22 +190,22 @@ class _Server:
 
     def _accept(self) -> bool:
         try:
-            request, fds = _recv(self.channel, maxfds=3)
+            request, fds = recv(self.channel, maxfds=3)
         except (OSError, ValueError, TypeError) as exc:
-            log.warning("fork server: bad request: %s", exc)
+            _warn(f"bad request: {exc}")
             return True
         if request is None:
             return False  # the agent is gone
         if len(fds) != 3:
             for fd in fds:
                 os.close(fd)
-            log.warning("fork server: a request came with %d fds, not 3", len(fds))
+            _warn(f"a request came with {len(fds)} fds, not 3")
             return True
         reply = socket.socket(fileno=fds[0])
         try:
             pid = self._fork(request, fds[1], fds[2])
         except OSError as exc:
-            _send(reply, {"error": f"fork failed: {exc}"})
+            send(reply, {"error": f"fork failed: {exc}"})
             reply.close()
             return True
         finally:
@@ -215,7 +215,7 @@ class _Server:
         self.children[pidfd] = (pid, reply)
         self.selector.register(pidfd, selectors.EVENT_READ, pid)
         with contextlib.suppress(OSError):
-            _send(reply, {"pid": pid})
+            send(reply, {"pid": pid})
         return True
 
     def _fork(self, request: dict[str, Any], out_fd: int, err_fd: int) -> int:
@@ -249,7 +249,7 @@ class _Server:
         os.close(pidfd)
         _, status = os.waitpid(pid, 0)
         with contextlib.suppress(OSError):
-            _send(reply, {"status": os.waitstatus_to_exitcode(status)})
+            send(reply, {"status": os.waitstatus_to_exitcode(status)})
         reply.close()
 
 
@@ -263,147 +263,6 @@ def serve(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = socket.socket(fileno=fd)
     _Server(channel).serve()
-
-
-# --- the agent side --------------------------------------------------------------------------
-
-
-@dataclass
-class ForkedProcess:
-    """A task process forked by the server; `exit_fd` turns readable when its status is known."""
-
-    pid: int
-    reply: socket.socket
-
-    @property
-    def exit_fd(self) -> int:
-        return self.reply.fileno()
-
-    def wait(self) -> int:
-        """The exit code (negative: killed by that signal). Blocks until it is known."""
-        message, _ = _recv(self.reply)
-        if message is None or "status" not in message:
-            raise ForkServerUnavailable(
-                f"the fork server went away before task pid {self.pid} ended"
-            )
-        return int(message["status"])
-
-    def close(self) -> None:
-        self.reply.close()
-
-
-class ForkServer:
-    """The agent's handle on its fork server: start it, ask it for processes, stop it."""
-
-    def __init__(self, python: str = sys.executable) -> None:
-        self.python = python
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._channel: socket.socket | None = None
-        self._env: dict[str, str] = {}  # what the server inherited
-
-    def start(self) -> None:
-        with self._lock:
-            self._start()
-
-    def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._env = dict(os.environ)
-        try:
-            self._proc = subprocess.Popen(
-                [self.python, "-m", "elves.agent.forkserver", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            theirs.close()
-        ours.settimeout(READY_TIMEOUT_S)
-        try:
-            message, _ = _recv(ours)
-        except (OSError, ValueError) as exc:
-            ours.close()
-            self._kill()
-            raise ForkServerUnavailable(f"the fork server did not start: {exc}") from exc
-        if message is None or "ready" not in message:
-            ours.close()
-            self._kill()
-            raise ForkServerUnavailable("the fork server exited while starting")
-        ours.settimeout(None)
-        self._channel = ours
-        log.info("fork server %s ready", self._proc.pid)
-
-    def _kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-            self._proc = None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def spawn(
-        self, argv: Sequence[str], cwd: str, env: Mapping[str, str], stdout: int, stderr: int
-    ) -> ForkedProcess:
-        """Fork a process running `argv[1]` (a Python script) with argv, cwd and env.
-
-        `stdout` and `stderr` are fds the caller keeps and closes. Restarts a dead server once;
-        raises ForkServerUnavailable when it cannot.
-        """
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            with self._lock:
-                if not self.running:
-                    if self._channel is not None:
-                        log.warning("the fork server died; restarting it")
-                        self._channel.close()
-                        self._channel = None
-                    self._proc = None
-                    self._start()
-                assert self._channel is not None
-                # Most tasks get the environment the server has: no need to send it, and the
-                # child need not rebuild it (a tenth of its CPU).
-                request = {
-                    "argv": list(argv),
-                    "cwd": cwd,
-                    "env": None if env == self._env else dict(env),
-                }
-                try:
-                    _send(self._channel, request, [theirs.fileno(), stdout, stderr])
-                except OSError as exc:
-                    raise ForkServerUnavailable(f"cannot reach the fork server: {exc}") from exc
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        try:
-            message, _ = _recv(ours)
-        except (OSError, ValueError) as exc:
-            ours.close()
-            raise ForkServerUnavailable(f"no answer from the fork server: {exc}") from exc
-        if message is None or "pid" not in message:
-            ours.close()
-            reason = "closed" if message is None else message.get("error", message)
-            raise ForkServerUnavailable(f"the fork server refused the task: {reason}")
-        return ForkedProcess(int(message["pid"]), ours)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._channel is not None:
-                self._channel.close()  # the server sees EOF and exits
-                self._channel = None
-            if self._proc is not None:
-                try:
-                    self._proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
-                self._proc = None
 
 
 if __name__ == "__main__":

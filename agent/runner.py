@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from elves.agent.forkserver import ForkServer, ForkServerUnavailable
+from elves.agent.forkclient import ForkServer, ForkServerUnavailable
 from elves.agent.install import CURRENT, entry_of, proxy_of
 
 log = logging.getLogger(__name__)

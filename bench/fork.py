@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from elves.agent.forkserver import ForkServer
+from elves.agent.forkclient import ForkServer
 from elves.agent.runner import Runner, TaskSpec
 
 APPS = Path(__file__).resolve().parent.parent / "apps" / "samples"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from elves.agent.forkserver import ForkServer
+from elves.agent.forkclient import ForkServer
 from elves.agent.runner import STOPPING, Runner, TaskSpec, parse_output
 
 SAMPLES = Path(__file__).resolve().parents[2] / "apps" / "samples"
@@ -297,3 +298,10 @@ def test_a_forked_sdk_tasks_traceback_names_its_app_module(
     (tmp_path / "probe" / "probe.py").write_text("class probe(:\n")
     broken = runner.run(spec("probe", "f"))
     assert broken.worker_flag == 0 and "SyntaxError" in broken.worker_message
+
+
+def test_the_fork_server_imports_no_module_that_taxes_every_fork() -> None:
+    # `threading` and `logging` register fork handlers that run in every task's process.
+    probe = "import sys, elves.agent.forkserver; print({'threading', 'logging'} & {*sys.modules})"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "set()"
