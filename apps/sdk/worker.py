@@ -27,8 +27,8 @@ FLAG_FALSE = "false"
 USAGE = "usage: app-worker.py <app> <func> [base64(json params)]"
 
 # App modules already compiled, by path: the agent's fork server puts the task's own here in
-# the forked child, so the task runs the module without reading and unmarshalling it (a fifth
-# of a noop task's CPU). Empty in a plain `python app-worker.py`.
+# the forked child, so the task runs the module without reading and unmarshalling it (that
+# was a fifth of a noop task process's CPU). Empty in a plain `python app-worker.py`.
 PRECOMPILED: dict[str, CodeType] = {}
 
 
