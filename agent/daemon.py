@@ -2,8 +2,9 @@
 
 It heartbeats, consumes its own dispatch topic, runs each task as a process (forked from the warm
 fork server for Python apps) on a bounded pool, and reports through the durable outbox:
-`TaskStarted` once the process exists, `TaskResultReported` when it is over, both to `results`
-keyed by task id.
+`TaskStarted` (the time its process started, and its pid) once that process has run
+`START_REPORT_S`, `TaskResultReported` when it is over, both to `results` keyed by task id. A
+task that ends sooner has both reported together, in that order.
 
 Delivery: at-least-once with dedupe. A dispatch's offset is stored for commit only after its
 `(task_id, attempt)` is claimed in the outbox database, so a crash before that means Kafka
@@ -68,6 +69,10 @@ from elves.topics import ensure_dispatch_topic
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
+# A task's start is reported once it has run this long; one that ends sooner is reported once,
+# its TaskStarted (with the time it started) and its result together: half the agent's sends
+# and broker requests of a short task (bench/queues.py: about 1.5 ms of CPU a task).
+START_REPORT_S = 0.5
 TOPIC_RETRY_S = 2.0  # Kafka unreachable at the start: try again after this (the cron runs)
 CANCELLED = "cancelled: the center asked to stop it"
 
@@ -363,12 +368,22 @@ class Agent:
                 proxy=dispatch.proxy,
             )
 
-            def started(pid: int) -> None:
-                # Only informs (the result follows): no fsync on the task's way to its run.
-                self.outbox.put(*self._started_row(dispatch, pid), durable=False)
+            spawned: list[Row] = []  # the TaskStarted of its process, until it is reported
+            reported: list[Row] = []
 
-            result = self._execute((dispatch.task_id, dispatch.attempt), spec, started)
-            self.outbox.put(*self._result_row(dispatch, result))
+            def started(pid: int) -> None:
+                spawned.append(self._started_row(dispatch, pid))
+
+            def still_running() -> None:
+                # Only informs (the result follows): no fsync on the task's way to its run.
+                reported.append(spawned[0])
+                self.outbox.put(*spawned[0], durable=False)
+
+            result = self._execute(
+                (dispatch.task_id, dispatch.attempt), spec, started, still_running
+            )
+            unreported = spawned if not reported else []
+            self.outbox.put_many([*unreported, self._result_row(dispatch, result)])
             log.info(
                 "task %s attempt %s: flag %s in %s ms",
                 dispatch.task_id,
@@ -380,7 +395,11 @@ class Agent:
             self._slots.release()
 
     def _execute(
-        self, key: tuple[str, int], spec: TaskSpec, started: Callable[[int], None]
+        self,
+        key: tuple[str, int],
+        spec: TaskSpec,
+        started: Callable[[int], None],
+        still_running: Callable[[], None] | None = None,
     ) -> RunResult:
         """Run one task (a dispatch's attempt or a cron fire) to its end, its timeout or its
         cancel; the caller holds a worker slot."""
@@ -391,7 +410,13 @@ class Agent:
         try:
             if cancel.is_set():
                 return RunResult(FLAG_ERROR, CANCELLED, 0)
-            result = self.runner.run(spec, on_start=started, cancel=cancel)
+            result = self.runner.run(
+                spec,
+                on_start=started,
+                cancel=cancel,
+                still_running=still_running,
+                still_running_after_s=START_REPORT_S,
+            )
         except Exception as exc:  # noqa: BLE001 - an agent bug must still end in a result
             log.exception("task %s: the agent failed to run it", key[0])
             return RunResult(FLAG_ERROR, f"agent error: {exc!r}", 0)

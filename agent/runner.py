@@ -150,8 +150,14 @@ class Runner:
         spec: TaskSpec,
         on_start: Callable[[int], None] | None = None,
         cancel: threading.Event | None = None,
+        still_running: Callable[[], None] | None = None,
+        still_running_after_s: float = 0.0,
     ) -> RunResult:
-        """Run one task to its end, its timeout or `cancel`; never raises for a task's failure."""
+        """Run one task to its end, its timeout or `cancel`; never raises for a task's failure.
+
+        `on_start(pid)` is called once the process exists, and `still_running()` once it has
+        run `still_running_after_s` without ending: not at all if it ends before. Both are
+        called on the caller's thread, before this returns."""
         started = time.monotonic()
         if not _APP_NAME.match(spec.app):
             return RunResult(FLAG_ERROR, f"bad app name {spec.app!r}", _ms(started))
@@ -178,7 +184,11 @@ class Runner:
         try:
             if on_start is not None:
                 on_start(proc.pid)
-            return self._collect(spec, proc, forked, out_r, err_r, started, cancel)
+            # The task thread waits here anyway: it makes the call when the time comes.
+            report = None
+            if still_running is not None:
+                report = (started + still_running_after_s, still_running)
+            return self._collect(spec, proc, forked, out_r, err_r, started, cancel, report)
         finally:
             proc.close()
 
@@ -210,7 +220,9 @@ class Runner:
         err_r: int,
         started: float,
         cancel: threading.Event | None,
+        report: tuple[float, Callable[[], None]] | None,
     ) -> RunResult:
+        """`report`: (when, what) to call if the process is still running by then."""
         out = _Capture(self.max_output_bytes, STDOUT_TAIL)
         err = _Capture(0, STDERR_TAIL)
         pipes = {out_r: out, err_r: err}
@@ -238,9 +250,15 @@ class Runner:
                 elif killed is not None and now >= deadline:
                     log.error("task pid %s outlived SIGKILL by %ss", proc.pid, KILL_WAIT_S)
                     break
+                if report is not None and not exited and killed is None and now >= report[0]:
+                    report[1]()
+                    report = None
+                    continue
                 wait = deadline - now
                 if cancel is not None and killed is None:
                     wait = min(wait, CANCEL_POLL_S)
+                if report is not None and not exited and killed is None:
+                    wait = min(wait, report[0] - now)
                 for key, _ in sel.select(timeout=wait):
                     if key.fd == proc.exit_fd:
                         sel.unregister(key.fd)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from elves.agent.daemon import Agent
+from elves.agent.daemon import START_REPORT_S, Agent
 from elves.config import Settings
 from elves.kafka import consumer, producer
 from elves.schemas.codec import CODEC
@@ -126,6 +126,7 @@ def test_a_signed_dispatch_is_run_and_reported_once_and_the_rest_refused(agent: 
     started = [e for e in events if isinstance(e, TaskStarted) and e.task_id == first.task_id]
     assert len(started) == 1 and started[0].pid > 0
     assert events.index(started[0]) < events.index(reported)
+    assert started[0].occurred_at <= reported.occurred_at
 
     replayed, junk, wrong = refusals(settings, 3)
     assert (replayed.code, replayed.task_id, replayed.offset) == ("416.5", first.task_id, 1)
@@ -158,3 +159,25 @@ def test_one_worker_runs_every_task_in_turn(agent: Agent) -> None:
     reported = [e for e in events if isinstance(e, TaskResultReported)]
     assert [r.task_id for r in reported] == [t.task_id for t in tasks]  # one at a time, in order
     assert all(r.worker_flag == 1 for r in reported)
+
+
+def test_a_task_still_running_has_its_start_reported_before_it_ends(agent: Agent) -> None:
+    """A short task's start comes with its result (above); a longer one's once it has run
+    `START_REPORT_S`, while it still runs, with the time it started."""
+    settings = agent.settings
+    prod = producer(settings)
+    task = dispatch(AGENT, "sleeper", "sleep", {"seconds": START_REPORT_S + 3})
+    prod.produce(settings.dispatch_topic(AGENT), value=sign_dispatch(settings, task))
+    prod.flush(10)
+    results = Reader(settings, settings.topic("results"))
+
+    def started(events: list[Event]) -> list[TaskStarted]:
+        return [e for e in events if isinstance(e, TaskStarted) and e.task_id == task.task_id]
+
+    [start] = started(results.until(started))
+    seen_at = time.time() * 1000
+    assert seen_at < start.occurred_at + (START_REPORT_S + 3) * 1000  # it still ran
+    end = results.until(lambda evs: results_for(evs, task.task_id))
+    [reported] = results_for(end, task.task_id)
+    assert reported.worker_flag == 1 and len(started(end)) == 1
+    assert reported.occurred_at - start.occurred_at >= (START_REPORT_S + 3) * 1000 - 50

@@ -129,6 +129,38 @@ def test_cancel_kills_a_running_task(runner: Runner) -> None:
     assert (result.worker_flag, result.worker_message) == (-1, STOPPING)
 
 
+def test_still_running_is_called_once_a_task_has_run_that_long(runner: Runner) -> None:
+    """The call comes while the process runs, after the time asked and once; a task that ends
+    first gets none."""
+    cancel = threading.Event()
+    started: list[float] = []
+    calls: list[tuple[float, bool]] = []
+
+    def still_running() -> None:
+        calls.append((time.monotonic(), alive(pids[0])))
+        cancel.set()  # ends the task: had the call not come, the sleep would run to its timeout
+
+    pids: list[int] = []
+    result = runner.run(
+        spec("sleeper", "sleep", {"seconds": 120}, timeout=10),
+        on_start=lambda pid: (pids.append(pid), started.append(time.monotonic())),
+        cancel=cancel,
+        still_running=still_running,
+        still_running_after_s=0.3,
+    )
+    assert result.worker_message == STOPPING
+    assert len(calls) == 1
+    at, was_alive = calls[0]
+    assert was_alive and at - started[0] >= 0.29
+    quick: list[bool] = []
+    done = runner.run(
+        spec("apptest", "helloword", {"my": "x"}),
+        still_running=lambda: quick.append(True),
+        still_running_after_s=5,
+    )
+    assert (done.worker_flag, quick) == (1, [])
+
+
 def test_proxy_interp_and_file_overrides_the_entry(runner: Runner) -> None:
     worker = SAMPLES / "apptest" / "app-worker.py"
     result = runner.run(
