@@ -12,6 +12,8 @@ fork server and the apps) share two cores, so the fleet's CPU slows the center's
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -42,18 +44,65 @@ def _seconds(pid: int) -> float:
     return (utime + stime + cutime + cstime) / TICK
 
 
-def cpu_by_part(parts: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds used so far by each part: its roots and every live process under them."""
+def members(parts: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Each part's processes now: its roots and every live process under them."""
     tree = _children()
-    used: dict[str, float] = {}
+    found: dict[str, list[int]] = {}
     for name, roots in parts.items():
-        todo, total = list(roots), 0.0
+        todo, pids = list(roots), []
         while todo:
             pid = todo.pop()
-            total += _seconds(pid)
+            pids.append(pid)
             todo.extend(tree.get(pid, []))
-        used[name] = total
-    return used
+        found[name] = pids
+    return found
+
+
+def cpu_of(found: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds used so far by each part's processes (from `members`)."""
+    return {name: sum(_seconds(pid) for pid in pids) for name, pids in found.items()}
+
+
+def cpu_by_part(parts: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds used so far by each part: its roots and every live process under them."""
+    return cpu_of(members(parts))
+
+
+class Sampler:
+    """Reads the CPU of the parts' long-lived processes every `every_s`, in a thread, so that a
+    run's CPU can be read as of the moment it ended, found out later. The processes are listed
+    once (a scan of /proc is costly): an app process is counted through the fork server that
+    reaps it, and one that ends unreaped while sampling takes its time with it."""
+
+    def __init__(self, parts: dict[str, list[int]], every_s: float = 0.05) -> None:
+        self._found = members(parts)
+        self._every_s = every_s
+        self._samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._samples.append((time.time(), cpu_of(self._found)))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            self._samples.append((time.time(), cpu_of(self._found)))
+
+    def first(self) -> dict[str, float]:
+        return self._samples[0][1]
+
+    def at(self, when: float) -> dict[str, float]:
+        """The first reading at or after `when` (Unix seconds), else the last one."""
+        for taken, used in self._samples:
+            if taken >= when:
+                return used
+        return self._samples[-1][1]
 
 
 def report(before: dict[str, float], after: dict[str, float], tasks: int) -> list[str]:
