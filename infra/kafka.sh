@@ -15,6 +15,9 @@
 #   PYTHON           interpreter for the readiness probe (default python3); confluent_kafka is
 #                    used when it imports, else a stdlib probe, so no venv is needed
 #   JAVA             java executable (default $JAVA_HOME/bin/java, else java)
+#   KAFKA_REQUEST_LOG  an absolute path: the broker writes there every request it completes (its kind,
+#                    client, topics and where its time went), to count what a run asks of it;
+#                    it slows the broker, so not for timing
 set -euo pipefail
 
 INFRA="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -209,6 +212,19 @@ rootLogger.appenderRef.out.ref = out
 logger.server.name = kafka.server.KafkaRaftServer
 logger.server.level = info
 EOF
+    if [[ -n "${KAFKA_REQUEST_LOG:-}" ]]; then
+        cat >>"$LOG4J" <<EOF
+appender.requests.type = File
+appender.requests.name = requests
+appender.requests.fileName = $KAFKA_REQUEST_LOG
+appender.requests.layout.type = PatternLayout
+appender.requests.layout.pattern = [%d] %m%n
+logger.requests.name = kafka.request.logger
+logger.requests.level = debug
+logger.requests.additivity = false
+logger.requests.appenderRef.requests.ref = requests
+EOF
+    fi
 }
 
 format_storage() {
