@@ -69,9 +69,9 @@ from elves.topics import ensure_dispatch_topic
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
-# A task's start is reported once it has run this long; one that ends sooner is reported once,
-# its TaskStarted (with the time it started) and its result together: half the agent's sends
-# and broker requests of a short task (bench/queues.py: about 1.5 ms of CPU a task).
+# A task's start is reported once it has run this long; one that ends sooner has its
+# TaskStarted (with the time it started) and its result put in one outbox commit, one fsync
+# where there were two (DECISIONS.md has what it measured).
 START_REPORT_S = 0.5
 TOPIC_RETRY_S = 2.0  # Kafka unreachable at the start: try again after this (the cron runs)
 CANCELLED = "cancelled: the center asked to stop it"
@@ -368,21 +368,18 @@ class Agent:
                 proxy=dispatch.proxy,
             )
 
-            spawned: list[Row] = []  # the TaskStarted of its process, until it is reported
-            reported: list[Row] = []
+            unreported: list[Row] = []  # the TaskStarted of its process, until it is put
 
             def started(pid: int) -> None:
-                spawned.append(self._started_row(dispatch, pid))
+                unreported.append(self._started_row(dispatch, pid))
 
             def still_running() -> None:
                 # Only informs (the result follows): no fsync on the task's way to its run.
-                reported.append(spawned[0])
-                self.outbox.put(*spawned[0], durable=False)
+                self.outbox.put(*unreported.pop(), durable=False)
 
             result = self._execute(
                 (dispatch.task_id, dispatch.attempt), spec, started, still_running
             )
-            unreported = spawned if not reported else []
             self.outbox.put_many([*unreported, self._result_row(dispatch, result)])
             log.info(
                 "task %s attempt %s: flag %s in %s ms",

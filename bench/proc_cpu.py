@@ -63,11 +63,6 @@ def cpu_of(found: dict[str, list[int]]) -> dict[str, float]:
     return {name: sum(_seconds(pid) for pid in pids) for name, pids in found.items()}
 
 
-def cpu_by_part(parts: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds used so far by each part: its roots and every live process under them."""
-    return cpu_of(members(parts))
-
-
 class Sampler:
     """Reads the CPU of the parts' long-lived processes every `every_s`, in a thread, so that a
     run's CPU can be read as of the moment it ended, found out later. The processes are listed

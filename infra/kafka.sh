@@ -15,7 +15,7 @@
 #   PYTHON           interpreter for the readiness probe (default python3); confluent_kafka is
 #                    used when it imports, else a stdlib probe, so no venv is needed
 #   JAVA             java executable (default $JAVA_HOME/bin/java, else java)
-#   KAFKA_REQUEST_LOG  an absolute path: the broker writes there every request it completes (its kind,
+#   KAFKA_REQUEST_LOG  a file: the broker writes there every request it completes (its kind,
 #                    client, topics and where its time went), to count what a run asks of it;
 #                    it slows the broker, so not for timing
 set -euo pipefail
@@ -213,10 +213,13 @@ logger.server.name = kafka.server.KafkaRaftServer
 logger.server.level = info
 EOF
     if [[ -n "${KAFKA_REQUEST_LOG:-}" ]]; then
+        # Absolute: the broker's working directory is not the caller's.
+        local requests
+        requests="$(realpath -m "$KAFKA_REQUEST_LOG")"
         cat >>"$LOG4J" <<EOF
 appender.requests.type = File
 appender.requests.name = requests
-appender.requests.fileName = $KAFKA_REQUEST_LOG
+appender.requests.fileName = $requests
 appender.requests.layout.type = PatternLayout
 appender.requests.layout.pattern = [%d] %m%n
 logger.requests.name = kafka.request.logger
