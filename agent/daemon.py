@@ -165,7 +165,7 @@ class Agent:
         return False
 
     def _run_online(self, stop: threading.Event) -> None:
-        dlq = make_producer(self.settings)
+        dlq = make_producer(self.settings, "agent-dlq")
         beats_stop = threading.Event()
         beats = threading.Thread(
             target=Heartbeater(

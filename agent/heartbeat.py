@@ -75,6 +75,7 @@ class Heartbeater:
         # first get a producer id, which a broker that is still loading can delay for seconds.
         self.producer = producer or make_producer(
             settings,
+            "agent-heartbeat",
             **{"message.timeout.ms": timeout_ms, "enable.idempotence": False, "acks": 1},
         )
 

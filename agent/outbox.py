@@ -117,7 +117,9 @@ class Outbox:
         self._sender_db = _connect(self.path, "NORMAL")
         self._lock = threading.Lock()  # one statement at a time on the writer connection
         self._factory = producer_factory or (
-            lambda: make_producer(settings, **{"message.timeout.ms": delivery_timeout_ms})
+            lambda: make_producer(
+                settings, "agent-outbox", **{"message.timeout.ms": delivery_timeout_ms}
+            )
         )
         self._wake = threading.Event()
         self._closing = threading.Event()

@@ -331,7 +331,7 @@ def create_app(settings: Settings) -> Starlette:
         store = AuditStore(settings.audit_dsn)
         watcher = Watcher(settings, store)
         listener = Listener(settings)
-        prod = producer(settings)
+        prod = producer(settings, "gateway")
         keyring = KeyRing(settings)
         # Every key written before now is folded before the first request is answered.
         await asyncio.to_thread(keyring.start)

@@ -58,6 +58,7 @@ def ensure_admin_key(settings: Settings) -> tuple[Path, bool]:
         int(time.time() * 1000),
         created_by=None,
     )
-    write(producer(settings), settings, event, timeout=30)  # durable before the file names it
+    # Durable before the file names it.
+    write(producer(settings, "admin-key"), settings, event, timeout=30)
     write_key_file(settings.admin_key_path, key_id, secret)
     return settings.admin_key_path, True

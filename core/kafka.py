@@ -9,10 +9,12 @@ from confluent_kafka import Consumer, Message, Producer
 from elves.config import Settings
 
 
-def producer(settings: Settings, **extra: Any) -> Producer:
+def producer(settings: Settings, client_id: str = "producer", **extra: Any) -> Producer:
+    """`client_id`: what the part is (the broker's request log and quotas name clients by it)."""
     # Idempotence and acks=all per DESIGN.md; linger 0 because the instant path is latency-bound.
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap,
+        "client.id": f"elves-{client_id}",
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 0,
@@ -28,6 +30,7 @@ def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap,
         "group.id": group,
+        "client.id": group,  # what the broker's request log names it by
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
         # The broker answers a fetch as soon as one byte is there, and librdkafka fetches every

@@ -115,6 +115,7 @@ def build_app(
         f"{settings.topic_prefix}streams",
         broker=f"kafka://{settings.bootstrap}",
         datadir=str(settings.state_dir / "streams"),
+        broker_client_id="elves-streams",  # what the broker's request log names it by
         **FAUST_OPTIONS,
     )
 

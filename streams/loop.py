@@ -181,6 +181,7 @@ class Loop:
         self.group = f"{settings.topic_prefix}{name}"
         self.producer = producer(
             settings,
+            name,
             **{
                 "linger.ms": 1,
                 # One per process: two workers may run on one host. Nothing fences a zombie by

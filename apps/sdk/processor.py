@@ -243,7 +243,7 @@ def run(settings: Settings, app: str, stop: threading.Event, apps_dir: Path | No
     # The streams make the topic on the first P-mode result; a processor may start before that.
     ensure_topics(settings, (TopicSpec(f"processor.{app}", 1),))
     ledger = Ledger(ledger_path(settings, app))
-    dlq = make_producer(settings)
+    dlq = make_producer(settings, "processor-dlq")
     consumer = make_consumer(settings, settings.topic(f"processor.{app}"))
     try:
         consumer.subscribe([settings.processor_topic(app)])
