@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 Position = tuple[str, int]  # (topic, partition)
 _RETRY_S = 1.0  # pause after a failed insert; the batch is kept and retried
+FETCH_MIN_BYTES = 64 * 1024
+FETCH_WAIT_MS = 100
 
 
 def now_ms() -> int:
@@ -233,7 +235,18 @@ class Watcher:
     def _run(self) -> None:
         try:
             # What happened: a dead streams worker's aborted transaction did not.
-            cons = consumer(self.settings, self.group, **{"isolation.level": "read_committed"})
+            cons = consumer(
+                self.settings,
+                self.group,
+                **{
+                    "isolation.level": "read_committed",
+                    # Every event of the platform comes here: fetch in batches, not as each
+                    # one lands (the broker's fetches from the watcher were a tenth of all its
+                    # requests in bench/queues.py). An event waits at most this much more.
+                    "fetch.min.bytes": FETCH_MIN_BYTES,
+                    "fetch.wait.max.ms": FETCH_WAIT_MS,
+                },
+            )
         except Exception as exc:  # noqa: BLE001 - reported through `failure` and `alive`
             self.failure = exc
             log.exception("watcher cannot create its consumer")
