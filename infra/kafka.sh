@@ -301,10 +301,11 @@ start() {
     # setsid had to fork. setsid keeps a Ctrl-C in the caller's terminal from reaching it.
     # C1 only (TieredStopAtLevel=1): on a 2-core machine the C2 compiler threads of a fresh
     # broker took most of a core for minutes and slowed every client; C1 code is fast enough
-    # for one local broker. KAFKA_JVM_OPTS adds or overrides flags.
+    # for one local broker. AlwaysPreTouch: the heap's pages are faulted in at start, not by
+    # the first requests that reach fresh memory. KAFKA_JVM_OPTS adds or overrides flags.
     # shellcheck disable=SC2086
     ${detach[@]+"${detach[@]}"} nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PIDFILE" \
-        "$JAVA" -Xms256m -Xmx512m -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
+        "$JAVA" -Xms256m -Xmx512m -XX:+UseG1GC -XX:+AlwaysPreTouch -XX:+ExitOnOutOfMemoryError \
         -XX:TieredStopAtLevel=1 ${KAFKA_JVM_OPTS:-} \
         -Djava.awt.headless=true -Dlog4j2.configurationFile="$LOG4J" \
         -Dlog4j2.shutdownHookEnabled=false \
