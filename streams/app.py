@@ -150,9 +150,12 @@ def build_app(
         await agents_topic.send(key=event.agent_id.encode(), value=CODEC.encode(event))
 
     def recovered() -> bool:
-        """Tables restored from their changelogs: before that a clock would act on stale state."""
+        """Tables restored from their changelogs and the flows reading again: before that a
+        clock would act on stale state. Faust sets `completed` at the first recovery and never
+        clears it, so a later rebalance shows as `rebalancing` (true until its recovery ends
+        and the flows resume)."""
         recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
-        return bool(recovery.completed.is_set())
+        return bool(recovery.completed.is_set()) and not app.rebalancing
 
     async def decode(event: faust.EventT[bytes]) -> Event | None:
         try:
@@ -202,7 +205,14 @@ def build_app(
 
     @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
     async def liveness_clock() -> None:
-        if not recovered() or not heartbeats_caught_up():
+        if not recovered():
+            # The flow reads no heartbeat while a rebalance recovers the tables, and the high
+            # water it would wait for is the one it had read up to: silence counts again from
+            # when it reads. A recovery that stalled 7 s had this worker declare a live agent
+            # down (the two-worker cron test; another worker refused its tasks 414.1).
+            deciding_since[0] = 0
+            return
+        if not heartbeats_caught_up():
             return
         now = now_ms()
         for raw in list(agent_table.values()):
