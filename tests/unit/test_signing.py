@@ -24,9 +24,11 @@ from elves.signing import (
     open_signed,
     private_key,
     public_key,
+    raw_public,
     registration,
     registration_valid,
     sign_dispatch,
+    verifies,
 )
 
 NOW = 1_700_000_000_000
@@ -162,3 +164,33 @@ def test_a_registration_proves_the_key_it_names() -> None:
     assert not registration_valid(type(event)(**{**event.__dict__, "public_key": other.public_key}))
     assert not registration_valid(type(event)(**{**event.__dict__, "agent_id": "a2"}))
     assert not registration_valid(type(event)(**{**event.__dict__, "signature": "zz"}))
+
+
+def test_libsodium_and_openssl_agree_on_each_others_signatures(settings: Settings) -> None:
+    """Dispatches are signed and verified through libsodium, keys kept by `cryptography`: a
+    signature either makes, the other accepts, and a changed byte fails both."""
+    key = private_key(settings.dispatch_key_path)
+    public = key.public_key()
+    raw = raw_public(public)
+    message = b"claims"
+    ours = CODEC.decode_record(Signer(key, control_ttl_s=60).seal(dispatch(), NOW), SIGNED)
+    public.verify(bytes(ours["signature"]), bytes(ours["claims"]))  # OpenSSL takes libsodium's
+    assert verifies(raw, key.sign(message), message)  # and libsodium OpenSSL's
+    assert not verifies(raw, key.sign(message), b"claimz")
+    bad = bytearray(key.sign(message))
+    bad[0] ^= 1
+    assert not verifies(raw, bytes(bad), message)
+    assert not verifies(
+        raw_public(Ed25519PrivateKey.generate().public_key()), key.sign(message), message
+    )
+
+
+def test_a_malformed_key_or_signature_does_not_verify() -> None:
+    key = Ed25519PrivateKey.generate()
+    signature = key.sign(b"m")
+    raw = raw_public(key.public_key())
+    assert verifies(raw, signature, b"m")
+    assert not verifies(raw[:31], signature, b"m")  # libsodium would read past a short key
+    assert not verifies(raw, signature[:63], b"m")
+    assert not verifies(raw + b"x", signature, b"m")
+    assert not verifies(raw, signature + b"x", b"m")
