@@ -48,6 +48,7 @@ from elves.apps.sdk import worker as sdk_worker
 
 MAX_PACKET = 1 << 20  # argv carries base64 params (64 KiB of JSON by default) and the env
 REPLY_MAX = 4096  # what the server says: {"ready"}, {"pid"}, {"status"} or {"error": text}
+FD_BYTES = array.array("i").itemsize
 # What every Python task imports anyway (and the SDK's worker, imported above).
 PRELOAD = ("json", "base64", "traceback")
 
@@ -57,9 +58,6 @@ def _warn(text: str) -> None:
     import `threading`, whose fork handler alone cost every task's process a millisecond."""
     sys.stderr.write(f"fork server {os.getpid()}: {text}\n")
     sys.stderr.flush()
-
-
-FD_BYTES = array.array("i").itemsize
 
 
 def send(sock: socket.socket, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
@@ -194,7 +192,7 @@ class _Server:
         self.selector = selectors.DefaultSelector()
         self.children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, reply)
         # Every request is read into it. Anonymous memory: only the pages a request fills are
-        # ever touched, so the rest costs no fork anything (a bytearray would be all zeroed).
+        # ever touched, so the rest costs a fork nothing (a bytearray's would all be zeroed).
         self.buffer = mmap.mmap(-1, MAX_PACKET)
         self.scripts = _Scripts()
 
