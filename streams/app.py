@@ -43,6 +43,7 @@ from elves.streams.context import FoldContext
 from elves.streams.folds import build_folds
 from elves.streams.loop import Folds, Loop
 from elves.streams.queues.wiring import wire_queues
+from elves.streams.recovery import tables_ready
 from elves.streams.tasks import model as tasks
 from elves.topics import ensure_topics
 
@@ -149,14 +150,6 @@ def build_app(
         agent_view.apply(event)
         await agents_topic.send(key=event.agent_id.encode(), value=CODEC.encode(event))
 
-    def recovered() -> bool:
-        """Tables restored from their changelogs and the flows reading again: before that a
-        clock would act on stale state. Faust sets `completed` at the first recovery and never
-        clears it, so a later rebalance shows as `rebalancing` (true until its recovery ends
-        and the flows resume)."""
-        recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
-        return bool(recovery.completed.is_set()) and not app.rebalancing
-
     async def decode(event: faust.EventT[bytes]) -> Event | None:
         try:
             return CODEC.decode(event.value)
@@ -205,7 +198,7 @@ def build_app(
 
     @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
     async def liveness_clock() -> None:
-        if not recovered():
+        if not tables_ready(app):
             # The flow reads no heartbeat while a rebalance recovers the tables, and the high
             # water it would wait for is the one it had read up to: silence counts again from
             # when it reads. A recovery that stalled 7 s had this worker declare a live agent

@@ -44,6 +44,7 @@ from elves.schemas.events import (
 from elves.signing import Signer
 from elves.streams.queues import model as queues
 from elves.streams.queues import rows
+from elves.streams.recovery import tables_ready
 from elves.streams.tasks.model import Limits
 
 log = logging.getLogger("elves.streams.queues")
@@ -121,10 +122,6 @@ def wire_queues(
     loaded = False
     taken_over = False
     announced: set[str] = set()
-
-    def recovered() -> bool:
-        recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
-        return bool(recovery.completed.is_set())
 
     def load() -> None:
         nonlocal loaded
@@ -223,7 +220,7 @@ def wire_queues(
     @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
     async def retry_clock() -> None:
         nonlocal taken_over
-        if not recovered():
+        if not tables_ready(app):
             return
         load()
         now = now_ms()
