@@ -60,7 +60,7 @@ def main() -> None:
         print(f"  {name:7s} libsodium {ours:6.1f}   OpenSSL {theirs:6.1f}")
     sealing = us_each(n, lambda: signer.seal(event, now))
     print(f"  seal, as the streams do (encode, sign, encode): {sealing:.1f}")
-    opening = us_each(n, lambda: open_signed(sealed, public))
+    opening = us_each(n, lambda: open_signed(sealed, raw))
     print(f"  open_signed, as an agent does (decode, verify, decode): {opening:.1f}")
 
 

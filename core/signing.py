@@ -73,7 +73,12 @@ def verifies(public_raw: bytes, signature: bytes, message: bytes) -> bool:
 
 def key_id(key: Ed25519PublicKey) -> str:
     """A short name for a public key (16 hex of its sha256), for logs, refusals and listings."""
-    return hashlib.sha256(raw_public(key)).hexdigest()[:16]
+    return raw_key_id(raw_public(key))
+
+
+def raw_key_id(raw: bytes) -> str:
+    """`key_id` of a raw public key."""
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
@@ -204,8 +209,9 @@ def claimed_task(data: bytes | None) -> str | None:
         return None
 
 
-def open_signed(data: bytes | None, center: Ed25519PublicKey) -> Opened:
-    """Verify a message from a dispatch topic with the center's key and read it; raises 416.1
+def open_signed(data: bytes | None, center: bytes) -> Opened:
+    """Verify a message from a dispatch topic with the center's raw public key (`raw_public`,
+    made once per key, not per message) and read it; raises 416.1
     (unsigned or unreadable), 416.2 (the signature does not verify) or 416.3 (the claims and the
     event name different agents). Expiry, the agent's id and replays are the agent's to check.
 
@@ -218,8 +224,8 @@ def open_signed(data: bytes | None, center: Ed25519PublicKey) -> Opened:
             f"not a signed dispatch: {exc.message}", task_id=claimed_task(data)
         ) from exc
     claims_bytes, signer = bytes(signed["claims"]), str(signed["key_id"])
-    if not verifies(raw_public(center), bytes(signed["signature"]), claims_bytes):
-        ours = key_id(center)
+    if not verifies(center, bytes(signed["signature"]), claims_bytes):
+        ours = raw_key_id(center)
         why = "another key" if signer == ours else f"key {signer}, not the center's {ours}"
         raise DispatchForged(
             f"the signature does not verify with the center's key (signed by {why})",
@@ -256,7 +262,7 @@ class CenterKey:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._key: Ed25519PublicKey | None = None
+        self._key: bytes | None = None  # raw
         self._stamp: tuple[int, int] | None = None
 
     def open(self, data: bytes | None) -> Opened:
@@ -268,11 +274,11 @@ class CenterKey:
             self._key = None  # the file changed since it was read: read it and try again
             return open_signed(data, self._load())
 
-    def _load(self) -> Ed25519PublicKey:
+    def _load(self) -> bytes:
         if self._key is None:
             try:
                 self._stamp = _stamp(self.path)
-                self._key = public_key(self.path)
+                self._key = raw_public(public_key(self.path))
             except (OSError, TypeError, ValueError) as exc:
                 self._stamp = None
                 raise DispatchForged(

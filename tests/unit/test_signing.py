@@ -55,7 +55,7 @@ def settings(tmp_path: Path) -> Settings:
 def test_a_signed_dispatch_opens_to_the_exact_event_and_its_claims(settings: Settings) -> None:
     signer = center_signer(settings)
     data = signer.seal(dispatch(), NOW)
-    opened = open_signed(data, public_key(settings.center_key_path))
+    opened = open_signed(data, raw_public(public_key(settings.center_key_path)))
     assert opened.event == dispatch()
     assert (opened.claims.agent_id, opened.claims.subject, opened.claims.attempt) == ("a1", "t1", 2)
     assert opened.claims.event == CODEC.encode(dispatch())  # the inner event's exact bytes
@@ -68,7 +68,7 @@ def test_control_messages_expire_after_the_ttl(settings: Settings) -> None:
     signer = Signer(private_key(settings.dispatch_key_path), control_ttl_s=60)
     cancel = TaskCancelRequested("k1", NOW, "t1", 2, "a1", "stop")
     for event, subject in ((cancel, ("t1", 2)), (cron_set(), ("cron-1", NOW - 5))):
-        opened = open_signed(signer.seal(event, NOW), signer.public)
+        opened = open_signed(signer.seal(event, NOW), raw_public(signer.public))
         assert opened.claims.expires_at == NOW + 60_000
         assert (opened.claims.subject, opened.claims.attempt) == subject
         assert opened.event == event
@@ -95,7 +95,7 @@ def test_the_key_pair_is_made_once_mode_0600_and_shared_by_racing_starters(
 
 
 def test_unsigned_junk_and_broken_envelopes_are_416_1(settings: Settings) -> None:
-    center = center_signer(settings).public
+    center = raw_public(center_signer(settings).public)
     with pytest.raises(DispatchUnsigned) as bare:
         open_signed(CODEC.encode(dispatch(task_id="bare")), center)
     assert bare.value.code == "416.1" and bare.value.details["task_id"] == "bare"
@@ -111,7 +111,7 @@ def test_another_key_or_altered_bytes_are_416_2(settings: Settings) -> None:
     center = center_signer(settings)
     forger = Signer(Ed25519PrivateKey.generate(), control_ttl_s=60)
     with pytest.raises(DispatchForged) as other:
-        open_signed(forger.seal(dispatch(task_id="forged"), NOW), center.public)
+        open_signed(forger.seal(dispatch(task_id="forged"), NOW), raw_public(center.public))
     assert other.value.code == "416.2"
     assert other.value.details == {"task_id": "forged", "key_id": forger.key_id}
     assert forger.key_id in other.value.message and center.key_id in other.value.message
@@ -121,7 +121,7 @@ def test_another_key_or_altered_bytes_are_416_2(settings: Settings) -> None:
     altered = CODEC.encode_as(CLAIMS, {**claims, "expires_at": claims["expires_at"] + 10**9})
     tampered = CODEC.encode_as(SIGNED, {**signed, "claims": altered})
     with pytest.raises(DispatchForged):
-        open_signed(tampered, center.public)
+        open_signed(tampered, raw_public(center.public))
 
 
 def test_claims_that_name_another_agent_than_the_event_are_416_3(settings: Settings) -> None:
@@ -132,7 +132,7 @@ def test_claims_that_name_another_agent_than_the_event_are_416_3(settings: Setti
     })  # fmt: skip
     data = CODEC.encode_as(SIGNED, {"claims": claims, "signature": key.sign(claims), "key_id": ""})
     with pytest.raises(DispatchWrongAgent):
-        open_signed(data, key.public_key())
+        open_signed(data, raw_public(key.public_key()))
 
 
 def test_a_signed_dispatch_is_not_an_event_to_the_plain_codec(settings: Settings) -> None:
