@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import statistics
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from proc_cpu import Sampler, report
 
 from elves.config import Settings
 from elves.kafka import consumer
-from elves.local import bench_settings, own_stack, wait_for
+from elves.local import Stack, bench_settings, own_stack, wait_for
 from elves.schemas.codec import CODEC
 from elves.schemas.events import QueueFinished
 
@@ -60,98 +61,121 @@ def finished_at(reader: Consumer, queue_id: str, timeout: float) -> float:
     raise TimeoutError(f"queue {queue_id} did not finish within {timeout:.0f} s")
 
 
+def one_queue(
+    stack: Stack, settings: Settings, agents: list[str], args: argparse.Namespace
+) -> float:
+    """Build, commit and time one queue on the running stack; print its numbers; return its
+    scheduling overhead per task (ms)."""
+    client = stack.client
+    queue_id = client.post("/api/v1/queues", json={"app": "noop"}).json()["queue_id"]
+    ids = [f"{queue_id[:8]}-t{i:05d}" for i in range(args.tasks)]  # task ids are global
+
+    def add(i: int, deps: list[str]) -> None:
+        reply = client.post(
+            f"/api/v1/queues/{queue_id}/tasks",
+            json={
+                "task_id": ids[i],
+                "agent": agents[i % len(agents)],
+                "func": "noop",
+                "depends_on": deps,
+                "timeout": 60,
+            },
+        )
+        reply.raise_for_status()
+
+    built = time.perf_counter()
+    add(0, [])
+    for i in range(1, args.tasks - 1):
+        add(i, [ids[0]])
+    add(args.tasks - 1, ids[1:-1])
+    print(f"queue of {args.tasks} tasks built in {time.perf_counter() - built:.1f} s")
+
+    broker = int((settings.state_dir / "kafka" / "broker.pid").read_text())
+    parts = {
+        "kafka": [broker],
+        "streams": [p.popen.pid for p in stack.processes if p.name == "streams"],
+        "gateway and watcher": [p.popen.pid for p in stack.processes if p.name == "gateway"],
+        "fleet (agents, apps)": [
+            p.popen.pid for p in stack.processes if p.name.startswith("agent-")
+        ],
+    }
+    reader = at_the_end(settings, settings.topic("queues"))
+    with Sampler(parts) as cpu:
+        started = time.time()
+        client.post(f"/api/v1/queues/{queue_id}/commit").raise_for_status()
+        ended = finished_at(reader, queue_id, 1800)
+    wall = ended - started
+    cpu_before, cpu_after = cpu.first(), cpu.at(ended)
+    reader.close()
+
+    def audited() -> bool:
+        [[n]] = client.post(
+            "/api/v1/audit",
+            json={
+                "sql": (
+                    "SELECT count() FROM events WHERE type = 'QueueFinished' "
+                    f"AND queue_id = '{queue_id}'"
+                )
+            },
+        ).json()["rows"]
+        return int(n) > 0
+
+    wait_for("the audit to hold the whole queue", audited, 120)
+    queue = client.get(f"/api/v1/queues/{queue_id}").json()
+    costs = {t["task_id"]: t["worker_costtime"] for t in queue["tasks"]}
+    statuses = collections.Counter(t["status"] for t in queue["tasks"])
+    print(f"status {queue['status']} {dict(statuses)}; {args.agents} agents x {args.workers}")
+    examples = {t["status"]: t for t in queue["tasks"] if t["status"] != "succeeded"}
+    for t in examples.values():
+        print(f"  e.g. {t['task_id']} {t['status']}: {t['cause']}")
+    critical_ms = costs[ids[0]] + max(costs[i] for i in ids[1:-1]) + costs[ids[-1]]
+    app_total_ms = sum(costs.values())
+    slots = args.agents * args.workers
+    print(f"total {wall:.2f} s = {args.tasks / wall:.0f} tasks/s")
+    print(f"app time: sum {app_total_ms / 1000:.1f} s, critical path {critical_ms} ms")
+    overhead = (wall * 1000 - critical_ms) / args.tasks
+    print(
+        f"scheduling overhead per task: {overhead:.1f} ms (total minus critical-path app "
+        "time, over the tasks)"
+    )
+    # The app's own time alone needs at least its sum spread over every slot: on a small
+    # machine the noop's process start is most of what remains.
+    floor_ms = max(critical_ms, app_total_ms / slots)
+    print(
+        f"  and {(wall * 1000 - floor_ms) / args.tasks:.1f} ms over the app-bound floor "
+        f"({floor_ms / 1000:.2f} s: the larger of the critical path and the app time "
+        f"over {slots} slots)"
+    )
+    print("CPU from the commit to the end, by part (two cores give 2 s each second):")
+    print("\n".join(report(cpu_before, cpu_after, args.tasks)))
+
+    return overhead
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--agents", type=int, default=8)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--queues", type=int, default=1, help="queues run one after another on the same stack"
+    )
     args = parser.parse_args()
 
     settings = bench_settings("benchq", ROOT, heartbeat_s=2.0)
     agents = [f"benchq-agent-{i + 1}" for i in range(args.agents)]
     with own_stack(settings, agents, args.workers) as stack:
-        client = stack.client
-        queue_id = client.post("/api/v1/queues", json={"app": "noop"}).json()["queue_id"]
-        ids = [f"t{i:05d}" for i in range(args.tasks)]
-
-        def add(i: int, deps: list[str]) -> None:
-            reply = client.post(
-                f"/api/v1/queues/{queue_id}/tasks",
-                json={
-                    "task_id": ids[i],
-                    "agent": agents[i % len(agents)],
-                    "func": "noop",
-                    "depends_on": deps,
-                    "timeout": 60,
-                },
-            )
-            reply.raise_for_status()
-
-        built = time.perf_counter()
-        add(0, [])
-        for i in range(1, args.tasks - 1):
-            add(i, [ids[0]])
-        add(args.tasks - 1, ids[1:-1])
-        print(f"queue of {args.tasks} tasks built in {time.perf_counter() - built:.1f} s")
-
-        broker = int((settings.state_dir / "kafka" / "broker.pid").read_text())
-        parts = {
-            "kafka": [broker],
-            "streams": [p.popen.pid for p in stack.processes if p.name == "streams"],
-            "gateway and watcher": [p.popen.pid for p in stack.processes if p.name == "gateway"],
-            "fleet (agents, apps)": [
-                p.popen.pid for p in stack.processes if p.name.startswith("agent-")
-            ],
-        }
-        reader = at_the_end(settings, settings.topic("queues"))
-        with Sampler(parts) as cpu:
-            started = time.time()
-            client.post(f"/api/v1/queues/{queue_id}/commit").raise_for_status()
-            ended = finished_at(reader, queue_id, 1800)
-        wall = ended - started
-        cpu_before, cpu_after = cpu.first(), cpu.at(ended)
-        reader.close()
-
-        def audited() -> bool:
-            [[n]] = client.post(
-                "/api/v1/audit",
-                json={
-                    "sql": (
-                        "SELECT count() FROM events WHERE type = 'QueueFinished' "
-                        f"AND queue_id = '{queue_id}'"
-                    )
-                },
-            ).json()["rows"]
-            return int(n) > 0
-
-        wait_for("the audit to hold the whole queue", audited, 120)
-        queue = client.get(f"/api/v1/queues/{queue_id}").json()
-        costs = {t["task_id"]: t["worker_costtime"] for t in queue["tasks"]}
-        statuses = collections.Counter(t["status"] for t in queue["tasks"])
-        print(f"status {queue['status']} {dict(statuses)}; {args.agents} agents x {args.workers}")
-        examples = {t["status"]: t for t in queue["tasks"] if t["status"] != "succeeded"}
-        for t in examples.values():
-            print(f"  e.g. {t['task_id']} {t['status']}: {t['cause']}")
-        critical_ms = costs[ids[0]] + max(costs[i] for i in ids[1:-1]) + costs[ids[-1]]
-        app_total_ms = sum(costs.values())
-        slots = args.agents * args.workers
-        print(f"total {wall:.2f} s = {args.tasks / wall:.0f} tasks/s")
-        print(f"app time: sum {app_total_ms / 1000:.1f} s, critical path {critical_ms} ms")
-        overhead = (wall * 1000 - critical_ms) / args.tasks
+        overheads = []
+        for n in range(args.queues):
+            if args.queues > 1:
+                print(f"--- queue {n + 1} of {args.queues}")
+            overheads.append(one_queue(stack, settings, agents, args))
+    if len(overheads) > 1:
         print(
-            f"scheduling overhead per task: {overhead:.1f} ms (total minus critical-path app "
-            "time, over the tasks)"
+            "scheduling overhead per task, by queue: "
+            + ", ".join(f"{o:.1f}" for o in overheads)
+            + f" ms; median {statistics.median(overheads):.1f} ms"
         )
-        # The app's own time alone needs at least its sum spread over every slot: on a small
-        # machine the noop's process start is most of what remains.
-        floor_ms = max(critical_ms, app_total_ms / slots)
-        print(
-            f"  and {(wall * 1000 - floor_ms) / args.tasks:.1f} ms over the app-bound floor "
-            f"({floor_ms / 1000:.2f} s: the larger of the critical path and the app time "
-            f"over {slots} slots)"
-        )
-        print("CPU from the commit to the end, by part (two cores give 2 s each second):")
-        print("\n".join(report(cpu_before, cpu_after, args.tasks)))
 
 
 if __name__ == "__main__":
