@@ -81,6 +81,12 @@ def _queue_task(body: dict[str, Any]) -> list[Target]:
     return [Target(agent=_text(body, "agent"), matching=_text(body, "selector"))]  # app: the id's
 
 
+def _queue_tasks(body: dict[str, Any]) -> list[Target]:
+    items = body.get("tasks")
+    tasks = [t for t in items if isinstance(t, dict)] if isinstance(items, list) else []
+    return [target for task in tasks for target in _queue_task(task)]
+
+
 def _app(body: dict[str, Any]) -> list[Target]:
     return [Target(_text(body, "app"))]
 
@@ -105,6 +111,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/queues/quick"): Rule("queue", body=_run),
     ("GET", "/api/v1/queues/{queue_id}"): Rule("read"),
     ("POST", "/api/v1/queues/{queue_id}/tasks"): Rule("queue", body=_queue_task),
+    ("POST", "/api/v1/queues/{queue_id}/tasks/batch"): Rule("queue", body=_queue_tasks),
     ("POST", "/api/v1/queues/{queue_id}/commit"): Rule("queue"),
     ("POST", "/api/v1/queues/{queue_id}/stop"): Rule("queue"),
     ("POST", "/api/v1/crons"): Rule("cron", body=_cron),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,11 +62,45 @@ async def ask(gw: Gateway, key: str, command: Event, answers: frozenset[str]) ->
             ) from None
     finally:
         gw.listener.forget_answers(answers)
-    if isinstance(answer, QueueCommandRejected):
-        raise CommandRejected(answer.code, answer.reason, queue_id=answer.queue_id)
-    if isinstance(answer, CronCommandRejected):
-        raise CommandRejected(answer.code, answer.reason, cron_id=answer.cron_id)
+    refused = _refusal(answer)
+    if refused is not None:
+        raise refused
     return answer
+
+
+async def ask_all(
+    gw: Gateway, key: str, commands: Sequence[tuple[Event, frozenset[str]]]
+) -> list[Event | CommandRejected]:
+    """`ask` for several commands of one aggregate: produced in their order, which their
+    partition keeps (so a command may build on one before it), then each one's answer, or its
+    refusal, in the same order. One wait bounds them all."""
+    pending = [gw.listener.expect_any(answers) for _, answers in commands]
+    try:
+        for command, _ in commands:
+            gw.producer.produce(
+                gw.settings.topic("commands"), key=key.encode(), value=CODEC.encode(command)
+            )
+        gw.producer.poll(0)
+        try:
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(asyncio.shield(p.future) for p in pending)), ANSWER_WAIT_S
+            )
+        except TimeoutError:
+            raise TaskTimeout(
+                f"the streams did not answer within {ANSWER_WAIT_S:.0f} s", id=key
+            ) from None
+    finally:
+        for _, ids in commands:
+            gw.listener.forget_answers(ids)
+    return [_refusal(answer) or answer for answer in answers]
+
+
+def _refusal(answer: Event) -> CommandRejected | None:
+    if isinstance(answer, QueueCommandRejected):
+        return CommandRejected(answer.code, answer.reason, queue_id=answer.queue_id)
+    if isinstance(answer, CronCommandRejected):
+        return CommandRejected(answer.code, answer.reason, cron_id=answer.cron_id)
+    return None
 
 
 async def write(gw: Gateway, topic: str, key: str, events: list[Event]) -> None:

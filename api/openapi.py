@@ -188,6 +188,15 @@ _MORE: dict[str, dict[str, Any]] = {
             body=_TASK,
         )
     },
+    "/api/v1/queues/{queue_id}/tasks/batch": {
+        "post": _op(
+            "Add up to 1000 tasks in order; 201 all added, 207 each task's outcome otherwise",
+            400,
+            403,
+            404,
+            body={"tasks": {"type": "array", "items": {"type": "object", "properties": _TASK}}},
+        )
+    },
     "/api/v1/queues/{queue_id}/commit": {"post": _op("Commit a queue", 404, 409)},
     "/api/v1/queues/{queue_id}/stop": {"post": _op("Stop a queue; kills what runs", 404, 409)},
     "/api/v1/crons": {

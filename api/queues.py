@@ -17,9 +17,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from elves.api.access import require_agents
-from elves.api.gateway import Gateway, ask, gateway, to_event
+from elves.api.gateway import Gateway, ask, ask_all, gateway, to_event
 from elves.api.requests import parse_json_body, parse_queue_task
-from elves.errors import MissingField, NoAgentMatches, NotFound, WrongType
+from elves.errors import (
+    CommandRejected,
+    ElvesError,
+    MissingField,
+    NoAgentMatches,
+    NotFound,
+    WrongType,
+)
 from elves.schemas.events import (
     AddQueueTask,
     CommitQueue,
@@ -30,6 +37,9 @@ from elves.schemas.events import (
 )
 from elves.selectors import parse_selector
 from elves.streams.queues import model as queues
+
+# Tasks one call may add: a fan-in of a thousand fits, and one reply stays small.
+MAX_BATCH = 1000
 
 
 def _now() -> int:
@@ -61,9 +71,14 @@ async def add_task(request: Request) -> JSONResponse:
 async def _add(request: Request, queue_id: str, raw: bytes) -> dict[str, Any]:
     """Add one task, or by selector one task per live matching agent: {"task_id"}, and for a
     selector the tasks made ({"tasks": [{"task_id", "agent_id"}]})."""
+    command = _add_command(request, queue_id, parse_json_body(raw))
+    await send(gateway(request), command)
+    return _added(command)
+
+
+def _add_command(request: Request, queue_id: str, body: dict[str, Any]) -> AddQueueTask:
     gw = gateway(request)
-    req = parse_queue_task(parse_json_body(raw), gw.settings)
-    task_id = req.task_id or new_id()
+    req = parse_queue_task(body, gw.settings)
     agent_ids: tuple[str, ...] = ()
     if req.selector is not None:
         # Matched here, recorded in the command: the fold stays pure and replays alike.
@@ -73,11 +88,11 @@ async def _add(request: Request, queue_id: str, raw: bytes) -> dict[str, Any]:
                 f"no live agent matches the selector {req.selector}", selector=req.selector
             )
         require_agents(request, agent_ids)  # the API key must reach every agent it matched
-    command = AddQueueTask(
+    return AddQueueTask(
         event_id=new_id(),
         occurred_at=_now(),
         queue_id=queue_id,
-        task_id=task_id,
+        task_id=req.task_id or new_id(),
         agent_id=req.agent,
         func=req.func,
         params=req.params,
@@ -91,11 +106,51 @@ async def _add(request: Request, queue_id: str, raw: bytes) -> dict[str, Any]:
         selector=req.selector,
         agent_ids=agent_ids,
     )
-    await send(gw, command)
-    if req.selector is None:
-        return {"task_id": task_id}
+
+
+def _added(command: AddQueueTask) -> dict[str, Any]:
+    if command.selector is None:
+        return {"task_id": command.task_id}
     tasks = [{"task_id": t, "agent_id": a} for t, a, _ in queues.members(command)]
-    return {"task_id": task_id, "selector": req.selector, "tasks": tasks}
+    return {"task_id": command.task_id, "selector": command.selector, "tasks": tasks}
+
+
+async def add_tasks(request: Request) -> JSONResponse:
+    """Add many tasks in one call, in their order: a task may depend on one before it.
+
+    Every task is checked first, and a malformed one fails the call (400, its `index`) before
+    any is sent. The queue stream then judges each one as it would a single add, so the reply
+    lists each: `added`, or `rejected` with its code (a cycle, an unknown dependency, ...).
+    201 when every task was added, else 207 (those added stay, as single adds would)."""
+    queue_id = request.path_params["queue_id"]
+    items = parse_json_body(await request.body()).get("tasks")
+    if not isinstance(items, list) or not items:
+        raise MissingField("tasks must be a non-empty list of tasks", field="tasks")
+    if len(items) > MAX_BATCH:
+        raise WrongType(f"at most {MAX_BATCH} tasks a call, got {len(items)}", field="tasks")
+    commands = []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise WrongType("a task must be a JSON object", field="tasks")
+            commands.append(_add_command(request, queue_id, item))
+        except ElvesError as exc:
+            exc.message = f"tasks[{index}]: {exc.message}"
+            exc.details["index"] = index
+            raise
+    answers = await ask_all(
+        gateway(request), queue_id, [(c, queues.answer_ids(c)) for c in commands]
+    )
+    results: list[dict[str, Any]] = []
+    for command, answer in zip(commands, answers, strict=True):
+        if isinstance(answer, CommandRejected):
+            error = {"code": answer.code, "message": answer.message}
+            results.append({"task_id": command.task_id, "status": "rejected", "error": error})
+        else:
+            results.append({**_added(command), "status": "added"})
+    rejected = sum(r["status"] == "rejected" for r in results)
+    body = {"added": len(results) - rejected, "rejected": rejected, "tasks": results}
+    return JSONResponse(body, status_code=207 if rejected else 201)
 
 
 async def commit(request: Request) -> JSONResponse:

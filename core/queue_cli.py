@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 from typing import Any
 
 from elves.config import Settings
@@ -45,6 +47,27 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
     for task in data.get("tasks", []):  # a selector: one task per agent
         out(f"  {task['task_id']}")
     return 0
+
+
+def cmd_add_many(args: argparse.Namespace, settings: Settings) -> int:
+    """Tasks from a JSON file (a list of tasks as the REST API takes them, or {"tasks": [...]})."""
+    try:
+        with open(args.file) if args.file != "-" else contextlib.nullcontext(sys.stdin) as f:
+            loaded = json.load(f)
+    except (OSError, ValueError) as exc:
+        out(f"error: cannot read tasks from {args.file}: {exc}")
+        return 1
+    tasks = loaded.get("tasks") if isinstance(loaded, dict) else loaded
+    path = f"/api/v1/queues/{args.queue_id}/tasks/batch"
+    data = call(settings, "POST", path, json={"tasks": tasks})
+    if data is None:
+        return 1
+    for task in data["tasks"]:
+        error = task.get("error")
+        why = f"  [{error['code']}] {error['message']}" if error else ""
+        out(f"{task['task_id']}  {task['status']}{why}")
+    out(f"{data['added']} added, {data['rejected']} rejected")
+    return 1 if data["rejected"] else 0
 
 
 def cmd_quick(args: argparse.Namespace, settings: Settings) -> int:
@@ -104,6 +127,12 @@ def register(sub: Any) -> None:
     add.add_argument("queue_id")
     _task_options(add)
     add.set_defaults(handler=cmd_add)
+    many = qsub.add_parser(
+        "add-many", help="add tasks from a JSON file, in order; prints each one's outcome"
+    )
+    many.add_argument("queue_id")
+    many.add_argument("file", help='a JSON list of tasks, or {"tasks": [...]}; - for stdin')
+    many.set_defaults(handler=cmd_add_many)
     quick = qsub.add_parser("quick", help="create, add one task and commit")
     quick.add_argument("app")
     _task_options(quick)

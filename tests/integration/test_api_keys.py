@@ -157,6 +157,10 @@ def test_an_app_scoped_key_cannot_touch_another_apps_queue_task_or_cron(
         refused = [
             a.get(f"/api/v1/queues/{queue_b}"),
             a.post(f"/api/v1/queues/{queue_b}/tasks", json={"agent": WEB, "func": "facts"}),
+            a.post(
+                f"/api/v1/queues/{queue_b}/tasks/batch",
+                json={"tasks": [{"agent": WEB, "func": "facts"}]},
+            ),
             a.post(f"/api/v1/queues/{queue_b}/commit"),
             a.post(f"/api/v1/queues/{queue_b}/stop"),
             a.get(f"/api/v1/tasks/{task_b}"),

@@ -189,6 +189,13 @@ def test_queue_and_cron_adds_for_a_forbidden_agent_are_refused(
         assert (refused.status_code, refused.json()["error"]["code"]) == (403, "413.5")
         added = stack.client.post(tasks, json={"agent": a1, "func": "which"})
         assert added.status_code == 201, added.text
+        both = [{"agent": a1, "func": "which"}, {"agent": a2, "func": "which"}]
+        batch = stack.client.post(f"{tasks}/batch", json={"tasks": both})
+        assert batch.status_code == 207, batch.text
+        outcomes = [
+            (t["status"], (t.get("error") or {}).get("code")) for t in batch.json()["tasks"]
+        ]
+        assert outcomes == [("added", None), ("rejected", "413.5")]
         quick = {"app": app, "agent": a2, "func": "which"}
         refused_quick = stack.client.post("/api/v1/queues/quick", json=quick)
         assert refused_quick.json()["error"]["code"] == "413.5", refused_quick.text

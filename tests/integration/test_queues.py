@@ -138,6 +138,55 @@ def test_bad_graphs_and_late_commands_are_rejected_with_stable_codes(stack: Stac
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "412.1")
 
 
+def test_many_tasks_in_one_call_are_judged_in_order_each_with_its_outcome(
+    stack: Stack,
+) -> None:
+    q = create(stack, "apptest")
+    a, b, c, d, e, f = (f"{q[:8]}-{n}" for n in "abcdef")
+    task = {"agent": AGENT, "func": "helloword", "timeout": 30}
+    batch = f"/api/v1/queues/{q}/tasks/batch"
+    # A malformed task fails the whole call before anything is sent.
+    bad = stack.client.post(batch, json={"tasks": [{"task_id": a, **task}, {"task_id": 7}]})
+    assert bad.status_code == 400, bad.text
+    assert (bad.json()["error"]["code"], bad.json()["error"]["index"]) == ("403.2", 1)
+    reply = stack.client.post(
+        batch,
+        json={
+            "tasks": [
+                {"task_id": a, **task, "params": {"my": "a"}},
+                {"task_id": b, **task, "depends_on": [a]},  # on one before it in the call
+                {"task_id": c, **task, "depends_on": [a, b]},
+                {"task_id": d, **task, "depends_on": ["nope"]},
+                {"task_id": e, **task, "depends_on": [d]},  # d was refused: unknown to it
+                {"task_id": f, **task, "depends_on": [f]},
+            ]
+        },
+    )
+    assert reply.status_code == 207, reply.text
+    outcomes = {
+        t["task_id"]: (t["status"], (t.get("error") or {}).get("code"))
+        for t in reply.json()["tasks"]
+    }
+    assert outcomes == {
+        a: ("added", None),  # so the malformed call above sent nothing: no 412.8 duplicate
+        b: ("added", None),
+        c: ("added", None),
+        d: ("rejected", "412.4"),
+        e: ("rejected", "412.4"),
+        f: ("rejected", "412.5"),
+    }
+    assert (reply.json()["added"], reply.json()["rejected"]) == (3, 3)
+    more = stack.client.post(batch, json={"tasks": [{"task_id": d, **task, "depends_on": [c]}]})
+    assert more.status_code == 201, more.text
+    commit(stack, q)
+    queue = final(stack, q)
+    assert queue["status"] == "succeeded"
+    assert sorted(by_task(queue)) == sorted([a, b, c, d])
+    assert times(stack, a, "TaskSucceeded") <= times(stack, b, "TaskStarted")
+    assert times(stack, b, "TaskSucceeded") <= times(stack, c, "TaskStarted")
+    assert times(stack, c, "TaskSucceeded") <= times(stack, d, "TaskStarted")
+
+
 def test_the_as_of_view_is_the_state_at_that_moment(stack: Stack) -> None:
     q = create(stack, "sleeper")
     a, b = f"{q[:8]}-a", f"{q[:8]}-b"

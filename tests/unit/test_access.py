@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from elves.api.access import OPEN_PATHS, RULES, guard
+from elves.api.access import OPEN_PATHS, RULES, Target, guard
 from elves.api.app import ROUTES
 
 
@@ -32,3 +32,15 @@ def test_open_routes_stay_as_they_are_and_the_rest_are_wrapped() -> None:
         assert after.path == before.path and after.methods == before.methods
         assert (after.endpoint is before.endpoint) is (before.path in OPEN_PATHS)
     assert OPEN_PATHS == {"/health", "/openapi.json"}
+
+
+def test_a_batch_of_queue_tasks_is_scoped_by_every_task_it_holds() -> None:
+    rule = RULES[("POST", "/api/v1/queues/{queue_id}/tasks/batch")]
+    assert rule.operation == "queue" and rule.body is not None
+    body = {"tasks": [{"agent": "a1"}, {"selector": "role=web"}, "not a task", {"agent": ""}]}
+    assert rule.body(body) == [
+        Target(agent="a1"),
+        Target(matching="role=web"),
+        Target(),
+    ]
+    assert rule.body({"tasks": "nope"}) == []
