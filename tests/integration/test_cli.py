@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -87,6 +88,25 @@ def test_queues_from_the_cli(stack: Stack) -> None:
 
     out = wait_for("the queue to succeed", shown, 60)
     assert "one" in out and "two" in out
+
+
+def test_many_queue_tasks_from_a_file(stack: Stack, tmp_path: Path) -> None:
+    queue_id = elves(stack, "queue", "create", "apptest").stdout.strip()
+    a, b, loop = (f"{queue_id[:8]}-{n}" for n in ("a", "b", "loop"))
+    tasks = [
+        {"task_id": a, "agent": AGENT, "func": "helloword", "params": {"my": "one"}},
+        {"task_id": b, "agent": AGENT, "func": "helloword", "depends_on": [a]},
+        {"task_id": loop, "agent": AGENT, "func": "helloword", "depends_on": [loop]},
+    ]
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(tasks))
+    added = elves(stack, "queue", "add-many", queue_id, str(path))
+    assert added.returncode == 1, added.stdout + added.stderr  # one was refused
+    assert re.search(rf"{a}\s+added", added.stdout) and re.search(rf"{b}\s+added", added.stdout)
+    assert re.search(rf"{loop}\s+rejected\s+\[412.5\]", added.stdout), added.stdout
+    assert "2 added, 1 rejected" in added.stdout
+    unreadable = elves(stack, "queue", "add-many", queue_id, str(tmp_path / "none.json"))
+    assert unreadable.returncode == 1 and "cannot read tasks" in unreadable.stdout
 
 
 def test_the_readme_cron_tour(stack: Stack) -> None:
