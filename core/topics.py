@@ -28,6 +28,10 @@ CORE_TOPICS = (
     TopicSpec("tasks", partitions=4),
     TopicSpec("results", partitions=4),
     TopicSpec("queues", partitions=4),
+    # What the queue flow folds, keyed by queue id: queue commands (forwarded from `commands`),
+    # its tasks' outcomes (copied from `tasks`) and its clock's retry facts. Apart from `queues`,
+    # which holds what the flow derives, so that the flow does not read its own output back.
+    TopicSpec("queue-inputs", partitions=4),
     TopicSpec("crons", partitions=4),
     # App versions (published, activated) and permission rules, keyed by app. The whole log is
     # kept (not compacted, no retention): every agent and streams worker folds it from the

@@ -31,7 +31,7 @@ def build_folds(ctx: FoldContext, limits: tasks.Limits) -> Folds:
     crons = Crons(ctx)
     loop, settings = ctx.loop, ctx.settings
     crons_topic = settings.topic("crons")
-    queues_topic = settings.topic("queues")
+    queue_inputs = settings.topic("queue-inputs")
 
     def handle(msg: Message) -> None:
         value = msg.value() or b""
@@ -39,7 +39,7 @@ def build_folds(ctx: FoldContext, limits: tasks.Limits) -> Folds:
             crons.on_crons_message(msg)
             return
         if CODEC.name_of(value) in QUEUE_COMMAND_NAMES:
-            loop.send(queues_topic, msg.key(), value)
+            loop.send(queue_inputs, msg.key(), value)
             return
         try:
             decoded = CODEC.decode(value)

@@ -1,9 +1,10 @@
 """The queue stream: `streams.queues.model` wired to Faust.
 
-`queue_flow` reads, on `queues`, the queue commands and the task outcomes that the task
+`queue_flow` reads, on `queue-inputs`, the queue commands and the task outcomes that the task
 lifecycle (`streams.tasks.wiring`, the one reader of `commands`) forwards and copies there
-(keyed by queue id), and the clock's `RetryDue` facts. Both fold into
-the `queue_rows` table and write the derived events to `queues`. A ready task becomes a
+(keyed by queue id), and the clock's `RetryDue` facts. Both fold into the `queue_rows` table
+and write the derived events to `queues`, which the flow does not read: reading its own output
+back, only to skip it, was most of what it consumed. A ready task becomes a
 `TaskSubmitted` on `commands`, so queue tasks run through the same lifecycle as instant tasks.
 
 The table holds a queue as rows (`streams.queues.rows`), and only the rows an event changed are
@@ -51,7 +52,6 @@ log = logging.getLogger("elves.streams.queues")
 
 QUEUE_COMMANDS = (CreateQueue, AddQueueTask, CommitQueue, StopQueue)
 QUEUE_INPUTS = (TaskSucceeded, TaskFailed, TaskTimedOut, TaskRejected, RetryDue)
-INPUT_NAMES = frozenset(cls.__name__ for cls in QUEUE_COMMANDS + QUEUE_INPUTS)
 CLOCK_TICK_S = 0.2
 
 DeadLetter = Callable[[faust.EventT[bytes], str], Awaitable[None]]
@@ -106,6 +106,9 @@ def wire_queues(
     """Declare the queue table, agent and clock on `app`."""
     queues_topic = app.topic(
         settings.topic("queues"), partitions=4, key_type=bytes, value_type=bytes
+    )
+    inputs_topic = app.topic(
+        settings.topic("queue-inputs"), partitions=4, key_type=bytes, value_type=bytes
     )
     commands_topic = app.topic(
         settings.topic("commands"), partitions=4, key_type=bytes, value_type=bytes
@@ -170,7 +173,7 @@ def wire_queues(
 
     async def handle(decoded: Event) -> None:
         """Fold one command or input into its queue; called inside the processing of the event
-        that carries it (on `queues`, keyed by the queue), so the rows go to the queue's
+        that carries it (on `queue-inputs`, keyed by the queue), so the rows go to the queue's
         partition."""
         if not isinstance(decoded, QUEUE_COMMANDS + QUEUE_INPUTS):
             return
@@ -206,15 +209,12 @@ def wire_queues(
         for e in out:
             await emit(new, e)
 
-    @app.agent(queues_topic, name="queue_flow")
+    @app.agent(inputs_topic, name="queue_flow")
     async def queue_flow(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
-            # Most of `queues` is this flow's own output: skip it without decoding.
-            name = CODEC.name_of(event.value)
-            if name is None or name in INPUT_NAMES:
-                decoded = await decode(event)
-                if decoded is not None:
-                    await handle(decoded)
+            decoded = await decode(event)
+            if decoded is not None:
+                await handle(decoded)
             yield None
 
     @app.timer(CLOCK_TICK_S)  # type: ignore[misc]
@@ -234,5 +234,5 @@ def wire_queues(
                 due_now.add(fact.event_id)
                 if fact.event_id not in announced:
                     announced.add(fact.event_id)
-                    await queues_topic.send(key=fact.queue_id.encode(), value=CODEC.encode(fact))
+                    await inputs_topic.send(key=fact.queue_id.encode(), value=CODEC.encode(fact))
         announced.intersection_update(due_now)

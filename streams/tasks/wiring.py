@@ -56,7 +56,9 @@ class TaskLifecycle:
         self._open: dict[str, tasks.TaskState] = {}
         self._announced: set[str] = set()
         self._made: set[str] = set()  # processor topics known to exist
-        self._topics = {n: ctx.settings.topic(n) for n in ("tasks", "results", "queues", "crons")}
+        self._topics = {
+            n: ctx.settings.topic(n) for n in ("tasks", "results", "queue-inputs", "crons")
+        }
 
     def on_assigned(self, _owned: set[int]) -> None:
         """The open attempts again, from the rows of the partitions owned now."""
@@ -116,7 +118,7 @@ class TaskLifecycle:
         queue_id = getattr(event, "queue_id", None)
         if queue_id is not None:
             # A queue task's outcome is its queue's input too, keyed by the queue.
-            self.ctx.loop.send(self._topics["queues"], queue_id.encode(), data)
+            self.ctx.loop.send(self._topics["queue-inputs"], queue_id.encode(), data)
         cron_id = getattr(event, "cron_id", None)
         if cron_id is not None:
             # A fire's outcome is its cron's input: overlap policies and the last result.

@@ -115,11 +115,12 @@ def test_an_agent_that_stops_heartbeating_is_down_then_up_again(stack: Stack) ->
     )
 
 
-@pytest.mark.parametrize("topic", ["commands", "results", "crons", "queues"])
+@pytest.mark.parametrize("topic", ["commands", "results", "crons", "queue-inputs"])
 def test_garbage_on_a_streams_input_goes_to_the_dlq_and_the_next_task_runs(
     stack: Stack, topic: str
 ) -> None:
-    """The folds loop reads `commands`, `results` and `crons`; the Faust queue flow, `queues`."""
+    """The folds loop reads `commands`, `results` and `crons`; the Faust queue flow,
+    `queue-inputs`."""
     settings = stack.settings
     marker = f"garbage-{uuid.uuid4().hex}".encode()
     prod = producer(settings)
