@@ -1,12 +1,13 @@
 """A fan-out then fan-in queue through the real stack: total time and scheduling overhead.
 
 One root task, N-2 tasks that depend on it, one task that depends on all of them; the noop app
-on 8 agents. Starts its own broker and stack, prints the numbers, stops it all.
+on 8 agents. Starts its own broker and stack, prints the numbers, stops it all. The queue is
+built in batch calls, and the clock starts once the audit holds the whole build.
 
 The clock runs from the commit's request to the moment `QueueFinished` was written to Kafka (its
 record's timestamp, read off the `queues` topic): the audit would add its own flush delay.
 
-    .venv/bin/python bench/queues.py [--tasks 1000] [--agents 8] [--workers 4]
+    .venv/bin/python bench/queues.py [--tasks 1000] [--agents 8] [--workers 4] [--queues 1]
 """
 
 from __future__ import annotations
