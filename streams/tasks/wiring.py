@@ -120,9 +120,10 @@ class TaskLifecycle:
         if queue_id is not None:
             # A queue task's outcome is its queue's input too, keyed by the queue. It also goes
             # to `queues`, for readers: there it comes before what the queue derives from it
-            # (its end too), which the audit's readers rely on across topics.
-            self.ctx.loop.send(self._topics["queue-inputs"], queue_id.encode(), data)
+            # (its end too), which the audit's readers rely on across topics. Sent first, so it
+            # is in the log no later than the input the queue flow acts on.
             self.ctx.loop.send(self._topics["queues"], queue_id.encode(), data)
+            self.ctx.loop.send(self._topics["queue-inputs"], queue_id.encode(), data)
         cron_id = getattr(event, "cron_id", None)
         if cron_id is not None:
             # A fire's outcome is its cron's input: overlap policies and the last result.
