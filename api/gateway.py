@@ -48,23 +48,9 @@ def to_event(row: dict[str, Any]) -> Event | None:
 async def ask(gw: Gateway, key: str, command: Event, answers: frozenset[str]) -> Event:
     """Produce a command keyed by its aggregate and wait for the stream event that answers it
     (one of `answers`, whose ids derive from the command's); a refusal raises its code."""
-    pending = gw.listener.expect_any(answers)
-    try:
-        gw.producer.produce(
-            gw.settings.topic("commands"), key=key.encode(), value=CODEC.encode(command)
-        )
-        gw.producer.poll(0)
-        try:
-            answer = await asyncio.wait_for(asyncio.shield(pending.future), ANSWER_WAIT_S)
-        except TimeoutError:
-            raise TaskTimeout(
-                f"the streams did not answer within {ANSWER_WAIT_S:.0f} s", id=key
-            ) from None
-    finally:
-        gw.listener.forget_answers(answers)
-    refused = _refusal(answer)
-    if refused is not None:
-        raise refused
+    [answer] = await ask_all(gw, key, [(command, answers)])
+    if isinstance(answer, CommandRejected):
+        raise answer
     return answer
 
 

@@ -29,8 +29,9 @@ CORE_TOPICS = (
     TopicSpec("results", partitions=4),
     TopicSpec("queues", partitions=4),
     # What the queue flow folds, keyed by queue id: queue commands (forwarded from `commands`),
-    # its tasks' outcomes (copied from `tasks`) and its clock's retry facts. Apart from `queues`,
-    # which holds what the flow derives, so that the flow does not read its own output back.
+    # its tasks' outcomes (copied from `tasks`) and its clock's retry facts. Apart from `queues`
+    # (what the flow derives, and its tasks' outcomes for readers), so that the flow does not
+    # read its own output back.
     TopicSpec("queue-inputs", partitions=4),
     TopicSpec("crons", partitions=4),
     # App versions (published, activated) and permission rules, keyed by app. The whole log is
