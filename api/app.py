@@ -47,6 +47,7 @@ from elves.schemas.events import (
     TaskSubmitted,
     TaskTimedOut,
     new_id,
+    random_id,
 )
 from elves.sealing import Sealer
 from elves.selectors import parse_selector
@@ -109,7 +110,7 @@ async def _run(
     gw: Gateway, req: InstantRequest, agent_id: str, requested_by: str | None
 ) -> tuple[dict[str, Any], int]:
     """Submit one task and wait for its outcome: (the response body, its HTTP status)."""
-    task_id = new_id()
+    task_id = random_id()
     submitted_at = int(time.time() * 1000)
     command = TaskSubmitted(
         event_id=new_id(),

@@ -14,7 +14,9 @@ such settings with `SET` and cannot restore them, which would leave the handle r
 
 Rows are keyed by `event_id` (ReplacingMergeTree ORDER BY event_id) and the single writer checks
 which ids of a batch are stored before it inserts, so a replay adds no row; the replacing engine
-is the safety net should two writers ever race. Queries by task go through a bloom filter index
+is the safety net should two writers ever race. That check stays cheap as history grows because
+event ids sort by time (UUIDv7, `schemas/events.py`): a batch's ids are in the newest granules of
+each part, where random ids were in all of them. Queries by task go through a bloom filter index
 on `task_id`: a task has a handful of events, so they touch a handful of granules.
 """
 
@@ -213,32 +215,41 @@ class AuditStore:
         with self._write_lock:
             stored = self._stored_ids(list(batch))
             fresh = [row for event_id, row in batch.items() if event_id not in stored]
-            if not fresh:
-                return 0
-            now = dt.datetime.now(dt.UTC)
-            data = [
-                [
-                    r.event_id,
-                    r.type,
-                    r.topic,
-                    r.partition,
-                    r.offset,
-                    _utc(r.occurred_at),
-                    now,
-                    r.agent_id,
-                    r.task_id,
-                    r.app,
-                    r.payload,
-                    r.queue_id,
-                    r.cron_id,
-                ]
-                for r in fresh
-            ]
-            try:
-                self._writer.insert(self.table, data, column_names=COLUMNS)
-            except ClickHouseError as exc:
-                raise Unavailable(f"audit insert failed: {exc}") from exc
+            self._write(fresh)
             return len(fresh)
+
+    def insert_new(self, fresh: Sequence[AuditRow]) -> None:
+        """Insert rows known not to be stored, without looking: a bulk load of new rows (the
+        benchmark fills its tables so). `insert` is for anything that may be a replay."""
+        with self._write_lock:
+            self._write(fresh)
+
+    def _write(self, fresh: Sequence[AuditRow]) -> None:
+        if not fresh:
+            return
+        now = dt.datetime.now(dt.UTC)
+        data = [
+            [
+                r.event_id,
+                r.type,
+                r.topic,
+                r.partition,
+                r.offset,
+                _utc(r.occurred_at),
+                now,
+                r.agent_id,
+                r.task_id,
+                r.app,
+                r.payload,
+                r.queue_id,
+                r.cron_id,
+            ]
+            for r in fresh
+        ]
+        try:
+            self._writer.insert(self.table, data, column_names=COLUMNS)
+        except ClickHouseError as exc:
+            raise Unavailable(f"audit insert failed: {exc}") from exc
 
     def _stored_ids(self, ids: list[str]) -> set[str]:
         stored: set[str] = set()

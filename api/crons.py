@@ -15,7 +15,7 @@ from elves.api.access import Target, allowed, who
 from elves.api.gateway import ask, gateway
 from elves.api.requests import parse_cron, parse_json_body
 from elves.errors import CronNotFound
-from elves.schemas.events import AddCron, DeleteCron, PauseCron, ResumeCron, new_id
+from elves.schemas.events import AddCron, DeleteCron, PauseCron, ResumeCron, new_id, random_id
 from elves.streams.cron import model as crons
 
 UPCOMING = 5  # next fire times shown in a cron's detail
@@ -33,7 +33,7 @@ async def add_cron(request: Request) -> JSONResponse:
     command = AddCron(
         event_id=new_id(),
         occurred_at=_now(),
-        cron_id=new_id(),
+        cron_id=random_id(),
         agent_id=req.agent,
         app=req.app,
         func=req.func,

@@ -34,6 +34,7 @@ from elves.schemas.events import (
     Event,
     StopQueue,
     new_id,
+    random_id,
 )
 from elves.selectors import parse_selector
 from elves.streams.queues import model as queues
@@ -58,7 +59,7 @@ async def create_queue(request: Request) -> JSONResponse:
     if not isinstance(app, str) or not app:
         raise MissingField("missing field: app", field="app")
     name = body.get("name", "")
-    queue_id = new_id()
+    queue_id = random_id()
     await send(gw, CreateQueue(new_id(), _now(), queue_id, app, str(name)))
     return JSONResponse({"queue_id": queue_id}, status_code=201)
 
@@ -92,7 +93,7 @@ def _add_command(request: Request, queue_id: str, body: dict[str, Any]) -> AddQu
         event_id=new_id(),
         occurred_at=_now(),
         queue_id=queue_id,
-        task_id=req.task_id or new_id(),
+        task_id=req.task_id or random_id(),
         agent_id=req.agent,
         func=req.func,
         params=req.params,
@@ -175,7 +176,7 @@ async def quick(request: Request) -> JSONResponse:
     app = body.get("app")
     if not isinstance(app, str) or not app:
         raise MissingField("missing field: app", field="app")
-    queue_id = new_id()
+    queue_id = random_id()
     await send(gw, CreateQueue(new_id(), _now(), queue_id, app, str(body.get("name", ""))))
     added = await _add(request, queue_id, raw)
     await send(gw, CommitQueue(new_id(), _now(), queue_id))

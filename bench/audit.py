@@ -1,28 +1,38 @@
-"""Audit store throughput into embedded chDB: rows/s per batch size, replay cost, task lookup.
+"""Audit store throughput into embedded chDB: rows/s per batch size, replay cost, task lookup,
+and what one watcher insert costs as the table grows, for random ids and for the platform's.
 
-python bench/audit.py [total_rows]
+    python bench/audit.py [--rows 200000] [--grow 0,1000000,4000000]
+
+The watcher checks which ids of a batch are stored before it inserts it (`AuditStore.insert`).
+The table is ordered by `event_id`, so that check reads the granules its ids fall in: the newest
+ones for time-ordered ids (UUIDv7, what `new_id` makes), every one for random ids (v4, what it
+made before).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 
 from elves.api.audit import AuditRow, AuditStore
+from elves.schemas.events import new_id
 
 T0 = 1_700_000_000_000
 PAYLOAD = '{"worker_message": "' + "x" * 300 + '"}'
+GROW_BATCH = 500  # the watcher's batch (ELVES_WATCHER_BATCH)
+GROW_INSERTS = 20  # timed inserts at each size
 
 
-def rows(n: int) -> list[AuditRow]:
+def rows(n: int, make_id: Callable[[], str] = new_id, first: int = 0) -> list[AuditRow]:
     out = []
-    for i in range(n):
+    for i in range(first, first + n):
         task = f"task-{i // 6}"  # about six events per task, as a task's lifecycle has
         out.append(
             AuditRow(
-                str(uuid.uuid4()),
+                make_id(),
                 "TaskStarted",
                 "elves.tasks",
                 i % 4,
@@ -37,8 +47,7 @@ def rows(n: int) -> list[AuditRow]:
     return out
 
 
-def main() -> None:
-    total = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+def throughput(total: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = AuditStore(f"chdb://{tmp}/audit")
         data = rows(total)
@@ -67,6 +76,41 @@ def main() -> None:
         store.count()
         print(f"count() at {stored} rows: {1000 * (time.perf_counter() - start):.1f} ms")
         store.close()
+
+
+def growth(sizes: list[int], name: str, make_id: Callable[[], str]) -> None:
+    """Fill a table to each size (without the check), then time watcher inserts of fresh rows."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = AuditStore(f"chdb://{tmp}/audit")
+        held = 0
+        for size in sizes:
+            while held < size:
+                step = min(size - held, 200_000)
+                store.insert_new(rows(step, make_id, held))
+                held += step
+            cpu, wall = time.process_time(), time.perf_counter()
+            for _ in range(GROW_INSERTS):
+                assert store.insert(rows(GROW_BATCH, make_id, held)) == GROW_BATCH
+                held += GROW_BATCH
+            cpu_ms = 1000 * (time.process_time() - cpu) / GROW_INSERTS
+            wall_ms = 1000 * (time.perf_counter() - wall) / GROW_INSERTS
+            print(
+                f"{name:<22} at {size:>9} rows: an insert of {GROW_BATCH} costs "
+                f"{cpu_ms:6.1f} ms CPU, {wall_ms:6.1f} ms wall"
+            )
+        store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--grow", default="0,1000000,4000000", help="table sizes; empty: skip")
+    args = parser.parse_args()
+    throughput(args.rows)
+    if args.grow:
+        sizes = sorted(int(s) for s in args.grow.split(","))
+        growth(sizes, "random ids (v4)", lambda: str(uuid.uuid4()))
+        growth(sizes, "time-ordered ids (v7)", new_id)
 
 
 if __name__ == "__main__":

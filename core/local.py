@@ -25,7 +25,7 @@ import httpx
 from elves.admin_key import ensure_admin_key
 from elves.client import client
 from elves.config import Settings
-from elves.schemas.events import AddCron, new_id
+from elves.schemas.events import AddCron, new_id, random_id
 from elves.topics import ensure_topics
 
 
@@ -53,7 +53,7 @@ def every_second_cron(now_ms: int) -> AddCron:
     return AddCron(
         event_id=new_id(),
         occurred_at=now_ms,
-        cron_id=new_id(),
+        cron_id=random_id(),
         agent_id="nobody",
         app="noop",
         func="noop",
