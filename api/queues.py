@@ -125,8 +125,10 @@ async def add_tasks(request: Request) -> JSONResponse:
     201 when every task was added, else 207 (those added stay, as single adds would)."""
     queue_id = request.path_params["queue_id"]
     items = parse_json_body(await request.body()).get("tasks")
-    if not isinstance(items, list) or not items:
+    if items is None or items == []:
         raise MissingField("tasks must be a non-empty list of tasks", field="tasks")
+    if not isinstance(items, list):
+        raise WrongType("tasks must be a list of tasks", field="tasks")
     if len(items) > MAX_BATCH:
         raise WrongType(f"at most {MAX_BATCH} tasks a call, got {len(items)}", field="tasks")
     commands = []

@@ -27,6 +27,32 @@ def test_bad_instant_requests(stack: Stack, body: bytes, status: int, code: str)
     assert reply.json()["error"]["code"] == code
 
 
+BATCH_CASES = [
+    (b"{}", "403.1"),
+    (b'{"tasks": []}', "403.1"),
+    (b'{"tasks": {"task_id": "t"}}', "403.2"),
+    (b'{"tasks": "t"}', "403.2"),
+    (b'{"tasks": [5]}', "403.2"),
+    (b'{"tasks": [{"agent": "a", "func": "f", "timeout": "soon"}]}', "403.2"),
+    (
+        b'{"tasks": [' + b'{"agent": "a", "func": "f"}, ' * 1000 + b'{"agent": "a", "func": "f"}]}',
+        "403.2",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    BATCH_CASES,
+    ids=["none", "empty", "object", "text", "number", "bad-task", "1001"],
+)
+def test_bad_batch_requests(stack: Stack, body: bytes, code: str) -> None:
+    queue_id = stack.client.post("/api/v1/queues", json={"app": "apptest"}).json()["queue_id"]
+    reply = stack.client.post(f"/api/v1/queues/{queue_id}/tasks/batch", content=body)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["code"] == code
+
+
 def test_oversize_params(stack: Stack) -> None:
     big = "x" * (stack.settings.max_params_bytes + 1)
     reply = stack.client.post(
