@@ -58,7 +58,9 @@ def decide_due(cron: CronDef, handled_until: int, now: int) -> Due:
         # Past MAX_MISSED_COUNTED only the newest times are listed; the first is still named.
         first = next_due(cron, handled_until)
         missed = CronFiresMissed(
-            event_id=derived_id(f"{cron.cron_id}:{first}:{plan.missed[-1]}", "missed"),
+            event_id=derived_id(
+                f"{cron.cron_id}:{first}:{plan.missed[-1]}", "missed", at=plan.missed[-1]
+            ),
             occurred_at=now,
             cron_id=cron.cron_id,
             first_at=first,
@@ -89,7 +91,7 @@ def ran(
     """The report of one run, once it ended."""
     task_id = run_task_id(agent_id, cron.cron_id, scheduled_at)
     return AgentCronRan(
-        event_id=derived_id(task_id, "ran"),
+        event_id=derived_id(task_id, "ran", at=scheduled_at),
         occurred_at=ended_at,
         task_id=task_id,
         agent_id=agent_id,
@@ -114,7 +116,7 @@ def skipped(
 ) -> CronFireSkipped:
     """A fire not run because the cron's previous one (scheduled at `running_at`) goes on."""
     return CronFireSkipped(
-        event_id=derived_id(f"{cron.cron_id}:{scheduled_at}", "skipped"),
+        event_id=derived_id(f"{cron.cron_id}:{scheduled_at}", "skipped", at=scheduled_at),
         occurred_at=now,
         cron_id=cron.cron_id,
         scheduled_at=scheduled_at,

@@ -46,23 +46,26 @@ def random_id() -> str:
     return str(uuid.uuid4())
 
 
-def derived_id(source_event_id: str, kind: str) -> str:
+def derived_id(source_event_id: str, kind: str, at: int | None = None) -> str:
     """The id of the event `kind` derived from `source_event_id`: the same on every replay.
 
-    From a time-ordered source (a v7, or an id derived from one), a UUIDv8 with the source's time
-    and a hash for the rest, so that it sorts beside its source. From any other (ids made before
-    v7, or by other systems), the uuid5 it always was: a replay of an old input derives the ids
-    it derived then."""
+    A UUIDv8 whose first 48 bits are a time, so that it sorts beside its source, and the rest a
+    hash: the source's time when the source is time-ordered (a v7, or an id derived from one),
+    else `at` (Unix milliseconds fixed by the input itself: a fire's scheduled time, a
+    deadline). Without either (ids made before v7, or by other systems, with no `at`), the uuid5
+    it always was: a replay of an old input derives the ids it derived then."""
     name = f"{source_event_id}:{kind}"
     try:
-        source = uuid.UUID(source_event_id)
+        source: uuid.UUID | None = uuid.UUID(source_event_id)
     except ValueError:
         source = None
-    if source is None or source.variant != uuid.RFC_4122 or source.version not in (7, 8):
+    if source is not None and source.variant == uuid.RFC_4122 and source.version in (7, 8):
+        at = source.int >> 80
+    if at is None:
         return str(uuid.uuid5(_DERIVED, name))
     digest = hashlib.sha256(_DERIVED.bytes + name.encode()).digest()
     bits = int.from_bytes(digest[:10]) >> (80 - _RANDOM_BITS)
-    return str(_time_ordered(source.int >> 80, bits, version=8))
+    return str(_time_ordered(at, bits, version=8))
 
 
 @dataclass(frozen=True)

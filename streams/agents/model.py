@@ -61,7 +61,9 @@ def decide_check(
     return [
         AgentDown(
             # One id per silence: the clock may notice it on several ticks, the log keeps one.
-            event_id=derived_id(f"{state.agent_id}:{state.last_seen_at}", "down"),
+            event_id=derived_id(
+                f"{state.agent_id}:{state.last_seen_at}", "down", at=state.last_seen_at
+            ),
             occurred_at=now,
             agent_id=state.agent_id,
             last_seen_at=state.last_seen_at,

@@ -272,7 +272,9 @@ def decide_due(state: CronState | None, now: int, targets: Sequence[str] = ()) -
         cut_off = times[0] > state.next_at
         out.append(
             CronFiresMissed(
-                event_id=derived_id(f"{state.cron_id}:{missed[0]}:{missed[-1]}", "missed"),
+                event_id=derived_id(
+                    f"{state.cron_id}:{missed[0]}:{missed[-1]}", "missed", at=missed[-1]
+                ),
                 occurred_at=now,
                 cron_id=state.cron_id,
                 first_at=state.next_at if cut_off else missed[0],
@@ -306,14 +308,14 @@ def _fire_or_hold(
     if running and state.overlap != "parallel":
         if state.overlap == "queue" and len(queued) < MAX_QUEUED:
             return CronFireQueued(
-                event_id=derived_id(key, "queued"),
+                event_id=derived_id(key, "queued", at=scheduled_at),
                 occurred_at=now,
                 cron_id=state.cron_id,
                 scheduled_at=scheduled_at,
                 running_task_id=running[-1],
             )
         return CronFireSkipped(
-            event_id=derived_id(key, "skipped"),
+            event_id=derived_id(key, "skipped", at=scheduled_at),
             occurred_at=now,
             cron_id=state.cron_id,
             scheduled_at=scheduled_at,
@@ -324,7 +326,7 @@ def _fire_or_hold(
 
 def _no_target(state: CronState, scheduled_at: int, now: int) -> CronFireSkipped:
     return CronFireSkipped(
-        event_id=derived_id(f"{state.cron_id}:{scheduled_at}", "skipped"),
+        event_id=derived_id(f"{state.cron_id}:{scheduled_at}", "skipped", at=scheduled_at),
         occurred_at=now,
         cron_id=state.cron_id,
         scheduled_at=scheduled_at,
@@ -339,7 +341,7 @@ def _fired(
     key = f"{state.cron_id}:{scheduled_at}"
     if not state.selector:
         return CronFired(
-            event_id=derived_id(key, "fired"),
+            event_id=derived_id(key, "fired", at=scheduled_at),
             occurred_at=now,
             cron_id=state.cron_id,
             scheduled_at=scheduled_at,
@@ -351,7 +353,7 @@ def _fired(
         return _no_target(state, scheduled_at, now)
     agents = tuple(sorted(set(targets)))
     return CronFired(
-        event_id=derived_id(key, "fired"),
+        event_id=derived_id(key, "fired", at=scheduled_at),
         occurred_at=now,
         cron_id=state.cron_id,
         scheduled_at=scheduled_at,

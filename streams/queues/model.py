@@ -404,7 +404,9 @@ def due_retries(state: QueueState | None, now: int) -> list[RetryDue]:
     return [
         RetryDue(
             # One id per retry: the clock may say it on several ticks, the log keeps one.
-            event_id=derived_id(f"{state.queue_id}:{t.task_id}:{t.attempt + 1}", "retry_due"),
+            event_id=derived_id(
+                f"{state.queue_id}:{t.task_id}:{t.attempt + 1}", "retry_due", at=t.retry_due_at
+            ),
             occurred_at=now,
             queue_id=state.queue_id,
             task_id=t.task_id,

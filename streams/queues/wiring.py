@@ -59,10 +59,12 @@ DeadLetter = Callable[[faust.EventT[bytes], str], Awaitable[None]]
 
 def submission(state: queues.QueueState, task_id: str, attempt: int, at: int) -> TaskSubmitted:
     """The task command for a ready queue task: it runs through the task lifecycle. Its id is
-    the attempt's, so a submission sent again (see `resubmit`) is the same event."""
+    the attempt's, so a submission sent again (see `resubmit`) is the same event. It is derived
+    from the task's add, a time-ordered id, so that it and every event derived from it down the
+    task's lifecycle sort by time too (the audit's lookups stay cheap: `derived_id`)."""
     task = state.tasks[task_id]
     return TaskSubmitted(
-        event_id=derived_id(f"{state.queue_id}:{task_id}:{attempt}", "submit"),
+        event_id=derived_id(task.added_id, f"submit:{attempt}"),
         occurred_at=at,
         task_id=task.task_id,
         agent_id=task.agent_id,

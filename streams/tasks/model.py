@@ -309,7 +309,9 @@ def overdue(states: Iterable[TaskState], now: int) -> list[DeadlinePassed]:
     return [
         DeadlinePassed(
             # One id per attempt and deadline: the clock may say it twice, the log keeps one.
-            event_id=derived_id(f"{s.task_id}:{s.attempt}:{s.deadline_at}", "deadline"),
+            event_id=derived_id(
+                f"{s.task_id}:{s.attempt}:{s.deadline_at}", "deadline", at=s.deadline_at
+            ),
             occurred_at=now,
             task_id=s.task_id,
             attempt=s.attempt,

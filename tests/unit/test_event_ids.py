@@ -62,3 +62,15 @@ def test_ids_of_things_people_read_differ_in_their_first_characters() -> None:
     made = [random_id() for _ in range(100)]
     assert all(uuid.UUID(i).version == 4 for i in made)
     assert len({i[:8] for i in made}) == len(made)
+
+
+def test_an_id_derived_from_a_key_takes_the_time_the_input_fixes() -> None:
+    # A cron fire's id comes from "<cron>:<scheduled time>": its scheduled time is its time.
+    key = "cron-1:1795000000000"
+    fired = derived_id(key, "fired", at=1_795_000_000_000)
+    assert uuid.UUID(fired).version == 8 and millis(fired) == 1_795_000_000_000
+    assert derived_id(key, "fired", at=1_795_000_000_000) == fired
+    assert derived_id(key, "skipped", at=1_795_000_000_000) != fired
+    # A time-ordered source keeps its own time: `at` is only for sources without one.
+    source = new_id(1_700_000_000_000)
+    assert millis(derived_id(source, "fired", at=1_795_000_000_000)) == 1_700_000_000_000

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from elves.schemas.events import QueueTaskReady
+import uuid
+
+from elves.schemas.events import QueueTaskReady, new_id
 from elves.streams.queues.wiring import resubmit, submission
 
 from .test_queues_model import NOW, Run, add, commit, create, ok
@@ -36,3 +38,18 @@ def test_an_ended_queue_sends_nothing() -> None:
     run.outcome(ok("a", NOW + 10))
     assert run.state is not None and run.state.final
     assert resubmit([run.state], NOW) == []
+
+
+def test_a_submission_sorts_beside_the_add_it_comes_from() -> None:
+    # The gateway's adds carry time-ordered ids; the task's submission, and so every event of
+    # its lifecycle, keeps the add's time (the audit's lookups stay cheap as it grows).
+    run = Run()
+    run.command(create())
+    made = new_id(NOW)
+    run.command(add("a", event_id=made))
+    run.command(commit())
+    assert run.state is not None
+    first, second = (submission(run.state, "a", n, NOW + n) for n in (1, 2))
+    for sent in (first, second):
+        assert uuid.UUID(sent.event_id).int >> 80 == NOW
+    assert first.event_id != second.event_id
