@@ -41,8 +41,8 @@ def new_id(millis: int | None = None) -> str:
 
 def random_id() -> str:
     """The id of a thing people name and read (a task, a queue, a cron): random (v4), so that
-    any prefix of it tells it apart, where ids made in the same second share their first 8
-    characters as v7."""
+    any prefix of it tells it apart. The first 8 characters of a v7 are its time in units of 65
+    seconds: ids made in the same minute share them."""
     return str(uuid.uuid4())
 
 
