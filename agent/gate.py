@@ -130,12 +130,14 @@ class Gate:
     # --- refusals -----------------------------------------------------------------------------
 
     def refusal(self, exc: DispatchRefusal, msg: Message, now: int) -> Row:
-        """The `DispatchRefused` row for the outbox. Its id derives from the message's place,
-        so a refusal repeated after a crash is the same event in the audit."""
+        """The `DispatchRefused` row for the outbox. Its id derives from the message's place and
+        its time (the record's timestamp), so a refusal repeated after a crash is the same event
+        in the audit."""
         task_id = exc.details.get("task_id")
         key_id = exc.details.get("key_id")
+        _kind, written_at = msg.timestamp()
         event = DispatchRefused(
-            event_id=derived_id(where(msg), "refused"),
+            event_id=derived_id(where(msg), "refused", at=written_at if written_at > 0 else None),
             occurred_at=now,
             agent_id=self.agent_id,
             code=exc.code,
