@@ -116,7 +116,7 @@ def skipped(
 ) -> CronFireSkipped:
     """A fire not run because the cron's previous one (scheduled at `running_at`) goes on."""
     return CronFireSkipped(
-        event_id=derived_id(f"{cron.cron_id}:{scheduled_at}", "skipped", at=scheduled_at),
+        event_id=rules.fire_event_id(cron.cron_id, scheduled_at, "skipped"),
         occurred_at=now,
         cron_id=cron.cron_id,
         scheduled_at=scheduled_at,

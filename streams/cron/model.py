@@ -304,18 +304,17 @@ def _fire_or_hold(
     queued: tuple[int, ...],
     targets: Sequence[str],
 ) -> Event:
-    key = f"{state.cron_id}:{scheduled_at}"
     if running and state.overlap != "parallel":
         if state.overlap == "queue" and len(queued) < MAX_QUEUED:
             return CronFireQueued(
-                event_id=derived_id(key, "queued", at=scheduled_at),
+                event_id=rules.fire_event_id(state.cron_id, scheduled_at, "queued"),
                 occurred_at=now,
                 cron_id=state.cron_id,
                 scheduled_at=scheduled_at,
                 running_task_id=running[-1],
             )
         return CronFireSkipped(
-            event_id=derived_id(key, "skipped", at=scheduled_at),
+            event_id=rules.fire_event_id(state.cron_id, scheduled_at, "skipped"),
             occurred_at=now,
             cron_id=state.cron_id,
             scheduled_at=scheduled_at,
@@ -326,7 +325,7 @@ def _fire_or_hold(
 
 def _no_target(state: CronState, scheduled_at: int, now: int) -> CronFireSkipped:
     return CronFireSkipped(
-        event_id=derived_id(f"{state.cron_id}:{scheduled_at}", "skipped", at=scheduled_at),
+        event_id=rules.fire_event_id(state.cron_id, scheduled_at, "skipped"),
         occurred_at=now,
         cron_id=state.cron_id,
         scheduled_at=scheduled_at,
@@ -338,10 +337,9 @@ def _no_target(state: CronState, scheduled_at: int, now: int) -> CronFireSkipped
 def _fired(
     state: CronState, scheduled_at: int, catch_up: bool, now: int, targets: Sequence[str]
 ) -> CronFired | CronFireSkipped:
-    key = f"{state.cron_id}:{scheduled_at}"
     if not state.selector:
         return CronFired(
-            event_id=derived_id(key, "fired", at=scheduled_at),
+            event_id=rules.fire_event_id(state.cron_id, scheduled_at, "fired"),
             occurred_at=now,
             cron_id=state.cron_id,
             scheduled_at=scheduled_at,
@@ -353,7 +351,7 @@ def _fired(
         return _no_target(state, scheduled_at, now)
     agents = tuple(sorted(set(targets)))
     return CronFired(
-        event_id=derived_id(key, "fired", at=scheduled_at),
+        event_id=rules.fire_event_id(state.cron_id, scheduled_at, "fired"),
         occurred_at=now,
         cron_id=state.cron_id,
         scheduled_at=scheduled_at,

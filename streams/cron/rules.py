@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from elves.errors import BadRule, BadTimezone
+from elves.schemas.events import derived_id
 
 MisfirePolicy = Literal["run_once", "run_all", "skip"]
 MISFIRE_POLICIES: tuple[str, ...] = get_args(MisfirePolicy)
@@ -71,6 +72,13 @@ class Rule:
 class FirePlan:
     run: tuple[tuple[int, bool], ...]  # (scheduled_ms, catch_up) to fire now, oldest first
     missed: tuple[int, ...]  # scheduled times that will not run (recorded as missed)
+
+
+def fire_event_id(cron_id: str, scheduled_at: int, kind: str) -> str:
+    """The id of what befell `cron_id`'s fire at `scheduled_at` (`kind`: fired, queued,
+    skipped), on the center or an agent: the same each time it is decided, sorted by the fire's
+    time."""
+    return derived_id(f"{cron_id}:{scheduled_at}", kind, at=scheduled_at)
 
 
 def parse_rule(text: str, timezone: str = "UTC") -> Rule:
