@@ -16,8 +16,12 @@ Rows are keyed by `event_id` (ReplacingMergeTree ORDER BY event_id) and the sing
 which ids of a batch are stored before it inserts, so a replay adds no row; the replacing engine
 is the safety net should two writers ever race. That check stays cheap as history grows because
 event ids sort by time (UUIDv7, `schemas/events.py`): a batch's ids are in the newest granules of
-each part, where random ids were in all of them. Queries by task go through a bloom filter index
-on `task_id`: a task has a handful of events, so they touch a handful of granules.
+each part, where random ids were in all of them. An embedded store, its table's only writer,
+skips it for the ids it can answer from memory: those newer than the table's newest when it
+opened, which are stored exactly when it wrote them (`api/recent_ids.py`).
+
+Queries by task go through a bloom filter index on `task_id`: a task has a handful of events, so
+they touch a handful of granules.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import datetime as dt
 import json
 import re
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +39,7 @@ from urllib.parse import urlparse
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from elves.api.recent_ids import HORIZON_SQL, RecentIds, opening_horizon
 from elves.errors import BadSql, Unavailable
 
 COLUMNS = (
@@ -133,6 +139,9 @@ READ_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN")
 _DEFAULT_DB = "elves"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CHECK_CHUNK = 1000  # ids per existence query, to keep the IN list modest
+# How long the ids this process wrote are kept in memory, so as not to look them up: about 15 MB
+# at 2,000 events a second. An id derived from an older one (a long task's outcome) is looked up.
+RECENT_KEEP_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -166,7 +175,10 @@ def _iso(value: dt.datetime) -> str:
 class AuditStore:
     """The ClickHouse side of the audit: batched idempotent inserts and read-only queries."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, sole_writer: bool | None = None) -> None:
+        """`sole_writer`: this process alone writes the table, so the ids it wrote need no
+        lookup (`api/recent_ids.py`). By default, for an embedded store only: several gateways
+        may write to a server's."""
         target = urlparse(dsn)
         self.dsn = dsn
         self.embedded = target.scheme == "chdb"
@@ -191,6 +203,8 @@ class AuditStore:
             owner = " (only one process may open a chDB path)" if self.embedded else ""
             raise Unavailable(f"audit store {dsn} cannot be opened{owner}: {exc}") from exc
         self.table = f"{self.database}.events"
+        alone = self.embedded if sole_writer is None else sole_writer
+        self._recent = self._open_recent() if alone else None
 
     def _client(self, base: str, database: str | None, settings: dict[str, Any]) -> Any:
         extra: dict[str, Any] = {}
@@ -213,9 +227,16 @@ class AuditStore:
         if not batch:
             return 0
         with self._write_lock:
-            stored = self._stored_ids(list(batch))
+            if self._recent is None:
+                stored = self._stored_ids(list(batch))
+            else:
+                self._recent.forget_before(time.time_ns() // 1_000_000)
+                stored, unknown = self._recent.split(batch)
+                stored |= self._stored_ids(unknown) if unknown else set()
             fresh = [row for event_id, row in batch.items() if event_id not in stored]
             self._write(fresh)
+            if self._recent is not None:
+                self._recent.add(row.event_id for row in fresh)
             return len(fresh)
 
     def insert_new(self, fresh: Sequence[AuditRow]) -> None:
@@ -223,6 +244,8 @@ class AuditStore:
         benchmark fills its tables so). `insert` is for anything that may be a replay."""
         with self._write_lock:
             self._write(fresh)
+            if self._recent is not None:
+                self._recent.add(row.event_id for row in fresh)
 
     def _write(self, fresh: Sequence[AuditRow]) -> None:
         if not fresh:
@@ -250,6 +273,13 @@ class AuditStore:
             self._writer.insert(self.table, data, column_names=COLUMNS)
         except ClickHouseError as exc:
             raise Unavailable(f"audit insert failed: {exc}") from exc
+
+    def _open_recent(self) -> RecentIds:
+        try:
+            found = self._writer.query(HORIZON_SQL.format(table=self.table)).result_rows
+        except ClickHouseError as exc:
+            raise Unavailable(f"audit store {self.dsn}: its newest id unread: {exc}") from exc
+        return RecentIds(opening_horizon(found[0][0] if found else None), RECENT_KEEP_MS)
 
     def _stored_ids(self, ids: list[str]) -> set[str]:
         stored: set[str] = set()

@@ -7,7 +7,8 @@ platform's.
 The watcher checks which ids of a batch are stored before it inserts it (`AuditStore.insert`).
 The table is ordered by `event_id`, so that check reads the granules its ids fall in: the newest
 ones for time-ordered ids (UUIDv7, what `new_id` makes), every one for random ids (v4, what it
-made before).
+made before). An embedded store answers for the time-ordered ids it wrote itself without the
+check (`api/recent_ids.py`); "looked up" is the cost with the check, as with a server's store.
 """
 
 from __future__ import annotations
@@ -80,10 +81,12 @@ def throughput(total: int) -> None:
         store.close()
 
 
-def growth(sizes: list[int], name: str, make_id: Callable[[], str]) -> None:
+def growth(
+    sizes: list[int], name: str, make_id: Callable[[], str], sole_writer: bool = True
+) -> None:
     """Fill a table to each size (without the check), then time watcher inserts of fresh rows."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = AuditStore(f"chdb://{tmp}/audit")
+        store = AuditStore(f"chdb://{tmp}/audit", sole_writer=sole_writer)
         held = 0
         for size in sizes:
             while held < size:
@@ -116,6 +119,7 @@ def main() -> None:
         # reads its own granule (why every id the platform makes is time-ordered).
         count = itertools.count()
         growth(sizes, "one in nine random", lambda: new_id() if next(count) % 9 else random_id())
+        growth(sizes, "v7, looked up", new_id, sole_writer=False)
         growth(sizes, "time-ordered ids (v7)", new_id)
 
 

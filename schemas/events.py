@@ -55,17 +55,26 @@ def derived_id(source_event_id: str, kind: str, at: int | None = None) -> str:
     deadline). Without either (ids made before v7, or by other systems, with no `at`), the uuid5
     it always was: a replay of an old input derives the ids it derived then."""
     name = f"{source_event_id}:{kind}"
-    try:
-        source: uuid.UUID | None = uuid.UUID(source_event_id)
-    except ValueError:
-        source = None
-    if source is not None and source.variant == uuid.RFC_4122 and source.version in (7, 8):
-        at = source.int >> 80
+    source_ms = id_time_ms(source_event_id)
+    if source_ms is not None:
+        at = source_ms
     if at is None:
         return str(uuid.uuid5(_DERIVED, name))
     digest = hashlib.sha256(_DERIVED.bytes + name.encode()).digest()
     bits = int.from_bytes(digest[:10]) >> (80 - _RANDOM_BITS)
     return str(_time_ordered(at, bits, version=8))
+
+
+def id_time_ms(event_id: str) -> int | None:
+    """The Unix milliseconds a time-ordered id (a v7, or a v8 that `derived_id` made) carries;
+    None for any other id (a v4, another system's, not a UUID)."""
+    try:
+        parsed = uuid.UUID(event_id)
+    except ValueError:
+        return None
+    if parsed.variant != uuid.RFC_4122 or parsed.version not in (7, 8):
+        return None
+    return parsed.int >> 80
 
 
 @dataclass(frozen=True)

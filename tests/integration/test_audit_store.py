@@ -10,6 +10,7 @@ import pytest
 
 from elves.api.audit import AuditRow, AuditStore, read_only_statement
 from elves.errors import BadSql
+from elves.schemas.events import new_id
 
 T0 = 1_700_000_000_000
 
@@ -83,6 +84,27 @@ def test_reinserting_stored_ids_adds_no_row(store: AuditStore) -> None:
     # a batch with repeats inside it and one new id
     assert store.insert(batch[:2] + batch[:2] + [row("dup-9", "TaskStarted", "t-dup", T0)]) == 1
     assert ids_of(store, "dup-") == [(f"dup-{i}", 1) for i in (0, 1, 2, 3, 4, 9)]
+
+
+def test_time_ordered_ids_are_stored_once_across_a_reopen(store: AuditStore) -> None:
+    # The store answers for the ids it wrote from memory; a handle opened later does not know
+    # them, and looks them up in the table.
+    batch = [row(new_id(), "TaskStarted", "t-v7dup", T0 + i) for i in range(5)]
+    assert store.insert(batch) == 5
+    assert store.insert(batch) == 0
+    again = AuditStore(store.dsn)
+    try:
+        later = row(new_id(), "TaskStarted", "t-v7dup", T0 + 9)
+        assert again.insert([*batch, later]) == 1
+        assert again.insert([*batch, later]) == 0
+    finally:
+        again.close()
+    ids = sorted(r.event_id for r in [*batch, later])
+    _, rows = store.query(
+        "SELECT event_id, count() FROM events WHERE task_id = 't-v7dup' GROUP BY event_id"
+        " ORDER BY event_id"
+    )
+    assert rows == [(i, 1) for i in ids]
 
 
 def test_count_counts_every_stored_event(store: AuditStore) -> None:
