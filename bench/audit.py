@@ -25,7 +25,7 @@ from elves.schemas.events import new_id, random_id
 
 T0 = 1_700_000_000_000
 PAYLOAD = '{"worker_message": "' + "x" * 300 + '"}'
-GROW_BATCH = 500  # the watcher's batch (ELVES_WATCHER_BATCH)
+GROW_BATCH = 500  # a watcher's insert in a busy half second (ELVES_WATCHER_FLUSH)
 GROW_INSERTS = 20  # timed inserts at each size
 
 
