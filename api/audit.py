@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from elves.api.recent_ids import HORIZON_SQL, RecentIds, opening_horizon
+from elves.api.recent_ids import RecentIds, horizon_sql, opening_horizon
 from elves.errors import BadSql, Unavailable
 
 COLUMNS = (
@@ -276,7 +276,7 @@ class AuditStore:
 
     def _open_recent(self) -> RecentIds:
         try:
-            found = self._writer.query(HORIZON_SQL.format(table=self.table)).result_rows
+            found = self._writer.query(horizon_sql(self.table)).result_rows
         except ClickHouseError as exc:
             raise Unavailable(f"audit store {self.dsn}: its newest id unread: {exc}") from exc
         return RecentIds(opening_horizon(found[0][0] if found else None), RECENT_KEEP_MS)

@@ -11,38 +11,42 @@ older than what is kept in memory (`keep_ms`, which bounds it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-
-from elves.schemas.events import id_time_ms
 
 BUCKET_MS = 1000  # ids kept by the second of their time, so forgetting drops whole buckets
 
 
+# The ids answered here: a UUIDv7 or v8 (`derived_id`) in its canonical text form, which the
+# table's lookup compares, with a first digit 0 (every time before the year 2527), so that all
+# of them sort before '1' and by their time, as text as in `horizon_sql`.
+_ANSWERED = re.compile(r"0[0-9a-f]{7}-[0-9a-f]{4}-[78][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+def horizon_sql(table: str) -> str:
+    """The newest stored id of those. The table is ordered by event_id, so this reads from the
+    end of the key range `< '1'` and stops at the first match (10 ms at 2 M rows, where a max()
+    over the column took 80)."""
+    return (
+        f"SELECT event_id FROM {table} WHERE event_id < '1'"
+        f" AND match(event_id, '^{_ANSWERED.pattern}$') ORDER BY event_id DESC LIMIT 1"
+    )
+
+
 def _time_of(event_id: str) -> int | None:
-    """An id's time, for the ids `HORIZON_SQL` reads only: the canonical text form (lowercase,
-    36 characters, which the table's lookup compares) and a first digit 0 (every time before
-    the year 2527)."""
-    if len(event_id) != 36 or event_id[0] != "0" or not event_id.islower():
+    """An answered id's Unix milliseconds (its first 48 bits), else None."""
+    if _ANSWERED.fullmatch(event_id) is None:
         return None
-    return id_time_ms(event_id)
-
-
-# The newest stored id of those `_time_of` reads: a v7 or v8 has its version digit 15th. The
-# table is ordered by event_id, so this reads from the end of the key range `< '1'` and stops
-# at the first match (10 ms at 2 M rows, where a max() over the column took 80).
-HORIZON_SQL = (
-    "SELECT event_id FROM {table} WHERE event_id < '1' AND length(event_id) = 36"
-    " AND substring(event_id, 15, 1) IN ('7', '8') ORDER BY event_id DESC LIMIT 1"
-)
+    return int(event_id[:8] + event_id[9:13], 16)
 
 
 def opening_horizon(newest_stored: str | None) -> int:
-    """The horizon from `HORIZON_SQL`'s answer (None: no row): 0 for a table without such ids
-    (every time-ordered id is then answered here)."""
+    """The horizon from `horizon_sql`'s answer (None: no row): 0 for a table without such ids
+    (every answered id is then new to it)."""
     if not newest_stored:
         return 0
-    time_ms = id_time_ms(newest_stored)
-    # A stored id that matched the SQL but does not parse: look everything up to be safe.
+    time_ms = _time_of(newest_stored)
+    # Not what the SQL should match: look every id up, to be safe.
     return (1 << 48) if time_ms is None else time_ms
 
 
