@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -268,19 +269,43 @@ def kafka(command: str, settings: Settings, check: bool = True) -> None:
     subprocess.run(["bash", str(KAFKA_SCRIPT), command], check=check, env=env_for(settings))
 
 
+def _exit_on_term(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def term_as_exit() -> Iterator[None]:
+    """Within it, SIGTERM raises SystemExit, as Ctrl-C raises KeyboardInterrupt: a benchmark
+    stopped with `kill` still runs its `finally` and stops what it started. Its processes run in
+    sessions of their own and outlive it otherwise (a killed run's agents and streams worker
+    once kept running into the next run, and talked to its broker on the same port)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def own_stack(
     settings: Settings, agent_ids: list[str], workers: int | None = None
 ) -> Iterator[Stack]:
-    """A broker and a whole stack of one's own (for benchmarks), stopped at the end."""
+    """A broker and a whole stack of one's own (for benchmarks), stopped at the end, also when
+    the benchmark is interrupted or killed (SIGTERM)."""
     if workers is not None:
         os.environ["ELVES_AGENT_WORKERS"] = str(workers)  # the agents inherit it
-    kafka("start", settings)
-    ensure_topics(settings)
-    stack = Stack(settings, client(settings, timeout=60))
-    try:
-        stack.start(agent_ids)
-        yield stack
-    finally:
-        stack.close()
-        kafka("stop", settings, check=False)
+    with term_as_exit():
+        kafka("start", settings)
+        try:
+            ensure_topics(settings)
+            stack = Stack(settings, client(settings, timeout=60))
+            try:
+                stack.start(agent_ids)
+                yield stack
+            finally:
+                stack.close()
+        finally:
+            kafka("stop", settings, check=False)
