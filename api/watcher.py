@@ -40,6 +40,7 @@ Position = tuple[str, int]  # (topic, partition)
 _RETRY_S = 1.0  # pause after a failed insert; the batch is kept and retried
 FETCH_MIN_BYTES = 64 * 1024
 FETCH_WAIT_MS = 100
+METADATA_REFRESH_MS = 2000
 
 
 def now_ms() -> int:
@@ -245,6 +246,8 @@ class Watcher:
                     # requests in bench/queues.py). An event waits at most this much more.
                     "fetch.min.bytes": FETCH_MIN_BYTES,
                     "fetch.wait.max.ms": FETCH_WAIT_MS,
+                    # A new agent's dispatch topic matches the regex once the metadata says so.
+                    "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
                 },
             )
         except Exception as exc:  # noqa: BLE001 - reported through `failure` and `alive`

@@ -39,7 +39,11 @@ def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
         # (some 30 consumers) took 2.75 CPU-s of the broker's every 10 s; at 500, 2.06. The folds
         # loop's at 10 ms alone were a tenth of the broker's CPU.
         "fetch.wait.max.ms": 500,
-        "topic.metadata.refresh.interval.ms": 2000,
+        # Every consumer here reads topics that exist before it starts (the regex-subscribed
+        # watcher, which must find new agents' topics, sets its own 2 s). At 2 s for all, an
+        # idle stack of 8 agents asked the broker for metadata 11 times a second: a tenth of
+        # its requests. A broker error still refreshes at once.
+        "topic.metadata.refresh.interval.ms": 30_000,
         # The folds loop writes in transactions (streams.loop). Agents and the gateway act on
         # what it decided at once, not a commit interval later; what a dead worker's aborted
         # transaction held is decided again, with the same ids, by its successor. The loop
