@@ -58,9 +58,7 @@ def decide_due(cron: CronDef, handled_until: int, now: int) -> Due:
         # Past MAX_MISSED_COUNTED only the newest times are listed; the first is still named.
         first = next_due(cron, handled_until)
         missed = CronFiresMissed(
-            event_id=derived_id(
-                f"{cron.cron_id}:{first}:{plan.missed[-1]}", "missed", at=plan.missed[-1]
-            ),
+            event_id=rules.missed_event_id(cron.cron_id, first, plan.missed[-1]),
             occurred_at=now,
             cron_id=cron.cron_id,
             first_at=first,

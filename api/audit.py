@@ -235,8 +235,6 @@ class AuditStore:
                 stored |= self._stored_ids(unknown) if unknown else set()
             fresh = [row for event_id, row in batch.items() if event_id not in stored]
             self._write(fresh)
-            if self._recent is not None:
-                self._recent.add(row.event_id for row in fresh)
             return len(fresh)
 
     def insert_new(self, fresh: Sequence[AuditRow]) -> None:
@@ -244,10 +242,9 @@ class AuditStore:
         benchmark fills its tables so). `insert` is for anything that may be a replay."""
         with self._write_lock:
             self._write(fresh)
-            if self._recent is not None:
-                self._recent.add(row.event_id for row in fresh)
 
     def _write(self, fresh: Sequence[AuditRow]) -> None:
+        """Insert the rows, and remember their ids once they are in (`_recent`)."""
         if not fresh:
             return
         now = dt.datetime.now(dt.UTC)
@@ -273,6 +270,8 @@ class AuditStore:
             self._writer.insert(self.table, data, column_names=COLUMNS)
         except ClickHouseError as exc:
             raise Unavailable(f"audit insert failed: {exc}") from exc
+        if self._recent is not None:
+            self._recent.add(row.event_id for row in fresh)
 
     def _open_recent(self) -> RecentIds:
         try:

@@ -17,7 +17,6 @@ import argparse
 import itertools
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 
 from elves.api.audit import AuditRow, AuditStore
@@ -114,7 +113,7 @@ def main() -> None:
     throughput(args.rows)
     if args.grow:
         sizes = sorted(int(s) for s in args.grow.split(","))
-        growth(sizes, "random ids (v4)", lambda: str(uuid.uuid4()))
+        growth(sizes, "random ids (v4)", random_id)
         # A few random ids among time-ordered ones are enough to make it grow again: each one
         # reads its own granule (why every id the platform makes is time-ordered).
         count = itertools.count()

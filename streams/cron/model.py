@@ -272,9 +272,7 @@ def decide_due(state: CronState | None, now: int, targets: Sequence[str] = ()) -
         cut_off = times[0] > state.next_at
         out.append(
             CronFiresMissed(
-                event_id=derived_id(
-                    f"{state.cron_id}:{missed[0]}:{missed[-1]}", "missed", at=missed[-1]
-                ),
+                event_id=rules.missed_event_id(state.cron_id, missed[0], missed[-1]),
                 occurred_at=now,
                 cron_id=state.cron_id,
                 first_at=state.next_at if cut_off else missed[0],

@@ -81,6 +81,12 @@ def fire_event_id(cron_id: str, scheduled_at: int, kind: str) -> str:
     return derived_id(f"{cron_id}:{scheduled_at}", kind, at=scheduled_at)
 
 
+def missed_event_id(cron_id: str, first_at: int, last_at: int) -> str:
+    """The id of a record of `cron_id`'s missed fires from `first_at` to `last_at`, on the
+    center or an agent: the same each time it is decided, sorted by the last missed time."""
+    return derived_id(f"{cron_id}:{first_at}:{last_at}", "missed", at=last_at)
+
+
 def parse_rule(text: str, timezone: str = "UTC") -> Rule:
     """Raises BadRule / BadTimezone with a clear message naming the problem."""
     return _parse(text, timezone)
