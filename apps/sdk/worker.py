@@ -18,10 +18,19 @@ import json
 import os
 import sys
 import traceback
-from pathlib import Path
+from importlib.machinery import ModuleSpec, SourceFileLoader
+from json.scanner import make_scanner
 from types import CodeType, ModuleType
-from typing import Any
 
+# typing.TYPE_CHECKING without importing typing (mypy reads any name TYPE_CHECKING so).
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:  # not at run time: a task forked from the agent's server copies every page
+    # its imports hold (pathlib and typing were a fifth of that server's memory)
+    from pathlib import Path
+    from typing import Any
+
+_JSON_SPACE = " \t\n\r"  # json's whitespace
 FLAG_TRUE = "true"
 FLAG_FALSE = "false"
 USAGE = "usage: app-worker.py <app> <func> [base64(json params)]"
@@ -30,6 +39,12 @@ USAGE = "usage: app-worker.py <app> <func> [base64(json params)]"
 # the forked child, so the task runs the module without reading and unmarshalling it (that
 # was a fifth of a noop task process's CPU). Empty in a plain `python app-worker.py`.
 PRECOMPILED: dict[str, CodeType] = {}
+# The folder of each entry script, links resolved, by the path it was run as: the fork server
+# puts the task's here too, so the child does not resolve it again.
+HOMES: dict[str, str] = {}
+# json's C scanner, called without json.loads's Python frames: in a forked task every object
+# touched costs a page copy (see PRECOMPILED).
+_SCAN = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed: a context object
 
 
 def render(flag: str, result: str) -> str:
@@ -42,13 +57,27 @@ def decode_params(encoded: str) -> dict[str, Any]:
     if not encoded:
         return {}
     try:
-        text = base64.b64decode(encoded, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+        # base64.b64decode(encoded, validate=True), without its frames.
+        text = binascii.a2b_base64(encoded, strict_mode=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"params are not base64 of UTF-8 text: {exc}") from exc
-    params = json.loads(text) if text.strip() else {}
+    params = json_value(text) if text.strip() else {}
     if not isinstance(params, dict):
         raise TypeError(f"params must be a JSON object, not {type(params).__name__}")
     return params
+
+
+def json_value(text: str) -> Any:
+    """json.loads(text) for a str, through the C scanner it calls (see `_SCAN`)."""
+    start = len(text) - len(text.lstrip(_JSON_SPACE))
+    try:
+        value, end = _SCAN(text, start)
+    except StopIteration as exc:  # what the scanner raises for no value at all
+        raise json.JSONDecodeError("Expecting value", text, exc.value) from None
+    rest = text[end:].lstrip(_JSON_SPACE)
+    if rest:
+        raise json.JSONDecodeError("Extra data", text, len(text) - len(rest))
+    return value
 
 
 def encode_params(params: dict[str, Any] | str) -> str:
@@ -70,15 +99,26 @@ def load_app(app_dir: Path | str, app: str) -> ModuleType:
     if not sys.path or sys.path[0] != folder:
         # The app may import helper modules that sit beside it.
         sys.path.insert(0, folder)
-    spec = importlib.util.spec_from_file_location(app, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[app] = module
     if code is None:
+        spec = importlib.util.spec_from_file_location(app, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[app] = module
         spec.loader.exec_module(module)
-    else:
-        exec(code, module.__dict__)  # noqa: S102 - what exec_module does once it has the code
+        return module
+    # What spec_from_file_location and module_from_spec make, without their frames (see
+    # PRECOMPILED): the same spec, loader and module attributes, `__cached__` aside.
+    loader = SourceFileLoader(app, path)
+    spec = ModuleSpec(app, loader, origin=path)
+    spec.has_location = True
+    module = ModuleType(app)
+    module.__spec__ = spec
+    module.__loader__ = loader
+    module.__package__ = ""
+    module.__file__ = path
+    sys.modules[app] = module
+    exec(code, module.__dict__)  # noqa: S102 - what exec_module does once it has the code
     return module
 
 
@@ -119,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     # os.path, not pathlib: in a task forked from the agent's warm server every object the
     # child touches costs a page copy, and pathlib touched twice as many.
-    app_dir = os.path.dirname(os.path.realpath(args[0]))
+    app_dir = HOMES.get(args[0]) or os.path.dirname(os.path.realpath(args[0]))
     flag, result = call(app_dir, args[1], args[2], args[3] if len(args) > 3 else "")
     sys.stdout.write(render(flag, result))
     sys.stdout.flush()

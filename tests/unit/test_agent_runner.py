@@ -340,3 +340,43 @@ def test_the_fork_server_imports_no_module_that_taxes_every_fork() -> None:
     probe = "import sys, elves.agent.forkserver; print({'threading', 'logging'} & {*sys.modules})"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "set()"
+
+
+PROBE_APP = """import json, os, sys
+
+
+class probe:
+    def look(self, params):
+        spec = __spec__
+        return "true", json.dumps({
+            "name": __name__, "file": __file__, "package": __package__,
+            "spec": [spec.name, spec.origin, spec.has_location, type(spec.loader).__name__],
+            "loader": __loader__ is spec.loader, "path0": sys.path[0], "cwd": os.getcwd(),
+            "argv": sys.argv[1:3], "params": params,
+        })
+"""
+
+
+def test_a_forked_task_sees_its_app_as_a_fresh_interpreter_does(
+    forkserver: ForkServer, tmp_path: Path
+) -> None:
+    """Module attributes, sys.path and the app's folder, through a linked app folder too: the
+    fork server resolves the folder once and skips the import machinery, and must not show."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "app-worker.py").write_text((SAMPLES / "noop" / "app-worker.py").read_text())
+    (real / "probe.py").write_text(PROBE_APP)
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    (apps / "probe").symlink_to(real)
+    seen = []
+    for server in (None, forkserver):
+        result = Runner(apps, 10_000, forkserver=server).run(spec("probe", "look", {"k": "ü"}))
+        assert (result.worker_flag, result.forked) == (1, server is not None), result
+        seen.append(json.loads(result.worker_message))
+    plain, forked = seen
+    assert forked == plain
+    resolved = str(real.resolve())
+    assert plain["path0"] == resolved and plain["file"] == f"{resolved}/probe.py"
+    assert plain["spec"] == ["probe", f"{resolved}/probe.py", True, "SourceFileLoader"]
+    assert plain["params"] == {"k": "ü"}

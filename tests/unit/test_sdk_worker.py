@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from elves.apps.sdk.worker import (
     call,
     decode_params,
     encode_params,
+    json_value,
     load_app,
     main,
     render,
@@ -60,6 +62,29 @@ def test_params_that_are_not_an_object_are_false() -> None:
 def test_params_round_trip_and_empty_means_none() -> None:
     assert decode_params(encode_params({"a": "ü"})) == {"a": "ü"}
     assert decode_params("") == {}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a": [1, 2.5, null, true]}', '  {"a": "\\u00fc"}\n\t', "[]", '"x"', "3", " \r\n{} "],
+)
+def test_json_value_reads_what_json_loads_reads(text: str) -> None:
+    assert json_value(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "{", '{"a": 1} x', "{} {}", "nope", "{'a': 1}"])
+def test_json_value_refuses_what_json_loads_refuses(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as refused:
+        json.loads(text)
+    with pytest.raises(json.JSONDecodeError) as ours:
+        json_value(text)
+    assert (ours.value.msg, ours.value.pos) == (refused.value.msg, refused.value.pos)
+
+
+@pytest.mark.parametrize("encoded", ["e30", "e30=!", "ü", "e3=0"])
+def test_params_that_are_not_strict_base64_are_a_value_error(encoded: str) -> None:
+    with pytest.raises(ValueError, match="not base64"):
+        decode_params(encoded)
 
 
 def test_app_worker_runs_under_a_fresh_interpreter() -> None:
