@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -18,12 +19,18 @@ _DERIVED = uuid.UUID("6f1c1f0e-5b1d-4e8e-9a55-e1f3e5c0e1f5")
 _RANDOM_BITS = 74  # what a UUIDv7 or v8 leaves after its 48-bit time, version and variant
 
 
-def _time_ordered(millis: int, bits: int, version: int) -> uuid.UUID:
+def _time_ordered(millis: int, bits: int, version: int) -> str:
     """An RFC 9562 layout: 48 bits of Unix milliseconds, the version, 12 of `bits`, the variant
-    (0b10), then the other 62 of `bits`."""
+    (0b10), then the other 62 of `bits`; as `str(uuid.UUID(int=...))` writes it, without the
+    object (every event costs a few ids, in every part of the stack)."""
     rand_a, rand_b = (bits >> 62) & 0xFFF, bits & ((1 << 62) - 1)
     value = (millis & ((1 << 48) - 1)) << 80 | version << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return uuid.UUID(int=value)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# A v7 or v8 id as `_time_ordered` writes it: read without a UUID parse.
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[78][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 def new_id(millis: int | None = None) -> str:
@@ -36,7 +43,7 @@ def new_id(millis: int | None = None) -> str:
     bits = int.from_bytes(os.urandom(10)) >> (80 - _RANDOM_BITS)
     if millis is None:
         millis = time.time_ns() // 1_000_000
-    return str(_time_ordered(millis, bits, version=7))
+    return _time_ordered(millis, bits, version=7)
 
 
 def random_id() -> str:
@@ -62,12 +69,15 @@ def derived_id(source_event_id: str, kind: str, at: int | None = None) -> str:
         return str(uuid.uuid5(_DERIVED, name))
     digest = hashlib.sha256(_DERIVED.bytes + name.encode()).digest()
     bits = int.from_bytes(digest[:10]) >> (80 - _RANDOM_BITS)
-    return str(_time_ordered(at, bits, version=8))
+    return _time_ordered(at, bits, version=8)
 
 
 def id_time_ms(event_id: str) -> int | None:
     """The Unix milliseconds a time-ordered id (a v7, or a v8 that `derived_id` made) carries;
     None for any other id (a v4, another system's, not a UUID)."""
+    if _CANONICAL.fullmatch(event_id):
+        return int(event_id[:8] + event_id[9:13], 16)
+    # Any other form uuid.UUID reads (upper case, braces, a urn): as it always was.
     try:
         parsed = uuid.UUID(event_id)
     except ValueError:

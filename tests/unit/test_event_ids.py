@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from elves.schemas.events import derived_id, new_id, random_id
+from elves.schemas.events import derived_id, id_time_ms, new_id, random_id
 
 NAMESPACE = uuid.UUID("6f1c1f0e-5b1d-4e8e-9a55-e1f3e5c0e1f5")  # the one ids derived before v7 used
 
@@ -74,3 +74,13 @@ def test_an_id_derived_from_a_key_takes_the_time_the_input_fixes() -> None:
     # A time-ordered source keeps its own time: `at` is only for sources without one.
     source = new_id(1_700_000_000_000)
     assert millis(derived_id(source, "fired", at=1_795_000_000_000)) == 1_700_000_000_000
+
+
+def test_the_time_of_an_id_is_read_from_any_form_a_uuid_parse_reads() -> None:
+    source = new_id(1_795_000_000_123)
+    forms = [source, source.upper(), "{" + source + "}", f"urn:uuid:{source}"]
+    assert [id_time_ms(f) for f in forms] == [1_795_000_000_123] * 4
+    # An id derived from any of them sorts beside its source, as before the canonical fast path.
+    assert [id_time_ms(derived_id(f, "x")) for f in forms] == [1_795_000_000_123] * 4
+    assert id_time_ms(str(uuid.uuid4())) is None
+    assert id_time_ms("not an id") is None
