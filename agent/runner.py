@@ -18,9 +18,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import math
 import os
 import re
-import selectors
+import select
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from typing import Protocol
 
 from elves.agent.forkclient import ForkServer, ForkServerUnavailable
 from elves.agent.install import CURRENT, entry_of, proxy_of
+from elves.packages import MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,15 @@ class TaskSpec:
     params: str  # JSON text, as dispatched
     timeout_s: float
     proxy: str | None = None
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where an app runs from: its folder, its worker script, the manifest's proxy if any."""
+
+    folder: Path
+    script: Path
+    proxy: str | None
 
 
 @dataclass(frozen=True)
@@ -122,17 +133,47 @@ class Runner:
         self.python = python
         self.forkserver = forkserver
         self.env = dict(os.environ if env is None else env)
+        self._places: dict[str, tuple[tuple[object, ...], _Place]] = {}  # app -> (found by, place)
 
     def locate(self, app: str) -> tuple[Path, Path]:
         """(the app's folder, its worker script): the installed package's current version
         first, else the folder under `apps_dir`."""
+        place = self._place(app)
+        return place.folder, place.script
+
+    def _place(self, app: str) -> _Place:
+        """Where `app` runs from, found again only when what it was found by changes: the
+        target of the package's `current` link (an installed version's folder never changes),
+        else the stat of the app folder's manifest (an edit that keeps its size within one tick
+        of the file system's clock is seen at the next). Found every time (paths resolved, the
+        manifest read), it took 33 us a task; looked up, 12."""
         if self.installed is not None:
-            current = self.installed / app / CURRENT
-            if current.is_dir():
-                folder = current.resolve()  # this task keeps this version, whatever comes next
-                return folder, folder / entry_of(folder)
+            link = f"{self.installed}/{app}/{CURRENT}"
+            try:
+                version = os.readlink(link)
+            except OSError:
+                version = None
+            if version is not None and os.path.isdir(link):
+                found_by: tuple[object, ...] = ("installed", version)
+                cached = self._places.get(app)
+                if cached is not None and cached[0] == found_by:
+                    return cached[1]
+                folder = Path(link).resolve()  # this task keeps this version, whatever comes next
+                place = _Place(folder, folder / entry_of(folder), proxy_of(folder))
+                self._places[app] = (found_by, place)
+                return place
         folder = self.apps_dir / app
-        return folder, folder / WORKER_SCRIPT
+        try:
+            st = os.stat(f"{folder}/{MANIFEST}")
+            found_by = ("folder", st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            found_by = ("folder", None)
+        cached = self._places.get(app)
+        if cached is not None and cached[0] == found_by:
+            return cached[1]
+        place = _Place(folder, folder / WORKER_SCRIPT, proxy_of(folder))
+        self._places[app] = (found_by, place)
+        return place
 
     def command(self, spec: TaskSpec, script: Path | None = None) -> list[str]:
         """The argv of the worker contract."""
@@ -161,14 +202,14 @@ class Runner:
         started = time.monotonic()
         if not _APP_NAME.match(spec.app):
             return RunResult(FLAG_ERROR, f"bad app name {spec.app!r}", _ms(started))
-        app_dir, script = self.locate(spec.app)
-        if not spec.proxy:
+        place = self._place(spec.app)
+        if not spec.proxy and place.proxy:
             # A package's manifest may name its own entry point; a task's own proxy wins.
-            spec = replace(spec, proxy=proxy_of(app_dir))
-        if not spec.proxy and not script.is_file():
+            spec = replace(spec, proxy=place.proxy)
+        if not spec.proxy and not os.path.isfile(place.script):
             return RunResult(FLAG_ERROR, f"app '{spec.app}' not installed", _ms(started))
-        argv = self.command(spec, script)
-        cwd = app_dir if app_dir.is_dir() else self.apps_dir
+        argv = self.command(spec, place.script)
+        cwd = place.folder if os.path.isdir(place.folder) else self.apps_dir
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
@@ -230,16 +271,18 @@ class Runner:
         killed: str | None = None  # why the group was killed
         timed_out = False
         exited = False
-        sel = selectors.DefaultSelector()
-        for fd in pipes:
-            sel.register(fd, selectors.EVENT_READ)
-        sel.register(proc.exit_fd, selectors.EVENT_READ)
+        # select.poll, not a selectors object (its keys and maps, for every task): with
+        # `_place`, the agent's side of a noop task went from 0.44 to 0.35 ms (bench/fork.py).
+        poller = select.poll()
+        watched = {out_r, err_r, proc.exit_fd}
+        for fd in watched:
+            poller.register(fd, select.POLLIN)
         try:
             while True:
                 now = time.monotonic()
                 if exited:
                     # Done; a child the worker left behind may hold the pipes, so do not wait long.
-                    if len(sel.get_map()) == 0 or now >= deadline:
+                    if not watched or now >= deadline:
                         break
                 elif killed is None and (now >= deadline or (cancel and cancel.is_set())):
                     timed_out = now >= deadline
@@ -259,19 +302,21 @@ class Runner:
                     wait = min(wait, CANCEL_POLL_S)
                 if report is not None and not exited and killed is None:
                     wait = min(wait, report[0] - now)
-                for key, _ in sel.select(timeout=wait):
-                    if key.fd == proc.exit_fd:
-                        sel.unregister(key.fd)
+                # Any event counts as readable (a hang-up too), as selectors counts it.
+                for fd, _ in poller.poll(max(0, math.ceil(wait * 1000))):
+                    if fd == proc.exit_fd:
+                        poller.unregister(fd)
+                        watched.discard(fd)
                         exited = True
                         deadline = time.monotonic() + EXIT_DRAIN_S
                         continue
-                    chunk = os.read(key.fd, 65536)
+                    chunk = os.read(fd, 65536)
                     if chunk:
-                        pipes[key.fd].add(chunk)
+                        pipes[fd].add(chunk)
                     else:
-                        sel.unregister(key.fd)
+                        poller.unregister(fd)
+                        watched.discard(fd)
         finally:
-            sel.close()
             os.close(out_r)
             os.close(err_r)
         code: int | None = None

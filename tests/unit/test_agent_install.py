@@ -171,6 +171,35 @@ def test_the_runner_finds_installed_apps_first(tmp_path: Path) -> None:
     assert runner.locate("noop")[0] == SAMPLES / "noop"  # not installed: the apps folder
 
 
+def test_the_runner_sees_a_new_current_version_and_a_changed_manifest_at_the_next_task(
+    tmp_path: Path,
+) -> None:
+    """The runner keeps where an app runs from; a switch of `current` or an edited manifest
+    must still reach the very next task."""
+    installed = tmp_path / "installed"
+    for version in ("1", "2"):
+        data = package("apptest", f"from version {version}")
+        install(installed, "apptest", version, sha256_of(data), data, LIMIT)
+    runner = Runner(tmp_path / "apps", 10_000, python=sys.executable, installed=installed)
+    which = TaskSpec("apptest", "which", "{}", 20)
+    activate(installed, "apptest", "1")
+    assert runner.run(which).worker_message == "from version 1"
+    activate(installed, "apptest", "2")
+    assert runner.run(which).worker_message == "from version 2"
+    # A folder app (no package): its manifest's proxy, read again once the file changed.
+    folder = tmp_path / "apps" / "shellapp"
+    folder.mkdir(parents=True)
+    tags = "<ElvesWFlag>true</ElvesWFlag><ElvesWResult>%s</ElvesWResult>"
+    (folder / "a.sh").write_text(f'printf "{tags}" a\n')
+    (folder / "b.sh").write_text(f'printf "{tags}" b\n')
+    shell = TaskSpec("shellapp", "f", "{}", 20)
+    assert runner.run(shell).worker_message.startswith("app 'shellapp' not installed")
+    (folder / "manifest.json").write_text(json.dumps({"proxy": "sh|a.sh"}))
+    assert runner.run(shell).worker_message == "a"
+    (folder / "manifest.json").write_text(json.dumps({"proxy": "sh|b.sh", "x": "longer"}))
+    assert runner.run(shell).worker_message == "b"
+
+
 def test_prune_keeps_the_current_and_the_newest_versions(tmp_path: Path) -> None:
     for n, version in enumerate(("1", "2", "3", "4")):
         data = package("demo", version)
