@@ -26,7 +26,7 @@ from types import CodeType, ModuleType
 TYPE_CHECKING = False
 
 if TYPE_CHECKING:  # not at run time: a task forked from the agent's server copies every page
-    # its imports hold (pathlib and typing were a fifth of that server's memory)
+    # its imports hold (pathlib and typing were a sixth of that server's memory)
     from pathlib import Path
     from typing import Any
 
