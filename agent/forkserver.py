@@ -267,7 +267,13 @@ class _Server:
             _warn(f"a request came with {len(fds)} fds, not 3")
             return True
         reply, out_fd, err_fd = fds
+        problem = _malformed(request)
         try:
+            if problem is not None:
+                _warn(f"bad request: {problem}")
+                _answer(reply, {"error": f"bad request: {problem}"})
+                os.close(reply)
+                return True
             pid = self._fork(request, out_fd, err_fd)
         except OSError as exc:
             _answer(reply, {"error": f"fork failed: {exc}"})
@@ -321,6 +327,18 @@ class _Server:
         _, status = os.waitpid(pid, 0)
         _answer_number(reply, b'{"status": %d}', os.waitstatus_to_exitcode(status))
         os.close(reply)
+
+
+def _malformed(request: dict[str, Any]) -> str | None:
+    """What is wrong with a request's shape, or None: an agent's bug must not end the server."""
+    argv, cwd, env = request.get("argv"), request.get("cwd"), request.get("env")
+    if not isinstance(argv, list) or len(argv) < 2 or not all(isinstance(a, str) for a in argv):
+        return "argv must be a list of at least two strings (the interpreter and the script)"
+    if not isinstance(cwd, str):
+        return "cwd must be a string"
+    if env is not None and not isinstance(env, dict):
+        return "env must be an object or null"
+    return None
 
 
 def _answer(reply: int, message: Mapping[str, Any]) -> None:

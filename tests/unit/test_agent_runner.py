@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from elves.agent.forkclient import ForkServer
+from elves.agent.forkserver import recv, send
 from elves.agent.runner import STOPPING, Runner, TaskSpec, parse_output
 
 SAMPLES = Path(__file__).resolve().parents[2] / "apps" / "samples"
@@ -192,6 +194,30 @@ def test_the_fork_server_comes_back_after_it_dies(tmp_path: Path) -> None:
         assert (result.worker_flag, result.forked) == (1, True)
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [{"argv": ["python"], "cwd": "/"}, {"argv": ["python", 7], "cwd": "/"}, {"argv": ["p", "s"]}],
+)
+def test_a_malformed_request_is_refused_and_the_server_goes_on(
+    forkserver: ForkServer, request_: dict[str, object]
+) -> None:
+    """The agent's own bug, not a task's: the server answers an error and serves the next."""
+    assert forkserver._channel is not None
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    out_r, out_w = os.pipe()
+    try:
+        send(forkserver._channel, {"env": None, **request_}, [theirs.fileno(), out_w, out_w])
+        theirs.close()
+        answer, _ = recv(ours)
+        assert answer is not None and answer["error"].startswith("bad request: ")
+    finally:
+        ours.close()
+        for fd in (out_r, out_w):
+            os.close(fd)
+    result = Runner(SAMPLES, 1000, forkserver=forkserver).run(spec("noop", "noop"))
+    assert (result.worker_flag, result.forked) == (1, True)
 
 
 def test_the_forked_task_gets_argv_cwd_and_env(forkserver: ForkServer, tmp_path: Path) -> None:
