@@ -29,22 +29,22 @@ pick_python() {
     done
     # Rounds taken in turn, each interpreter's best kept: the machine's speed drifts within
     # seconds, and a slow moment must not decide.
-    for round in 1 2 3; do
-        for exe in "${seen[@]}"; do
+    for round in 1 2 3 4 5; do
+        for exe in ${seen[@]+"${seen[@]}"}; do
             ms="$("$exe" -c '
 import time, timeit
 def loop():
     d = {}
     for i in range(100_000):
         d[i % 1000] = d.get(i % 1000, 0) + len(str(i))
-print(int(min(timeit.repeat(loop, number=1, repeat=3, timer=time.process_time)) * 1e6))')" ||
+print(int(min(timeit.repeat(loop, number=1, repeat=5, timer=time.process_time)) * 1e6))')" ||
                 continue
             if [[ -z "${fastest[$exe]}" || "$ms" -lt "${fastest[$exe]}" ]]; then
                 fastest[$exe]="$ms"
             fi
         done
     done
-    for exe in "${seen[@]}"; do
+    for exe in ${seen[@]+"${seen[@]}"}; do
         [[ -n "${fastest[$exe]}" ]] || continue
         echo "setup: $exe ran the loop in $((fastest[$exe] / 1000)) ms" >&2
         if [[ -z "$best" || "${fastest[$exe]}" -lt "${fastest[$best]}" ]]; then
