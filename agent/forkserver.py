@@ -285,7 +285,7 @@ class _Server:
         pidfd = os.pidfd_open(pid)
         self.children[pidfd] = (pid, reply)
         self.epoll.register(pidfd, select.EPOLLIN)
-        _answer_number(reply, b'{"pid": %d}', pid)
+        _answer_bytes(reply, b'{"pid": %d}' % pid)  # not json.dumps: see the class
         return True
 
     def _fork(self, request: dict[str, Any], out_fd: int, err_fd: int) -> int:
@@ -325,7 +325,7 @@ class _Server:
         pid, reply = self.children.pop(pidfd)
         os.close(pidfd)
         _, status = os.waitpid(pid, 0)
-        _answer_number(reply, b'{"status": %d}', os.waitstatus_to_exitcode(status))
+        _answer_bytes(reply, b'{"status": %d}' % os.waitstatus_to_exitcode(status))
         os.close(reply)
 
 
@@ -344,11 +344,6 @@ def _malformed(request: dict[str, Any]) -> str | None:
 def _answer(reply: int, message: Mapping[str, Any]) -> None:
     """One packet on a task's reply socket (a bare fd); the agent may have gone: no matter."""
     _answer_bytes(reply, json.dumps(message).encode())
-
-
-def _answer_number(reply: int, template: bytes, number: int) -> None:
-    """`{"key": number}`, formatted without the json module (see `_Server`)."""
-    _answer_bytes(reply, template % number)
 
 
 def _answer_bytes(reply: int, data: bytes) -> None:

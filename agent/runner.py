@@ -147,6 +147,22 @@ class Runner:
         else the stat of the app folder's manifest (an edit that keeps its size within one tick
         of the file system's clock is seen at the next). Found every time (paths resolved, the
         manifest read), it took 33 us a task; looked up, 12."""
+        found_by, link = self._found_by(app)
+        cached = self._places.get(app)
+        if cached is not None and cached[0] == found_by:
+            return cached[1]
+        if link is not None:
+            folder = Path(link).resolve()  # this task keeps this version, whatever comes next
+            place = _Place(folder, folder / entry_of(folder), proxy_of(folder))
+        else:
+            folder = self.apps_dir / app
+            place = _Place(folder, folder / WORKER_SCRIPT, proxy_of(folder))
+        self._places[app] = (found_by, place)
+        return place
+
+    def _found_by(self, app: str) -> tuple[tuple[object, ...], str | None]:
+        """What `_place` is keyed by, and the package's `current` link when that is what runs:
+        its target, else the stat of the apps folder's manifest."""
         if self.installed is not None:
             link = f"{self.installed}/{app}/{CURRENT}"
             try:
@@ -154,26 +170,12 @@ class Runner:
             except OSError:
                 version = None
             if version is not None and os.path.isdir(link):
-                found_by: tuple[object, ...] = ("installed", version)
-                cached = self._places.get(app)
-                if cached is not None and cached[0] == found_by:
-                    return cached[1]
-                folder = Path(link).resolve()  # this task keeps this version, whatever comes next
-                place = _Place(folder, folder / entry_of(folder), proxy_of(folder))
-                self._places[app] = (found_by, place)
-                return place
-        folder = self.apps_dir / app
+                return ("installed", version), link
         try:
-            st = os.stat(f"{folder}/{MANIFEST}")
-            found_by = ("folder", st.st_mtime_ns, st.st_size, st.st_ino)
+            st = os.stat(f"{self.apps_dir}/{app}/{MANIFEST}")
         except OSError:
-            found_by = ("folder", None)
-        cached = self._places.get(app)
-        if cached is not None and cached[0] == found_by:
-            return cached[1]
-        place = _Place(folder, folder / WORKER_SCRIPT, proxy_of(folder))
-        self._places[app] = (found_by, place)
-        return place
+            return ("folder", None), None
+        return ("folder", st.st_mtime_ns, st.st_size, st.st_ino), None
 
     def command(self, spec: TaskSpec, script: Path | None = None) -> list[str]:
         """The argv of the worker contract."""

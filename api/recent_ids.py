@@ -11,16 +11,17 @@ older than what is kept in memory (`keep_ms`, which bounds it).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
+
+from elves.schemas.events import TIME_ORDERED_ID, canonical_time_ms
 
 BUCKET_MS = 1000  # ids kept by the second of their time, so forgetting drops whole buckets
 
 
 # The ids answered here: a UUIDv7 or v8 (`derived_id`) in its canonical text form, which the
 # table's lookup compares, with a first digit 0 (every time before the year 2527), so that all
-# of them sort before '1' and by their time, as text as in `horizon_sql`.
-_ANSWERED = re.compile(r"0[0-9a-f]{7}-[0-9a-f]{4}-[78][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+# of them sort before '1' and by their time, as text. `horizon_sql` selects the same set: its
+# `< '1'` on a text that matches the pattern leaves the first digit 0.
 
 
 def horizon_sql(table: str) -> str:
@@ -29,15 +30,13 @@ def horizon_sql(table: str) -> str:
     over the column took 80)."""
     return (
         f"SELECT event_id FROM {table} WHERE event_id < '1'"
-        f" AND match(event_id, '^{_ANSWERED.pattern}$') ORDER BY event_id DESC LIMIT 1"
+        f" AND match(event_id, '^{TIME_ORDERED_ID}$') ORDER BY event_id DESC LIMIT 1"
     )
 
 
 def _time_of(event_id: str) -> int | None:
     """An answered id's Unix milliseconds (its first 48 bits), else None."""
-    if _ANSWERED.fullmatch(event_id) is None:
-        return None
-    return int(event_id[:8] + event_id[9:13], 16)
+    return canonical_time_ms(event_id) if event_id[:1] == "0" else None
 
 
 def opening_horizon(newest_stored: str | None) -> int:

@@ -29,8 +29,9 @@ def _time_ordered(millis: int, bits: int, version: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-# A v7 or v8 id as `_time_ordered` writes it: read without a UUID parse.
-_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[78][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+# A v7 or v8 id as `_time_ordered` writes it (the audit's SQL matches the same text).
+TIME_ORDERED_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[78][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+_TIME_ORDERED = re.compile(TIME_ORDERED_ID)
 
 
 def new_id(millis: int | None = None) -> str:
@@ -72,11 +73,20 @@ def derived_id(source_event_id: str, kind: str, at: int | None = None) -> str:
     return _time_ordered(at, bits, version=8)
 
 
+def canonical_time_ms(event_id: str) -> int | None:
+    """The Unix milliseconds of a v7 or v8 id in the text `_time_ordered` writes, without a UUID
+    parse; None for any other text, even another form of such an id (see `id_time_ms`)."""
+    if _TIME_ORDERED.fullmatch(event_id) is None:
+        return None
+    return int(event_id[:8] + event_id[9:13], 16)
+
+
 def id_time_ms(event_id: str) -> int | None:
     """The Unix milliseconds a time-ordered id (a v7, or a v8 that `derived_id` made) carries;
     None for any other id (a v4, another system's, not a UUID)."""
-    if _CANONICAL.fullmatch(event_id):
-        return int(event_id[:8] + event_id[9:13], 16)
+    canonical = canonical_time_ms(event_id)
+    if canonical is not None:
+        return canonical
     # Any other form uuid.UUID reads (upper case, braces, a urn): as it always was.
     try:
         parsed = uuid.UUID(event_id)
