@@ -3,8 +3,9 @@
 It heartbeats, consumes its own dispatch topic, runs each task as a process (forked from the warm
 fork server for Python apps) on a bounded pool, and reports through the durable outbox:
 `TaskStarted` (the time its process started, and its pid) once that process has run
-`START_REPORT_S`, `TaskResultReported` when it is over, both to `results` keyed by task id. A
-task that ends sooner has both reported together, in that order.
+`START_REPORT_S`, `TaskResultReported` when it is over, both to `results` keyed by task id. The
+result carries that start too, and a task that ends sooner has no `TaskStarted`: most tasks are
+short, and one record fewer for each is less work for every part that reads `results`.
 
 Delivery: at-least-once with dedupe. A dispatch's offset is stored for commit only after its
 `(task_id, attempt)` is claimed in the outbox database, so a crash before that means Kafka
@@ -69,9 +70,8 @@ from elves.topics import ensure_dispatch_topic
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
-# A task's start is reported once it has run this long; one that ends sooner has its
-# TaskStarted (with the time it started) and its result put in one outbox commit, one fsync
-# where there were two (DECISIONS.md has what it measured).
+# A task's start is reported once it has run this long; one that ends sooner reports its start
+# only inside its result (DECISIONS.md has what each step measured).
 START_REPORT_S = 0.5
 TOPIC_RETRY_S = 2.0  # Kafka unreachable at the start: try again after this (the cron runs)
 CANCELLED = "cancelled: the center asked to stop it"
@@ -368,19 +368,19 @@ class Agent:
                 proxy=dispatch.proxy,
             )
 
-            unreported: list[Row] = []  # the TaskStarted of its process, until it is put
+            start: list[tuple[int, int]] = []  # its process's (pid, start time), once started
 
             def started(pid: int) -> None:
-                unreported.append(self._started_row(dispatch, pid))
+                start.append((pid, _now_ms()))
 
             def still_running() -> None:
                 # Only informs (the result follows): no fsync on the task's way to its run.
-                self.outbox.put(*unreported.pop(), durable=False)
+                self.outbox.put(*self._started_row(dispatch, *start[0]), durable=False)
 
             result = self._execute(
                 (dispatch.task_id, dispatch.attempt), spec, started, still_running
             )
-            self.outbox.put_many([*unreported, self._result_row(dispatch, result)])
+            self.outbox.put(*self._result_row(dispatch, result, *(start[0] if start else ())))
             log.info(
                 "task %s attempt %s: flag %s in %s ms",
                 dispatch.task_id,
@@ -454,10 +454,10 @@ class Agent:
         self._futures.add(future)
         future.add_done_callback(self._futures.discard)
 
-    def _started_row(self, dispatch: TaskDispatched, pid: int) -> Row:
+    def _started_row(self, dispatch: TaskDispatched, pid: int, at: int) -> Row:
         event = TaskStarted(
             event_id=derived_id(dispatch.event_id, "started"),
-            occurred_at=_now_ms(),
+            occurred_at=at,
             task_id=dispatch.task_id,
             attempt=dispatch.attempt,
             agent_id=self.agent_id,
@@ -465,7 +465,13 @@ class Agent:
         )
         return self.results_topic, dispatch.task_id.encode(), CODEC.encode(event)
 
-    def _result_row(self, dispatch: TaskDispatched, result: RunResult) -> Row:
+    def _result_row(
+        self,
+        dispatch: TaskDispatched,
+        result: RunResult,
+        pid: int | None = None,
+        started_at: int | None = None,
+    ) -> Row:
         event = TaskResultReported(
             event_id=derived_id(dispatch.event_id, "result"),
             occurred_at=_now_ms(),
@@ -479,6 +485,8 @@ class Agent:
             worker_costtime=result.worker_costtime,
             truncated=result.truncated,
             timed_out=result.timed_out,
+            started_at=started_at,
+            pid=pid,
         )
         return self.results_topic, dispatch.task_id.encode(), CODEC.encode(event)
 

@@ -190,7 +190,7 @@ def _timings(submitted_at: int, seen: dict[str, int], outcome: Event) -> dict[st
     if not isinstance(outcome, TaskResultReported):
         return {}
     accepted = seen.get("TaskAccepted", submitted_at)
-    started = seen.get("TaskStarted", accepted)
+    started = outcome.started_at or seen.get("TaskStarted", accepted)
     replied = seen.get("replied", outcome.occurred_at)
     return {
         "gateway_to_dispatch": accepted - submitted_at,

@@ -171,6 +171,9 @@ class TaskCancelRequested:
 
 @dataclass(frozen=True)
 class TaskStarted:
+    """An attempt's process has run the agent's START_REPORT_S and still runs (one that ends
+    sooner reports its start inside its TaskResultReported, and has no TaskStarted)."""
+
     event_id: str
     occurred_at: int
     task_id: str
@@ -195,6 +198,10 @@ class TaskResultReported:
     worker_costtime: int
     truncated: bool = False  # since v2: the output went past the agent's cap
     timed_out: bool = False  # since v2: the agent killed the worker at the task's timeout
+    # Since v3: when the attempt's process started, and its pid (None: no process started). A
+    # task that ends within the agent's START_REPORT_S has no TaskStarted: this is its start.
+    started_at: int | None = None
+    pid: int | None = None
 
 
 @dataclass(frozen=True)

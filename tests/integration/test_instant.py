@@ -154,7 +154,6 @@ def test_every_event_of_a_task_is_in_the_audit_exactly_once(stack: Stack) -> Non
         "TaskSubmitted",
         "TaskAccepted",
         "TaskDispatched",
-        "TaskStarted",
         "TaskResultReported",
         "TaskSucceeded",
     }

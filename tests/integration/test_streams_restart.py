@@ -77,7 +77,6 @@ def test_the_queue_completes_after_the_streams_worker_is_killed(
             "TaskSubmitted",
             "TaskAccepted",
             "TaskDispatched",
-            "TaskStarted",
             "TaskResultReported",
             "TaskSucceeded",
         ):

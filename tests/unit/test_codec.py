@@ -17,7 +17,7 @@ def sample(cls: type) -> object:
     for f in dataclasses.fields(cls):
         if f.name == "occurred_at" or f.name.endswith("_at"):
             values[f.name] = 1_700_000_000_123
-        elif f.type in ("int",):
+        elif f.type in ("int", "int | None"):
             values[f.name] = 7
         elif f.type in ("float",):
             values[f.name] = 1.5
@@ -99,6 +99,15 @@ def test_every_event_is_flat_so_its_fields_are_its_record() -> None:
 
     from elves.schemas.events import EVENT_TYPES
 
-    allowed = {"str", "int", "bool", "float", "str | None", "tuple[str, ...]", "Mapping[str, str]"}
+    allowed = {
+        "str",
+        "int",
+        "bool",
+        "float",
+        "str | None",
+        "int | None",
+        "tuple[str, ...]",
+        "Mapping[str, str]",
+    }
     found = {str(f.type) for cls in EVENT_TYPES.values() for f in fields(cls)}
     assert found <= allowed, found - allowed
