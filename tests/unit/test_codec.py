@@ -68,6 +68,32 @@ def test_an_older_writer_version_is_read_with_the_newest() -> None:
     assert isinstance(event, TaskResultReported)
     assert event.truncated is False  # the v2 field's default
     assert event.worker_message == "toryzen"
+    assert (event.started_at, event.pid) == (None, None)  # the v3 fields' defaults
+
+
+def test_a_result_without_a_process_keeps_its_start_null() -> None:
+    """A task cancelled before it ran has no start: null, not 0 (the epoch)."""
+
+    def result(started_at: int | None, pid: int | None) -> TaskResultReported:
+        return TaskResultReported(
+            "r",
+            1_700_000_000_123,
+            "t",
+            1,
+            "a",
+            "apptest",
+            "helloword",
+            -1,
+            "cancelled",
+            0,
+            started_at=started_at,
+            pid=pid,
+        )
+
+    never, ran = result(None, None), result(1_700_000_000_100, 4242)
+    assert CODEC.decode(CODEC.encode(never)) == never
+    assert (never.started_at, never.pid) == (None, None)
+    assert CODEC.decode(CODEC.encode(ran)) == ran
 
 
 def test_fingerprint_is_crc64_avro() -> None:
