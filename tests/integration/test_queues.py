@@ -42,23 +42,32 @@ def by_task(queue: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {t["task_id"]: t for t in queue["tasks"]}
 
 
+def _the_one(stack: Stack, sql: str, what: str) -> int:
+    """The single value `sql` finds in the audit, once the watcher has stored its row: a
+    topic's rows may reach the audit after another topic's later ones."""
+    rows: list[list[Any]] = wait_for(what, lambda: stack.audit(sql) or None, 15)
+    [[value]] = rows
+    return int(value)
+
+
 def times(stack: Stack, task_id: str, kind: str) -> int:
-    [[at]] = stack.audit(
+    sql = (
         "SELECT toUnixTimestamp64Milli(occurred_at) FROM events "
         f"WHERE task_id = '{task_id}' AND type = '{kind}'"
     )
-    return int(at)
+    return _the_one(stack, sql, f"{kind} of {task_id} in the audit")
 
 
 def started_at(stack: Stack, task_id: str) -> int:
     """When the task's process started: its result says so (whether or not it ran long enough
     to have a TaskStarted of its own)."""
-    [[at]] = stack.audit(
+    sql = (
         "SELECT JSONExtractInt(payload, 'started_at') FROM events "
         f"WHERE task_id = '{task_id}' AND type = 'TaskResultReported'"
     )
+    at = _the_one(stack, sql, f"the result of {task_id} in the audit")
     assert at > 0
-    return int(at)
+    return at
 
 
 def test_a_diamond_runs_b_and_c_together_after_a_and_d_after_both(stack: Stack) -> None:
