@@ -309,14 +309,11 @@ class _Server:
                 exit_code = _run_child(request, entry, app, (self.devnull, out_fd, err_fd))
             finally:
                 # Not contextlib.suppress: a class's frames, for each of every task's flushes.
-                try:
-                    sys.stdout.flush()
-                except BaseException:  # noqa: BLE001, S110 - exiting whatever happened
-                    pass
-                try:
-                    sys.stderr.flush()
-                except BaseException:  # noqa: BLE001, S110 - exiting whatever happened
-                    pass
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except BaseException:  # noqa: BLE001, S110 - exiting whatever happened
+                        pass
                 os._exit(exit_code & 0xFF)
         return pid
 

@@ -136,11 +136,8 @@ class Outbox:
         """Store one message; returns its sequence number. `durable=False` skips the fsync: a
         crash of the agent still keeps the row, a power loss may not (for what only informs,
         like `TaskStarted`; the next durable commit makes it durable too)."""
-        return self.put_many([(topic, key, value)], durable=durable)[-1]
-
-    def put_many(self, rows: list[Row], *, durable: bool = True) -> list[int]:
         with self.transaction(durable=durable) as txn:
-            return [txn.put(*row) for row in rows]
+            return txn.put(topic, key, value)
 
     def claim(self, task_id: str, attempt: int, *rows: Row) -> bool:
         """Record that this agent takes on (task_id, attempt), with `rows` in the same commit.
