@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
+from elves.frozen import evolve
 from elves.permissions import Permits, anywhere
 from elves.schemas.events import (
     AgentCronRan,
@@ -340,7 +341,7 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
             base = state or TaskState(
                 event.task_id, event.agent_id, event.app, event.func, "accepted"
             )
-            return replace(base, status="accepted", deadline_at=event.deadline_at)
+            return evolve(base, status="accepted", deadline_at=event.deadline_at)
         case TaskRejected():
             base = state or TaskState(
                 event.task_id,
@@ -351,12 +352,12 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
                 queue_id=event.queue_id,
                 cron_id=event.cron_id,
             )
-            return replace(base, status="rejected", reason=f"[{event.code}] {event.reason}")
+            return evolve(base, status="rejected", reason=f"[{event.code}] {event.reason}")
         case TaskDispatched() if state is not None and (
             not state.final or event.attempt > state.attempt
         ):
             # A retry reopens a final task with its next attempt.
-            return replace(
+            return evolve(
                 state,
                 status="dispatched",
                 attempt=event.attempt,
@@ -369,9 +370,9 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
             )
         case TaskStarted() if state is not None and state.status == "dispatched":
             if event.attempt == state.attempt:
-                return replace(state, status="running")
+                return evolve(state, status="running")
         case TaskSucceeded() | TaskFailed() if state is not None and not state.final:
-            return replace(
+            return evolve(
                 state,
                 status="succeeded" if isinstance(event, TaskSucceeded) else "failed",
                 worker_flag=event.worker_flag,
@@ -392,7 +393,7 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
                 cron_id=event.cron_id,
             )
         case TaskTimedOut() if state is not None and not state.final:
-            return replace(
+            return evolve(
                 state,
                 status="timed_out",
                 worker_flag=-1,
