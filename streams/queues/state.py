@@ -14,11 +14,10 @@ stored: `QueueState.restore` derives it again.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal, assert_never
 
-from elves.frozen import evolve
 from elves.schemas.events import (
     AddQueueTask,
     CommitQueue,
@@ -169,19 +168,19 @@ def _with_task(state: QueueState, task: QueueTask) -> QueueState:
     tasks = {**state.tasks, task.task_id: task}
     if before is None:
         for dep in task.depends_on:
-            tasks[dep] = evolve(tasks[dep], dependents=(*tasks[dep].dependents, task.task_id))
+            tasks[dep] = replace(tasks[dep], dependents=(*tasks[dep].dependents, task.task_id))
         # A task restored after some of its dependencies ended waits for fewer of them.
-        task = evolve(task, waiting=sum(1 for d in task.depends_on if not tasks[d].final))
+        task = replace(task, waiting=sum(1 for d in task.depends_on if not tasks[d].final))
         tasks[task.task_id] = task
         if task.group is not None:
             members = (*state.groups.get(task.group, ()), task.task_id)
-            state = evolve(state, groups={**state.groups, task.group: members})
+            state = replace(state, groups={**state.groups, task.group: members})
         return _counted(state, tasks, task, added=1)
     if task.final and not before.final:
         for waiting in task.dependents:
-            tasks[waiting] = evolve(tasks[waiting], waiting=tasks[waiting].waiting - 1)
+            tasks[waiting] = replace(tasks[waiting], waiting=tasks[waiting].waiting - 1)
         return _counted(state, tasks, task, added=0)
-    return evolve(state, tasks=tasks)
+    return replace(state, tasks=tasks)
 
 
 def _counted(
@@ -189,7 +188,7 @@ def _counted(
 ) -> QueueState:
     """The state with `tasks`, counted once `task` was added (`added=1`) or ended (`added=0`)."""
     ended = int(task.final)
-    return evolve(
+    return replace(
         state,
         tasks=tasks,
         unfinished=state.unfinished + added - ended,
@@ -202,7 +201,7 @@ def _record(state: QueueState, task: QueueTask, outcome: Outcome) -> QueueState:
     last_try = task.attempt >= task.max_attempts
     match outcome:
         case TaskSucceeded():
-            ended = evolve(
+            ended = replace(
                 task,
                 status="succeeded",
                 worker_flag=outcome.worker_flag,
@@ -211,7 +210,7 @@ def _record(state: QueueState, task: QueueTask, outcome: Outcome) -> QueueState:
                 cause="",
             )
         case TaskFailed():
-            ended = evolve(
+            ended = replace(
                 task,
                 status="failed" if last_try else "retrying",
                 worker_flag=outcome.worker_flag,
@@ -220,14 +219,14 @@ def _record(state: QueueState, task: QueueTask, outcome: Outcome) -> QueueState:
                 cause=f"attempt {task.attempt} failed",
             )
         case TaskTimedOut():
-            ended = evolve(
+            ended = replace(
                 task,
                 status="timed_out" if last_try else "retrying",
                 worker_flag=-1,
                 cause=f"attempt {task.attempt} timed out",
             )
         case TaskRejected():
-            ended = evolve(
+            ended = replace(
                 task,
                 status="failed" if last_try else "retrying",
                 worker_flag=-1,
@@ -236,12 +235,12 @@ def _record(state: QueueState, task: QueueTask, outcome: Outcome) -> QueueState:
         case _:
             assert_never(outcome)
     if ended.status == "retrying":
-        ended = evolve(ended, retry_due_at=outcome.occurred_at + retry_delay_ms(task))
+        ended = replace(ended, retry_due_at=outcome.occurred_at + retry_delay_ms(task))
     return _started(_with_task(state, ended))
 
 
 def _started(state: QueueState) -> QueueState:
-    return evolve(state, status="running") if state.status == "committed" else state
+    return replace(state, status="running") if state.status == "committed" else state
 
 
 def apply(state: QueueState | None, event: Event) -> QueueState | None:
@@ -278,27 +277,27 @@ def _apply(state: QueueState, event: Event) -> QueueState:
                 ),
             )
         case QueueCommitted() if state.status == "open":
-            return evolve(state, status="committed", committed_id=event.event_id)
+            return replace(state, status="committed", committed_id=event.event_id)
         case QueueTaskReady() if task is not None and task.status in ("pending", "retrying"):
             if event.attempt == task.attempt + 1:
                 return _with_task(
-                    state, evolve(task, status="ready", attempt=event.attempt, retry_due_at=0)
+                    state, replace(task, status="ready", attempt=event.attempt, retry_due_at=0)
                 )
         case TaskStarted() if task is not None and task.status == "ready":
             if event.attempt == task.attempt:
-                return _started(_with_task(state, evolve(task, status="running")))
+                return _started(_with_task(state, replace(task, status="running")))
         case TaskSucceeded() | TaskFailed() | TaskTimedOut() | TaskRejected():
             if task is not None and _open_attempt(state, event) is task:
                 return _record(state, task, event)
         case QueueTaskRetryScheduled() if task is not None and task.status == "retrying":
             if event.attempt == task.attempt + 1:
-                return _with_task(state, evolve(task, retry_due_at=event.due_at))
+                return _with_task(state, replace(task, retry_due_at=event.due_at))
         case QueueTaskSkipped() if task is not None and task.status == "pending":
-            return _with_task(state, evolve(task, status="skipped", cause=event.cause))
+            return _with_task(state, replace(task, status="skipped", cause=event.cause))
         case QueueTaskCancelled() if task is not None and not task.final:
-            return _with_task(state, evolve(task, status="cancelled", cause="queue stopped"))
+            return _with_task(state, replace(task, status="cancelled", cause="queue stopped"))
         case QueueFinished() if not state.final and event.status in _QUEUE_ENDS:
-            return evolve(state, status=_QUEUE_ENDS[event.status], finished_id=event.event_id)
+            return replace(state, status=_QUEUE_ENDS[event.status], finished_id=event.event_id)
     return state
 
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
-from elves.frozen import evolve
 from elves.permissions import Permits, anywhere
 from elves.schemas.events import (
     AgentCronRan,
@@ -341,7 +340,7 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
             base = state or TaskState(
                 event.task_id, event.agent_id, event.app, event.func, "accepted"
             )
-            return evolve(base, status="accepted", deadline_at=event.deadline_at)
+            return replace(base, status="accepted", deadline_at=event.deadline_at)
         case TaskRejected():
             base = state or TaskState(
                 event.task_id,
@@ -352,12 +351,12 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
                 queue_id=event.queue_id,
                 cron_id=event.cron_id,
             )
-            return evolve(base, status="rejected", reason=f"[{event.code}] {event.reason}")
+            return replace(base, status="rejected", reason=f"[{event.code}] {event.reason}")
         case TaskDispatched() if state is not None and (
             not state.final or event.attempt > state.attempt
         ):
             # A retry reopens a final task with its next attempt.
-            return evolve(
+            return replace(
                 state,
                 status="dispatched",
                 attempt=event.attempt,
@@ -370,9 +369,9 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
             )
         case TaskStarted() if state is not None and state.status == "dispatched":
             if event.attempt == state.attempt:
-                return evolve(state, status="running")
+                return replace(state, status="running")
         case TaskSucceeded() | TaskFailed() if state is not None and not state.final:
-            return evolve(
+            return replace(
                 state,
                 status="succeeded" if isinstance(event, TaskSucceeded) else "failed",
                 worker_flag=event.worker_flag,
@@ -393,7 +392,7 @@ def apply(state: TaskState | None, event: Event) -> TaskState | None:
                 cron_id=event.cron_id,
             )
         case TaskTimedOut() if state is not None and not state.final:
-            return evolve(
+            return replace(
                 state,
                 status="timed_out",
                 worker_flag=-1,
