@@ -58,9 +58,8 @@ def faust_reader(bootstrap: str, source: str, sink: str, with_table: bool) -> No
 
     from elves.streams import app as streams_app
 
-    if not os.environ.get("CEILING_STOCK"):  # CEILING_STOCK=1: aiokafka's own, as Faust's
+    if not os.environ.get("CEILING_STOCK"):  # CEILING_STOCK=1: aiokafka's own settings
         aiokafka.AIOKafkaConsumer = streams_app._Consumer  # the streams worker's consumer
-        aiokafka.AIOKafkaProducer = streams_app.Sender  # and its producer (librdkafka sends)
     app = faust.App(
         f"ceiling-{uuid.uuid4().hex[:6]}",
         broker=f"kafka://{bootstrap}",

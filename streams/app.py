@@ -44,7 +44,6 @@ from elves.streams.folds import build_folds
 from elves.streams.loop import Folds, Loop
 from elves.streams.queues.wiring import wire_queues
 from elves.streams.recovery import tables_ready
-from elves.streams.sender import Sender
 from elves.streams.tasks import model as tasks
 from elves.topics import ensure_topics
 
@@ -233,7 +232,6 @@ def run(settings: Settings, loglevel: str = "info") -> None:
 
     (settings.state_dir / "streams").mkdir(parents=True, exist_ok=True)
     aiokafka.AIOKafkaConsumer = _Consumer  # Faust builds its consumer by this name
-    aiokafka.AIOKafkaProducer = Sender  # and its producer (streams.sender says why)
     ensure_topics(settings)
     agent_view = AgentView(settings)
     agent_view.start()  # before any task is decided: it tells known agents from unknown ones
