@@ -302,13 +302,10 @@ start() {
     # C1 only (TieredStopAtLevel=1): on a 2-core machine the C2 compiler threads of a fresh
     # broker took most of a core for minutes and slowed every client; C1 code is fast enough
     # for one local broker. AlwaysPreTouch: the heap's pages are faulted in at start, not by
-    # the first requests that reach fresh memory. ParallelGC, not G1: the broker used an eighth
-    # less CPU a task in bench/queues.py (G1's write barriers and concurrent refinement buy short
-    # pauses on big heaps, not needed on this 512 MB one). KAFKA_JVM_OPTS adds or overrides
-    # flags (a collector flag needs -XX:-UseParallelGC with it).
+    # the first requests that reach fresh memory. KAFKA_JVM_OPTS adds or overrides flags.
     # shellcheck disable=SC2086
     ${detach[@]+"${detach[@]}"} nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PIDFILE" \
-        "$JAVA" -Xms256m -Xmx512m -XX:+UseParallelGC -XX:+AlwaysPreTouch -XX:+ExitOnOutOfMemoryError \
+        "$JAVA" -Xms256m -Xmx512m -XX:+UseG1GC -XX:+AlwaysPreTouch -XX:+ExitOnOutOfMemoryError \
         -XX:TieredStopAtLevel=1 ${KAFKA_JVM_OPTS:-} \
         -Djava.awt.headless=true -Dlog4j2.configurationFile="$LOG4J" \
         -Dlog4j2.shutdownHookEnabled=false \
