@@ -63,6 +63,32 @@ MODES = ("NP", "P")
 RUN_IF = ("all_succeeded", "all_done")
 NO_TASKS: Mapping[str, str] = MappingProxyType({})
 
+
+class _Draft(dict[str, "QueueTask"]):
+    """A queue's task map while one fold builds it (`fold`, `apply`, `restore`, and the rules'
+    look-ahead in `model.py`): changed in place until the fold hands its state out, which closes
+    it. A closed map is never changed again: the next fold copies it first. So k events applied
+    to a queue of n tasks copy its map once, not k times: a fan-out of n tasks used to make 2n
+    copies of n entries, some seconds at 8,000 tasks, all of them inside one event."""
+
+    __slots__ = ("open",)
+
+    def __init__(self, tasks: Mapping[str, QueueTask]) -> None:
+        super().__init__(tasks)
+        self.open = True
+
+
+def _writable(tasks: Mapping[str, QueueTask]) -> _Draft:
+    return tasks if isinstance(tasks, _Draft) and tasks.open else _Draft(tasks)
+
+
+def _handed_out(state: QueueState | None) -> QueueState | None:
+    """Close the task map of a state a fold returns: whoever holds it may keep it."""
+    if state is not None and isinstance(state.tasks, _Draft):
+        state.tasks.open = False
+    return state
+
+
 Command = CreateQueue | AddQueueTask | CommitQueue | StopQueue
 Outcome = TaskSucceeded | TaskFailed | TaskTimedOut | TaskRejected
 
@@ -137,6 +163,7 @@ class QueueState:
         state = header
         for task in sorted(tasks, key=lambda t: t.seq):
             state = _with_task(state, task)
+        _handed_out(state)
         return state
 
 
@@ -165,7 +192,8 @@ def _with_task(state: QueueState, task: QueueTask) -> QueueState:
     """The state with `task` added or changed, and what is derived from the tasks moved along:
     only the tasks it touches are rebuilt."""
     before = state.tasks.get(task.task_id)
-    tasks = {**state.tasks, task.task_id: task}
+    tasks = _writable(state.tasks)
+    tasks[task.task_id] = task
     if before is None:
         for dep in task.depends_on:
             tasks[dep] = replace(tasks[dep], dependents=(*tasks[dep].dependents, task.task_id))
@@ -183,9 +211,7 @@ def _with_task(state: QueueState, task: QueueTask) -> QueueState:
     return replace(state, tasks=tasks)
 
 
-def _counted(
-    state: QueueState, tasks: dict[str, QueueTask], task: QueueTask, added: int
-) -> QueueState:
+def _counted(state: QueueState, tasks: _Draft, task: QueueTask, added: int) -> QueueState:
     """The state with `tasks`, counted once `task` was added (`added=1`) or ended (`added=0`)."""
     ended = int(task.final)
     return replace(
@@ -247,7 +273,7 @@ def apply(state: QueueState | None, event: Event) -> QueueState | None:
     """Fold one event into the state. What does not fit the state (a duplicate, a late result,
     another queue's task) changes nothing."""
     if state is not None:
-        return _apply(state, event)
+        return _handed_out(_apply(state, event))
     if isinstance(event, QueueCreated):
         return QueueState(event.queue_id, event.app, event.name, created_id=event.event_id)
     return None
@@ -303,8 +329,9 @@ def _apply(state: QueueState, event: Event) -> QueueState:
 
 def fold(events: Iterable[Event], state: QueueState | None = None) -> QueueState | None:
     for event in events:
-        state = apply(state, event)
-    return state
+        # The internal step: the task map stays open between this fold's own events.
+        state = _apply(state, event) if state is not None else apply(state, event)
+    return _handed_out(state)
 
 
 def fold_until(events: Iterable[Event], as_of_ms: int) -> QueueState | None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import pytest
+
 from elves.schemas.events import (
     AddQueueTask,
     CommitQueue,
@@ -25,6 +29,7 @@ from elves.schemas.events import (
     TaskTimedOut,
 )
 from elves.streams.queues import model, rows
+from elves.streams.queues import state as state_module
 from elves.streams.tasks.model import Limits
 
 LIMITS = Limits(grace_ms=5000, max_params_bytes=1000)
@@ -496,3 +501,60 @@ def test_an_add_for_an_agent_the_queues_app_may_not_run_on_is_refused_413_5() ->
     [added] = run.command(add("y"), permits=only_a1)
     assert isinstance(added, QueueTaskAdded)
     assert set(run.statuses()) == {"y"}
+
+
+# --- The task map: copied once a fold, and never changed once handed out ---
+
+
+def _fan_out(n: int) -> Run:
+    return queue(add("root"), *(add(f"t{i}", "root") for i in range(n)))
+
+
+def _statuses(state: model.QueueState | None) -> dict[str, str]:
+    assert state is not None
+    return {t.task_id: t.status for t in state.tasks.values()}
+
+
+def test_a_state_handed_out_is_never_changed_by_later_folds() -> None:
+    before = _fan_out(3).state
+    assert before is not None
+    pending = {"root": "ready", "t0": "pending", "t1": "pending", "t2": "pending"}
+    assert _statuses(before) == pending
+    derived = model.decide_outcome(before, ok("root", NOW + 1))  # looks ahead on its own copy
+    after = model.fold([ok("root", NOW + 1), *derived], before)
+    again = model.apply(after, ok("t0", NOW + 2))
+    assert _statuses(before) == pending
+    assert _statuses(after) == {"root": "succeeded", "t0": "ready", "t1": "ready", "t2": "ready"}
+    assert _statuses(again)["t0"] == "succeeded"
+
+    # A state restored from its rows is handed out too.
+    assert after is not None
+    stored = [rows.header_row(after), *(rows.task_row("q1", t) for t in after.tasks.values())]
+    restored = rows.restore(stored)["q1"]
+    model.fold([ok("t1", NOW + 3)], restored)
+    assert _statuses(restored) == _statuses(after)
+
+
+def test_a_fan_out_copies_the_task_map_once_per_fold() -> None:
+    """1,000 ready tasks from one outcome: the look-ahead and the fold copy the map once each.
+    Copying it for every event they apply made a fan-out of n tasks cost 2n copies of n."""
+    copies = 0
+    real = state_module._Draft
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        __slots__ = ()
+
+        def __init__(self, tasks: Mapping[str, model.QueueTask]) -> None:
+            nonlocal copies
+            copies += 1
+            super().__init__(tasks)
+
+    run = _fan_out(1000)
+    assert run.state is not None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(state_module, "_Draft", Counting)
+        derived = model.decide_outcome(run.state, ok("root", NOW + 1))
+        after = model.fold([ok("root", NOW + 1), *derived], run.state)
+    assert len(ready(derived)) == 1000
+    assert _statuses(after)["t999"] == "ready"
+    assert copies == 2
