@@ -142,7 +142,7 @@ class QueueState:
     # command derives the same id again, so it is known and decides nothing new.
     created_id: str
     status: QueueStatus = "open"
-    # In the order they were added. Never mutated: `apply` builds a new mapping.
+    # In the order they were added. Never changed once a fold has handed the state out (`_Draft`).
     tasks: Mapping[str, QueueTask] = field(default_factory=dict)
     committed_id: str = ""
     finished_id: str = ""
