@@ -42,9 +42,10 @@ class Flow:
             out = model.decide_outcome(self.state, event)
         else:
             out = model.decide(self.state, event, NOW, limits=LIMITS)
-        new = model.fold([event, *out], self.state)
-        self.log += [event, *out]
-        rows.changed(self.state, new, [event, *out])
+        events = [event, *out]
+        new = model.fold(events, self.state)
+        rows.changed(self.state, new, events)
+        self.log += events
         self.state = new
         return out
 

@@ -272,8 +272,13 @@ def _started(state: QueueState) -> QueueState:
 def apply(state: QueueState | None, event: Event) -> QueueState | None:
     """Fold one event into the state. What does not fit the state (a duplicate, a late result,
     another queue's task) changes nothing."""
+    return _handed_out(_step(state, event))
+
+
+def _step(state: QueueState | None, event: Event) -> QueueState | None:
+    """`apply` without closing the task map: a fold's steps between its own events."""
     if state is not None:
-        return _handed_out(_apply(state, event))
+        return _apply(state, event)
     if isinstance(event, QueueCreated):
         return QueueState(event.queue_id, event.app, event.name, created_id=event.event_id)
     return None
@@ -329,8 +334,7 @@ def _apply(state: QueueState, event: Event) -> QueueState:
 
 def fold(events: Iterable[Event], state: QueueState | None = None) -> QueueState | None:
     for event in events:
-        # The internal step: the task map stays open between this fold's own events.
-        state = _apply(state, event) if state is not None else apply(state, event)
+        state = _step(state, event)
     return _handed_out(state)
 
 
