@@ -2,7 +2,8 @@
 
 A write waits for the event that answers its command (success or `QueueCommandRejected`, whose
 ids derive from the command's), so a client learns at once of a cycle or an unknown dependency.
-Reads fold the queue's events from the audit, up to `as_of` for the state at a past moment.
+Reads fold the queue's events from the audit in the queue's log order (`in_log_order`), up to
+`as_of` for the state at a past moment.
 """
 
 from __future__ import annotations
@@ -200,12 +201,25 @@ def _as_of(request: Request) -> int | None:
     return int(when.timestamp() * 1000)
 
 
+def in_log_order(rows: list[dict[str, Any]], queues_topic: str) -> list[dict[str, Any]]:
+    """A queue's audit rows in the order its flow took them: first its own log, `queues` (one
+    partition per queue), by offset. That log holds what the flow decided and each outcome it
+    decided on (the audit keeps that copy: `api/watcher.py`), each before what it caused. Then
+    the rest (commands, submissions, retry facts), which the fold does not read, by time.
+
+    Times cannot order them: an outcome carries its agent's clock, which may be behind or ahead
+    of the center's, and a refusal the millisecond of the attempt it refuses."""
+    own = sorted((r for r in rows if r["topic"] == queues_topic), key=lambda r: r["offset"])
+    return own + [r for r in rows if r["topic"] != queues_topic]
+
+
 async def get_queue(request: Request) -> JSONResponse:
     gw = gateway(request)
     queue_id = request.path_params["queue_id"]
     as_of = _as_of(request)
     rows = await asyncio.to_thread(gw.store.queue_events, queue_id)
-    events = [e for e in (to_event(r) for r in rows) if e is not None]
+    ordered = in_log_order(rows, gw.settings.topic("queues"))
+    events = [e for e in (to_event(r) for r in ordered) if e is not None]
     state = queues.fold(events) if as_of is None else queues.fold_until(events, as_of)
     if state is None:
         raise NotFound(f"no queue {queue_id}" + ("" if as_of is None else " at that time"))

@@ -10,6 +10,10 @@ and its bytes, a dead letter as `DeadLetter` with its headers; both are keyed by
 partition and offset, so their redelivery is idempotent too. A dispatch topic holds signed
 envelopes: the inner event is stored once its signature verifies, anything else there as
 `UnverifiedDispatch`.
+
+One event is read three times and stored once, from the topic where its order means something: a
+queue task's outcome is on `tasks`, `queue-inputs` and `queues`, and the audit keeps its `queues`
+copy (`is_queue_copy`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,19 @@ _RETRY_S = 1.0  # pause after a failed insert; the batch is kept and retried
 FETCH_MIN_BYTES = 64 * 1024
 FETCH_WAIT_MS = 100
 METADATA_REFRESH_MS = 2000
+
+
+# A queue task's outcome, as the task lifecycle sends it to `tasks`, `queues` and `queue-inputs`.
+QUEUE_OUTCOMES = frozenset({"TaskSucceeded", "TaskFailed", "TaskTimedOut", "TaskRejected"})
+
+
+def is_queue_copy(row: AuditRow, queues_topic: str) -> bool:
+    """A queue task's outcome read anywhere but on `queues`: not stored. On `queues` it sits in
+    its queue's own order (one partition per queue), after what readied its attempt and before
+    what the queue derived from it, and the queue view folds in that order (`api/queues.py`).
+    Times cannot give that order: an outcome carries its agent's clock, and an instant refusal
+    the very millisecond of the attempt it refuses."""
+    return bool(row.queue_id) and row.type in QUEUE_OUTCOMES and row.topic != queues_topic
 
 
 def now_ms() -> int:
@@ -168,6 +185,7 @@ class Watcher:
         names = "|".join(re.escape(t.name) for t in CORE_TOPICS)
         self.pattern = f"^{re.escape(settings.topic_prefix)}({names}|dispatch\\..+|processor\\..+)$"
         self._dlq = settings.topic("dlq")
+        self._queues = settings.topic("queues")
         self._dispatch = settings.topic("dispatch.")
         self._center = CenterKey(settings.center_key_path)
         self._stop = threading.Event()
@@ -273,25 +291,29 @@ class Watcher:
         first_at = 0.0
         while not self._stop.is_set():
             if len(pending) < batch:
-                wait = 0.1 if not pending else max(0.0, first_at + flush_s - time.monotonic())
+                wait = 0.1 if not ends else max(0.0, first_at + flush_s - time.monotonic())
                 for msg in cons.consume(num_messages=batch - len(pending), timeout=min(wait, 0.1)):
                     err = msg.error()
                     if err is not None:
                         if err.code() != KafkaError._PARTITION_EOF:
                             log.warning("watcher consume error: %s", err)
                         continue
-                    if not pending:
+                    if not ends:
                         first_at = time.monotonic()
                     on_dispatch = (msg.topic() or "").startswith(self._dispatch)
-                    pending.append(to_row(msg, self._dlq, self._center if on_dispatch else None))
+                    row = to_row(msg, self._dlq, self._center if on_dispatch else None)
+                    if not is_queue_copy(row, self._queues):
+                        pending.append(row)
+                    # A copy not stored is read all the same: its offset is committed with the
+                    # batch's, and `positions` count it written.
                     ends[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
-            if not pending or (len(pending) < batch and time.monotonic() - first_at < flush_s):
+            if not ends or (len(pending) < batch and time.monotonic() - first_at < flush_s):
                 continue
             if self._flush(cons, pending, ends):
                 pending, ends = [], {}
             else:
                 self._stop.wait(_RETRY_S)  # keep the batch, consume nothing more until it lands
-        if pending:
+        if ends:
             self._flush(cons, pending, ends)
 
     def _flush(self, cons: Consumer, rows: list[AuditRow], ends: dict[Position, int]) -> bool:

@@ -113,6 +113,21 @@ def test_a_failed_root_skips_its_dependents_and_the_queue_fails(stack: Stack) ->
     assert "skipped" in tasks[d]["cause"]
 
 
+def test_a_task_refused_at_once_shows_failed_with_its_code(stack: Stack) -> None:
+    """The task lifecycle refuses a task for an unknown agent within the millisecond that
+    readied it; the view still folds the refusal after the attempt it ends."""
+    q = create(stack, "crasher")
+    a, b = f"{q[:8]}-a", f"{q[:8]}-b"
+    assert add(stack, q, a, "noisy", agent="no-such-agent").status_code == 201
+    assert add(stack, q, b, "noisy", depends_on=[a]).status_code == 201
+    commit(stack, q)
+    queue = final(stack, q)
+    tasks = by_task(queue)
+    assert queue["status"] == "failed"
+    assert tasks[a]["status"] == "failed" and "[414.2]" in tasks[a]["cause"], tasks[a]
+    assert tasks[b]["status"] == "skipped" and a in tasks[b]["cause"]
+
+
 def test_run_if_all_done_runs_anyway(stack: Stack) -> None:
     q = create(stack, "crasher")
     a, d = f"{q[:8]}-a", f"{q[:8]}-d"
