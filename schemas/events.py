@@ -440,6 +440,18 @@ class QueueTaskReady:
 
 
 @dataclass(frozen=True)
+class QueueTaskRunning:
+    """A ready attempt's process has run a while on its agent (its `TaskStarted`, which names no
+    queue): the queue's own word for it, in the queue's log."""
+
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    task_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
 class QueueTaskRetryScheduled:
     """An attempt failed with attempts left: `attempt` (the next one) is due at `due_at`."""
 
@@ -898,6 +910,7 @@ Event = (
     | QueueCommitted
     | QueueCommandRejected
     | QueueTaskReady
+    | QueueTaskRunning
     | QueueTaskRetryScheduled
     | RetryDue
     | QueueTaskSkipped
@@ -958,6 +971,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         QueueCommitted,
         QueueCommandRejected,
         QueueTaskReady,
+        QueueTaskRunning,
         QueueTaskRetryScheduled,
         RetryDue,
         QueueTaskSkipped,

@@ -8,7 +8,9 @@ What arrives, and what decides on it:
 - the four commands (`CreateQueue`, `AddQueueTask`, `CommitQueue`, `StopQueue`): `decide`;
 - a task's outcome from the task side (`TaskSucceeded`, `TaskFailed`, `TaskTimedOut`,
   `TaskRejected`), matched by task id and attempt: `decide_outcome`;
-- the clock's `RetryDue` facts (listed by `due_retries`): `retry_due`.
+- the clock's `RetryDue` facts (listed by `due_retries`): `retry_due`;
+- an agent's `TaskStarted` of a queue task (which names no queue: the wiring has the queue id
+  from the message's key): `running`.
 Each returns the derived events. The wiring then applies the input and those events, in that
 order; the state is the fold of that stream (`fold`, and `fold_until` for the state as of a time).
 `apply` ignores what does not fit the state, so a duplicate or late event changes nothing.
@@ -52,9 +54,11 @@ from elves.schemas.events import (
     QueueTaskCancelled,
     QueueTaskReady,
     QueueTaskRetryScheduled,
+    QueueTaskRunning,
     QueueTaskSkipped,
     RetryDue,
     StopQueue,
+    TaskStarted,
     TaskSubmitted,
     derived_id,
 )
@@ -89,6 +93,7 @@ __all__ = [
     "decide_outcome",
     "due_retries",
     "retry_due",
+    "running",
     "QueueState",
     "QueueTask",
     "apply",
@@ -430,6 +435,25 @@ def retry_due(state: QueueState | None, fact: RetryDue) -> list[Event]:
             state.queue_id,
             task.task_id,
             fact.attempt,
+        )
+    ]
+
+
+def running(state: QueueState | None, started: TaskStarted) -> list[Event]:
+    """A ready attempt's process runs (its agent's `TaskStarted`): the queue says so in its own
+    log, where its readers find it (the task's own event names no queue)."""
+    if state is None or state.final:
+        return []
+    task = state.tasks.get(started.task_id)
+    if task is None or task.status != "ready" or started.attempt != task.attempt:
+        return []
+    return [
+        QueueTaskRunning(
+            derived_id(started.event_id, "running"),
+            started.occurred_at,
+            state.queue_id,
+            task.task_id,
+            task.attempt,
         )
     ]
 

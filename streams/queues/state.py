@@ -30,6 +30,7 @@ from elves.schemas.events import (
     QueueTaskCancelled,
     QueueTaskReady,
     QueueTaskRetryScheduled,
+    QueueTaskRunning,
     QueueTaskSkipped,
     StopQueue,
     TaskFailed,
@@ -314,7 +315,7 @@ def _apply(state: QueueState, event: Event) -> QueueState:
                 return _with_task(
                     state, replace(task, status="ready", attempt=event.attempt, retry_due_at=0)
                 )
-        case TaskStarted() if task is not None and task.status == "ready":
+        case TaskStarted() | QueueTaskRunning() if task is not None and task.status == "ready":
             if event.attempt == task.attempt:
                 return _started(_with_task(state, replace(task, status="running")))
         case TaskSucceeded() | TaskFailed() | TaskTimedOut() | TaskRejected():

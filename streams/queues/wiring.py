@@ -1,11 +1,12 @@
 """The queue stream: `streams.queues.model` wired to Faust.
 
-`queue_flow` reads, on `queue-inputs`, the queue commands and the task outcomes that the task
-lifecycle (`streams.tasks.wiring`, the one reader of `commands`) forwards and copies there
-(keyed by queue id), and the clock's `RetryDue` facts. Both fold into the `queue_rows` table
-and write the derived events to `queues`, which the flow does not read: reading its own output
-back, only to skip it, was most of what it consumed. A ready task becomes a
-`TaskSubmitted` on `commands`, so queue tasks run through the same lifecycle as instant tasks.
+`queue_flow` reads, on `queue-inputs`, the queue commands and the task outcomes (and the starts
+of long tasks) that the task lifecycle (`streams.tasks.wiring`, the one reader of `commands`)
+forwards and copies there (keyed by queue id), and the clock's `RetryDue` facts. Both fold
+into the `queue_rows` table and write the derived events to `queues`, which the flow does not
+read: reading its own output back, only to skip it, was most of what it consumed. A ready task
+becomes a `TaskSubmitted` on `commands`, so queue tasks run through the same lifecycle as
+instant tasks.
 
 The table holds a queue as rows (`streams.queues.rows`), and only the rows an event changed are
 written. The rules read the states folded from those rows, kept in memory: an event costs what it
@@ -37,6 +38,7 @@ from elves.schemas.events import (
     TaskCancelRequested,
     TaskFailed,
     TaskRejected,
+    TaskStarted,
     TaskSubmitted,
     TaskSucceeded,
     TaskTimedOut,
@@ -51,7 +53,7 @@ from elves.streams.tasks.model import Limits
 log = logging.getLogger("elves.streams.queues")
 
 QUEUE_COMMANDS = (CreateQueue, AddQueueTask, CommitQueue, StopQueue)
-QUEUE_INPUTS = (TaskSucceeded, TaskFailed, TaskTimedOut, TaskRejected, RetryDue)
+QUEUE_INPUTS = (TaskSucceeded, TaskFailed, TaskTimedOut, TaskRejected, TaskStarted, RetryDue)
 CLOCK_TICK_S = 0.2
 
 DeadLetter = Callable[[faust.EventT[bytes], str], Awaitable[None]]
@@ -173,16 +175,20 @@ def wire_queues(
             target = app.topic(settings.dispatch_topic(agent_id), key_type=bytes, value_type=bytes)
             await target.send(key=event.task_id.encode(), value=signer.seal(kill, now_ms()))
 
-    async def handle(decoded: Event) -> None:
+    async def handle(decoded: Event, message_key: bytes | None) -> None:
         """Fold one command or input into its queue; called inside the processing of the event
         that carries it (on `queue-inputs`, keyed by the queue), so the rows go to the queue's
         partition."""
         if not isinstance(decoded, QUEUE_COMMANDS + QUEUE_INPUTS):
             return
-        if isinstance(decoded, TaskSucceeded | TaskFailed | TaskTimedOut | TaskRejected):
+        if isinstance(decoded, TaskStarted):
+            queue_id = (message_key or b"").decode(errors="replace")  # a start names no queue
+        elif isinstance(decoded, TaskSucceeded | TaskFailed | TaskTimedOut | TaskRejected):
             if decoded.queue_id is None:
                 return
-        queue_id = str(decoded.queue_id)
+            queue_id = decoded.queue_id
+        else:
+            queue_id = decoded.queue_id
         load()
         state = states.get(queue_id)
         out: list[Event]
@@ -198,6 +204,8 @@ def wire_queues(
                 )
             case RetryDue():
                 out = queues.retry_due(state, decoded)
+            case TaskStarted():
+                out = queues.running(state, decoded)
             case _:
                 out = queues.decide_outcome(state, decoded)
         new = queues.fold([decoded, *out], state)
@@ -216,7 +224,7 @@ def wire_queues(
         async for event in stream.events():
             decoded = await decode(event)
             if decoded is not None:
-                await handle(decoded)
+                await handle(decoded, event.key)
             yield None
 
     @app.timer(CLOCK_TICK_S)  # type: ignore[misc]

@@ -89,6 +89,12 @@ class TaskLifecycle:
                 out = tasks.decide_agent_run(state, decoded)
             case TaskStarted():
                 out = []
+                if state is not None and state.queue_id is not None:
+                    if state.status == "dispatched" and decoded.attempt == state.attempt:
+                        # A queue task's start is its queue's input too (it names no queue:
+                        # the key does), so the queue can say the task runs.
+                        queue_inputs = self._topics["queue-inputs"]
+                        self.ctx.loop.send(queue_inputs, state.queue_id.encode(), msg.value())
             case _:
                 self.ctx.loop.dead_letter(msg, f"unexpected {type(decoded).__name__} here")
                 return

@@ -267,6 +267,13 @@ def test_stop_kills_the_running_task_on_its_agent_and_cancels_the_pending(
             "the task to start its child", lambda: pidfile.exists() and pidfile.read_text(), 30
         )
     )
+
+    def a_running() -> dict[str, Any] | None:
+        queue = stack.client.get(f"/api/v1/queues/{q}").json()
+        return queue if by_task(queue)[a]["status"] == "running" else None
+
+    running = wait_for("the queue to say its task runs", a_running, 15)
+    assert running["status"] == "running" and by_task(running)[b]["status"] == "pending"
     stopped_at = time.monotonic()
     reply = stack.client.post(f"/api/v1/queues/{q}/stop")
     assert reply.status_code == 200, reply.text

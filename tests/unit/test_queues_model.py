@@ -19,6 +19,7 @@ from elves.schemas.events import (
     QueueTaskCancelled,
     QueueTaskReady,
     QueueTaskRetryScheduled,
+    QueueTaskRunning,
     QueueTaskSkipped,
     RetryDue,
     StopQueue,
@@ -98,6 +99,9 @@ class Run:
     def fact(self, fact: RetryDue) -> list[Event]:
         return self._take(fact, model.retry_due(self.state, fact))
 
+    def start(self, started: TaskStarted) -> list[Event]:
+        return self._take(started, model.running(self.state, started))
+
     def event(self, event: Event) -> None:
         self._take(event, [])
 
@@ -144,6 +148,30 @@ def test_commit_readies_every_root_at_once() -> None:
     assert run.state is not None and run.state.status == "committed"
     run.event(started("a", NOW + 1))
     assert run.state.status == "running" and run.task("a").status == "running"
+
+
+def test_a_ready_task_that_started_is_running_in_the_queues_own_log() -> None:
+    run = queue(add("a"), add("b", "a"))
+    [event] = run.start(started("a", NOW + 600))
+    assert isinstance(event, QueueTaskRunning)
+    assert (event.queue_id, event.task_id, event.attempt) == ("q1", "a", 1)
+    assert event.occurred_at == NOW + 600  # when its agent saw it run
+    assert run.statuses() == {"a": "running", "b": "pending"}
+    # The queue's own event alone (what the audit's view folds) says the same.
+    view = model.fold(e for e in run.log if not isinstance(e, TaskStarted))
+    assert view is not None and view.tasks["a"].status == "running"
+
+
+def test_a_start_that_does_not_fit_says_nothing() -> None:
+    run = queue(add("a"), add("b", "a"))
+    assert run.start(started("a", NOW + 600)) != []
+    assert run.start(started("a", NOW + 601)) == []  # said once: a runs already
+    assert run.start(started("a", NOW + 602, attempt=2)) == []  # not its attempt
+    assert run.start(started("b", NOW + 603)) == []  # b is pending, never dispatched
+    assert run.start(started("z", NOW + 604)) == []  # not this queue's
+    run.outcome(ok("a", NOW + 700))
+    run.outcome(ok("b", NOW + 800))
+    assert run.start(started("b", NOW + 900)) == []  # the queue has ended
 
 
 def test_diamond_runs_b_and_c_together_after_a_and_d_after_both() -> None:
