@@ -109,6 +109,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/audit"): Rule("read", everything=True),
     ("POST", "/api/v1/queues"): Rule("queue", body=_app),
     ("POST", "/api/v1/queues/quick"): Rule("queue", body=_run),
+    ("GET", "/api/v1/queues"): Rule("read"),  # the list shows the queues of apps in scope only
     ("GET", "/api/v1/queues/{queue_id}"): Rule("read"),
     ("POST", "/api/v1/queues/{queue_id}/tasks"): Rule("queue", body=_queue_task),
     ("POST", "/api/v1/queues/{queue_id}/tasks/batch"): Rule("queue", body=_queue_tasks),

@@ -301,6 +301,7 @@ ROUTES = [
     Route("/api/v1/agents/{agent_id}/tags", agents.put_tags, methods=["PUT"]),
     Route("/api/v1/audit", audit, methods=["GET", "POST"]),
     Route("/api/v1/queues", queues.create_queue, methods=["POST"]),
+    Route("/api/v1/queues", queues.list_queues, methods=["GET"]),
     Route("/api/v1/queues/quick", queues.quick, methods=["POST"]),
     Route("/api/v1/queues/{queue_id}", queues.get_queue),
     Route("/api/v1/queues/{queue_id}/tasks", queues.add_task, methods=["POST"]),

@@ -109,6 +109,11 @@ TYPE_ORDER = {
     )
 }
 
+# What moves a committed queue to `running` in its fold: a task's start or its first outcome.
+STARTED_OR_ENDED = (
+    "('QueueTaskRunning', 'TaskSucceeded', 'TaskFailed', 'TaskTimedOut', 'TaskRejected')"
+)
+
 # The reader's session: read-only first of all; bounds so that one query cannot stall the gateway.
 READER_SETTINGS = {"max_execution_time": 30, "max_result_rows": 100_000, "readonly": 1}
 READ_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN")
@@ -290,6 +295,65 @@ class AuditStore:
         queue view folds them in the queue's log order instead (`api/queues.py`): times do not
         order cause and effect across the agents' clocks."""
         return self._events_where("queue_id", queue_id, {})
+
+    def queues(
+        self,
+        since_ms: int,
+        limit: int,
+        apps: Sequence[str] | None = None,
+        status: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The queues created since `since_ms`, newest first: each one's app, name, status, task
+        count and times, summed up from its events. `apps`: only queues of these apps (None:
+        any). A queue's status is its `QueueFinished`'s, else `running` once a task of it
+        started or ended, else `committed` or `open`: what its fold says, without folding it.
+
+        The queues are found by their `QueueCreated` in the time range (the events table is
+        ordered by time-ordered ids), then their other events through the `queue_id` index."""
+        where = ["type = 'QueueCreated'", "occurred_at >= fromUnixTimestamp64Milli({since:Int64})"]
+        params: dict[str, Any] = {"since": since_ms, "limit": limit}
+        if apps is not None:
+            where.append("app IN {apps:Array(String)}")
+            params["apps"] = list(apps)
+        having = ""
+        if status is not None:
+            having = "HAVING status = {status:String}"
+            params["status"] = status
+        sql = f"""
+            SELECT queue_id,
+                   anyIf(app, type = 'QueueCreated') AS app,
+                   anyIf(JSONExtractString(payload, 'name'), type = 'QueueCreated') AS name,
+                   toUnixTimestamp64Milli(minIf(occurred_at, type = 'QueueCreated')) AS created,
+                   argMaxIf(JSONExtractString(payload, 'status'), occurred_at,
+                            type = 'QueueFinished') AS ended,
+                   toUnixTimestamp64Milli(maxIf(occurred_at, type = 'QueueFinished')) AS finished,
+                   countIf(type = 'QueueTaskAdded') AS tasks,
+                   multiIf(ended != '', ended,
+                           countIf(type IN {STARTED_OR_ENDED}) > 0, 'running',
+                           countIf(type = 'QueueCommitted') > 0, 'committed',
+                           'open') AS status
+            FROM {self.table}
+            WHERE queue_id IN (SELECT queue_id FROM {self.table} WHERE {" AND ".join(where)})
+            GROUP BY queue_id
+            {having}
+            ORDER BY created DESC, queue_id
+            LIMIT {{limit:UInt32}}"""
+        try:
+            result = self._reader.query(sql, parameters=params)
+        except ClickHouseError as exc:
+            raise Unavailable(f"audit lookup failed: {exc}") from exc
+        return [
+            {
+                "queue_id": queue_id,
+                "app": app,
+                "name": name,
+                "status": state,
+                "tasks": int(tasks),
+                "created_at": int(created),
+                "finished_at": int(finished) if ended else None,
+            }
+            for queue_id, app, name, created, ended, finished, tasks, state in result.result_rows
+        ]
 
     def _events_where(
         self, column: str, value: str, order: Mapping[str, int]

@@ -171,7 +171,14 @@ _MORE: dict[str, dict[str, Any]] = {
     "/api/v1/agents/{agent_id}/tags": {
         "put": _op("Set an agent's admin tags, laid over its own", 400, 404, body={"tags": _O})
     },
-    "/api/v1/queues": {"post": _op("Create a queue for an app", 400, body={"app": _S})},
+    "/api/v1/queues": {
+        "post": _op("Create a queue for an app", 400, body={"app": _S}),
+        "get": _op(
+            "Queues created since `since` (default a day ago), newest first, of the apps in "
+            "scope: `?since=&app=&status=&limit=`",
+            400,
+        ),
+    },
     "/api/v1/queues/quick": {
         "post": _op("Create a queue, add one task, commit (ELVES qksqueue)", 400, 403, body=_TASK)
     },

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from elves.api.access import require_agents
+from elves.api.access import caller, require_agents
 from elves.api.gateway import Gateway, ask, ask_all, gateway, to_event
 from elves.api.requests import parse_json_body, parse_queue_task
 from elves.errors import (
@@ -37,6 +37,7 @@ from elves.schemas.events import (
     new_id,
     random_id,
 )
+from elves.scopes import ANY
 from elves.selectors import parse_selector
 from elves.streams.queues import model as queues
 
@@ -186,8 +187,8 @@ async def quick(request: Request) -> JSONResponse:
     return JSONResponse({"queue_id": queue_id, **added}, status_code=201)
 
 
-def _as_of(request: Request) -> int | None:
-    raw = request.query_params.get("as_of")
+def _as_of(request: Request, name: str = "as_of") -> int | None:
+    raw = request.query_params.get(name)
     if raw is None:
         return None
     if raw.isdigit():
@@ -195,10 +196,41 @@ def _as_of(request: Request) -> int | None:
     try:
         when = dt.datetime.fromisoformat(raw)
     except ValueError:
-        raise WrongType("as_of is Unix milliseconds or an ISO time", field="as_of") from None
+        raise WrongType(f"{name} is Unix milliseconds or an ISO time", field=name) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return int(when.timestamp() * 1000)
+
+
+LIST_DEFAULT, LIST_MOST = 50, 500
+LIST_SINCE_MS = 24 * 3600 * 1000  # by default, the queues of the last day
+STATUSES = ("open", "committed", "running", "succeeded", "failed", "stopped")
+
+
+async def list_queues(request: Request) -> JSONResponse:
+    """The queues created since `since` (default: a day ago), newest first, of the apps the key
+    may read: `?since=&app=&status=&limit=` (at most 500)."""
+    gw = gateway(request)
+    query = request.query_params
+    since = _as_of(request, "since")
+    if since is None:
+        since = int(time.time() * 1000) - LIST_SINCE_MS
+    raw_limit = query.get("limit", str(LIST_DEFAULT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= LIST_MOST:
+        raise WrongType(f"limit is a whole number from 1 to {LIST_MOST}", field="limit")
+    status = query.get("status")
+    if status is not None and status not in STATUSES:
+        raise WrongType(f"status is one of {', '.join(STATUSES)}", field="status")
+    scopes = caller(request).scopes
+    apps: list[str] | None = None if ANY in scopes.apps else list(scopes.apps)
+    if (app := query.get("app")) is not None:
+        apps = [app] if apps is None or app in apps else []
+    found = (
+        []
+        if apps == []
+        else await asyncio.to_thread(gw.store.queues, since, int(raw_limit), apps, status)
+    )
+    return JSONResponse({"queues": found, "since": since, "limit": int(raw_limit)})
 
 
 def in_log_order(rows: list[dict[str, Any]], queues_topic: str) -> list[dict[str, Any]]:

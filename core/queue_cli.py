@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from elves.config import Settings
-from elves.table import QUEUE_TASK_HEADERS, call, out, params_of, queue_task_row, render
+from elves.table import QUEUE_TASK_HEADERS, call, out, params_of, queue_task_row, render, when
 
 
 def _task_body(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +101,27 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+LIST_HEADERS = ["queue", "app", "name", "status", "tasks", "created (UTC)", "finished (UTC)"]
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    names = ("since", "app", "status", "limit")
+    params = {n: str(getattr(args, n)) for n in names if getattr(args, n) is not None}
+    data = call(settings, "GET", "/api/v1/queues", params=params)
+    if data is None:
+        return 1
+    if args.json:
+        out(json.dumps(data, indent=2))
+        return 0
+    rows = [
+        [q["queue_id"], q["app"], q["name"], q["status"], q["tasks"], when(q["created_at"]),
+         when(q["finished_at"])]
+        for q in data["queues"]
+    ]  # fmt: skip
+    out(render(LIST_HEADERS, rows))
+    return 0
+
+
 def _task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("agent", nargs="?", help="omit it with --selector")
     p.add_argument("func")
@@ -144,6 +165,13 @@ def register(sub: Any) -> None:
         p = qsub.add_parser(name, help=text)
         p.add_argument("queue_id")
         p.set_defaults(handler=handler)
+    listing = qsub.add_parser("list", help="the queues created lately, newest first")
+    listing.add_argument("--since", default=None, help="Unix ms or ISO time (default: a day ago)")
+    listing.add_argument("--app", default=None)
+    listing.add_argument("--status", default=None, help="open, committed, running, succeeded, ...")
+    listing.add_argument("--limit", type=int, default=None, help="at most 500 (default 50)")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_list)
     show = qsub.add_parser("show", help="a queue and its tasks")
     show.add_argument("queue_id")
     show.add_argument("--as-of", default=None, help="Unix ms or ISO time: the state then")

@@ -89,6 +89,17 @@ def test_queues_from_the_cli(stack: Stack) -> None:
     out = wait_for("the queue to succeed", shown, 60)
     assert "one" in out and "two" in out
 
+    def in_list() -> str | None:
+        out = elves(stack, "queue", "list", "--app", "apptest", "--status", "succeeded").stdout
+        return out if queue_id in out else None
+
+    [line] = [
+        x for x in wait_for("the queue in the list", in_list, 15).splitlines() if queue_id in x
+    ]
+    assert line.split()[:4] == [queue_id, "apptest", "succeeded", "2"]  # its name is empty
+    bad = elves(stack, "queue", "list", "--limit", "0")
+    assert bad.returncode != 0 and "403.2" in bad.stdout + bad.stderr
+
 
 def test_many_queue_tasks_from_a_file(stack: Stack, tmp_path: Path) -> None:
     queue_id = elves(stack, "queue", "create", "apptest").stdout.strip()

@@ -128,6 +128,40 @@ def test_a_task_refused_at_once_shows_failed_with_its_code(stack: Stack) -> None
     assert tasks[b]["status"] == "skipped" and a in tasks[b]["cause"]
 
 
+def test_the_queue_list_shows_each_queues_status_newest_first(stack: Stack) -> None:
+    since = int(time.time() * 1000)
+    ended = create(stack, "crasher")
+    add(stack, ended, f"{ended[:8]}-a", "falsy")
+    commit(stack, ended)
+    final(stack, ended)
+    still_open = create(stack, "sleeper")
+    add(stack, still_open, f"{still_open[:8]}-a", "sleep", params={"seconds": 1})
+    add(stack, still_open, f"{still_open[:8]}-b", "sleep", params={"seconds": 1})
+
+    def listed(**params: Any) -> list[dict[str, Any]]:
+        reply = stack.client.get("/api/v1/queues", params={"since": since, **params})
+        assert reply.status_code == 200, reply.text
+        return list(reply.json()["queues"])
+
+    def both_in() -> list[dict[str, Any]] | None:
+        found = listed()
+        return found if len(found) == 2 and found[0]["tasks"] == 2 else None
+
+    both = wait_for("both queues in the list", both_in, 15)
+    assert [q["queue_id"] for q in both] == [still_open, ended]  # newest first
+    newer, older = both
+    assert (newer["app"], newer["status"], newer["finished_at"]) == ("sleeper", "open", None)
+    assert (older["app"], older["status"], older["tasks"]) == ("crasher", "failed", 1)
+    assert older["created_at"] >= since and older["finished_at"] >= older["created_at"]
+    assert [q["queue_id"] for q in listed(status="failed")] == [ended]
+    assert [q["queue_id"] for q in listed(app="sleeper")] == [still_open]
+    assert [q["queue_id"] for q in listed(limit=1)] == [still_open]
+    assert listed(since=older["created_at"] + 60_000) == []
+    for bad in ({"limit": 0}, {"limit": 501}, {"status": "done"}, {"since": "yesterday"}):
+        reply = stack.client.get("/api/v1/queues", params=bad)
+        assert reply.status_code == 400 and reply.json()["error"]["code"] == "403.2", bad
+
+
 def test_run_if_all_done_runs_anyway(stack: Stack) -> None:
     q = create(stack, "crasher")
     a, d = f"{q[:8]}-a", f"{q[:8]}-d"
