@@ -66,12 +66,6 @@ SELECT task_id,
 FROM events WHERE task_id != '' AND occurred_at > now() - INTERVAL 1 DAY
 GROUP BY task_id ORDER BY max(occurred_at) DESC LIMIT 25
 """
-RECENT_QUEUES = """
-SELECT queue_id, anyIf(app, app != '') AS app, toString(toDateTime(min(occurred_at))) AS created,
-       argMaxIf(JSONExtractString(payload, 'status'), occurred_at, type = 'QueueFinished') AS done
-FROM events WHERE queue_id != '' AND occurred_at > now() - INTERVAL 1 DAY
-GROUP BY queue_id ORDER BY min(occurred_at) DESC LIMIT 10
-"""
 REFUSALS = """
 SELECT toString(toDateTime(occurred_at)) AS at, agent_id,
        JSONExtractString(payload, 'code') AS code,
@@ -206,11 +200,20 @@ def _tasks(data: dict[str, Any]) -> Markup:
 
 
 def _queues(data: dict[str, Any]) -> Markup:
+    """GET /api/v1/queues: the status is the queue's own (open, committed, running, ...)."""
     rows = [
-        [page_link("queues", q), app, created, badge(done or "open")]
-        for q, app, created, done in _rows(data)
+        [
+            page_link("queues", q["queue_id"]),
+            q["app"],
+            q["name"],
+            when(q["created_at"]),
+            q["tasks"],
+            badge(q["status"]),
+        ]
+        for q in data["queues"]
     ]
-    return table(["queue", "app", "created (UTC)", "status"], rows, "no queue today")
+    headers = ["queue", "app", "name", "created (UTC)", "tasks", "status"]
+    return table(headers, rows, "no queue today")
 
 
 def _crons(data: dict[str, Any]) -> Markup:
@@ -365,7 +368,7 @@ def create_app(settings: Settings) -> Starlette:
             fetch(gateway, "GET", "/api/v1/agents"),
             sql(LAST_HOUR),
             sql(RECENT_TASKS),
-            sql(RECENT_QUEUES),
+            fetch(gateway, "GET", "/api/v1/queues", params={"limit": 10}),
             fetch(gateway, "GET", "/api/v1/crons"),
             sql(REFUSALS),
         )

@@ -46,7 +46,21 @@ def parts(**changed: Part) -> dict[str, Part]:
         "agents": Part({"agents": [agent]}),
         "last_hour": audit(["TaskFailed", 2], ["TaskSucceeded", 7]),
         "tasks": audit(["t/1", "TaskTimedOut", "2026-11-26 03:00:00", "apptest", "web-1"]),
-        "queues": audit(["q1", "apptest", "2026-11-26 03:00:00", ""]),
+        "queues": Part(
+            {
+                "queues": [
+                    {
+                        "queue_id": "q1",
+                        "app": "apptest",
+                        "name": HOSTILE,
+                        "status": "running",
+                        "tasks": 12,
+                        "created_at": 1_700_000_000_000,
+                        "finished_at": None,
+                    }
+                ]
+            }
+        ),
         "crons": Part({"crons": [cron]}),
         "refusals": audit(["2026-11-26 03:00:01", "web-1", "416.2", HOSTILE, ""]),
     }
@@ -60,7 +74,7 @@ def test_the_overview_shows_every_part_and_escapes_what_agents_report() -> None:
     assert "7 succeeded, 2 failed, 0 timed out, 0 rejected" in html
     assert 'href="/tasks/t%2F1"' in html  # an id is one path segment, whatever it holds
     assert '<span class="bad">timed_out</span>' in html  # the newest event, as a status
-    assert 'href="/queues/q1"' in html and ">open<" in html  # no QueueFinished yet
+    assert 'href="/queues/q1"' in html and ">running<" in html and "<td>12</td>" in html
     assert "0 3 * * * (Asia/Shanghai)" in html and "apptest.helloword" in html
     assert 'href="/crons/c1"' in html
     assert '<span class="bad">demo: 2: checksum mismatch</span>' in html
