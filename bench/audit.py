@@ -1,6 +1,6 @@
 """Audit store throughput into embedded chDB: rows/s per batch size, replay cost, task lookup,
-and what one watcher insert costs as the table grows, for random ids, for a mix, and for the
-platform's.
+the queue list, and what one watcher insert costs as the table grows, for random ids, for a
+mix, and for the platform's.
 
     python bench/audit.py [--rows 200000] [--grow 0,1000000,4000000]
 
@@ -77,7 +77,37 @@ def throughput(total: int) -> None:
         start = time.perf_counter()
         store.count()
         print(f"count() at {stored} rows: {1000 * (time.perf_counter() - start):.1f} ms")
+        queue_list(store)
         store.close()
+
+
+def queue_list(store: AuditStore, queues: int = 2000, tasks: int = 10) -> None:
+    """`GET /api/v1/queues`'s statement among the task rows: `queues` queues, one a minute up to
+    now, each created, with `tasks` tasks added and succeeded, and finished."""
+    now = int(time.time() * 1000)
+    made = []
+    for q in range(queues):
+        queue_id, at = f"queue-{q}", now - (queues - q) * 60_000
+        made.append(row_of("QueueCreated", at, queue_id, app="demo", payload='{"name": "n"}'))
+        for t in range(tasks):
+            task_id = f"{queue_id}-{t}"
+            made.append(row_of("QueueTaskAdded", at + t, queue_id, task_id))
+            made.append(row_of("TaskSucceeded", at + 100 + t, queue_id, task_id))
+        made.append(row_of("QueueFinished", at + 200, queue_id, payload='{"status": "failed"}'))
+    store.insert_new(made)
+    stored = store.count()
+    for hours, limit in ((24, 50), (24, 500), (2, 50)):
+        start = time.perf_counter()
+        found = store.queues(now - hours * 3_600_000, limit)
+        took_ms = 1000 * (time.perf_counter() - start)
+        assert len(found) == limit and found[0]["status"] == "failed", found[:1]
+        print(f"queue list at {stored} rows, {hours} h back, {limit} queues: {took_ms:.0f} ms")
+
+
+def row_of(
+    kind: str, at: int, queue_id: str, task_id: str = "", app: str = "", payload: str = "{}"
+) -> AuditRow:
+    return AuditRow(new_id(), kind, "elves.queues", 0, 0, at, "", task_id, app, payload, queue_id)
 
 
 def growth(
