@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("kafka", "streams", "gateway and watcher", "fleet (agents, apps)", "all")
 OVERHEAD = re.compile(r"scheduling overhead per task: ([\d.]+) ms")
+MACHINE = re.compile(r"machine: the reference loop took (\d+) ms")
 PART = re.compile(r"^  (\S.*?)\s+[\d.]+ s\s+([\d.]+) ms/task$")
 PORTS = {"A": "19492", "B": "19592"}  # one broker each when run together
 
@@ -71,6 +72,8 @@ def parse(output: str) -> Numbers:
     for line in output.splitlines():
         if m := OVERHEAD.search(line):
             numbers["overhead"].append(float(m.group(1)))
+        elif m := MACHINE.search(line):  # revisions before the bench printed it have none
+            numbers["loop"].append(float(m.group(1)))
         elif (m := PART.match(line)) and m.group(1) in PARTS:
             numbers[m.group(1)].append(float(m.group(2)))
     return numbers
@@ -81,8 +84,10 @@ def finish(run: subprocess.Popen[str], side: str) -> Numbers:
     numbers = parse(output)
     if run.returncode != 0 or not numbers["overhead"]:
         sys.exit(f"side {side}: bench/queues.py failed ({run.returncode}):\n{output[-3000:]}")
+    loop = f", reference loop {numbers['loop']} ms" if numbers["loop"] else ""
     print(
-        f"  {side}: overhead {numbers['overhead']} ms, CPU {numbers['all']} ms a task", flush=True
+        f"  {side}: overhead {numbers['overhead']} ms, CPU {numbers['all']} ms a task{loop}",
+        flush=True,
     )
     return numbers
 
@@ -92,7 +97,10 @@ def summary(side: str, numbers: Numbers) -> str:
     for name in ("overhead", *PARTS):
         values = numbers[name]
         cells.append(f"{name.split(' ')[0]} {statistics.mean(values):.2f}")
-    return f"{side}: " + ", ".join(cells) + f"  (ms a task, mean of {len(numbers['all'])} queues)"
+    loop = f"; reference loop {statistics.mean(numbers['loop']):.0f} ms" if numbers["loop"] else ""
+    return (
+        f"{side}: " + ", ".join(cells) + f"  (ms a task, mean of {len(numbers['all'])} queues)"
+    ) + loop
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import timeit
 from collections import defaultdict
 from pathlib import Path
 
@@ -109,3 +110,17 @@ def report(before: dict[str, float], after: dict[str, float], tasks: int) -> lis
     total = sum(spent.values())
     lines.append(f"  {'all':<28} {total:6.2f} s  {total * 1000 / tasks:5.2f} ms/task")
     return lines
+
+
+def _reference_loop() -> None:
+    counts: dict[int, int] = {}
+    for i in range(100_000):
+        counts[i % 1000] = counts.get(i % 1000, 0) + len(str(i))
+
+
+def machine_speed_ms() -> float:
+    """CPU ms of a fixed pure-Python loop (`infra/setup.sh` times the same one to pick the
+    interpreter), the best of three: how fast the machine is right now. This one has run it in
+    23 ms and, hours later, in 40 to 55 ms, and a run's CPU a task moves with it, so a
+    benchmark's numbers mean little without it."""
+    return 1000 * min(timeit.repeat(_reference_loop, number=1, repeat=3, timer=time.process_time))
