@@ -187,7 +187,8 @@ async def quick(request: Request) -> JSONResponse:
     return JSONResponse({"queue_id": queue_id, **added}, status_code=201)
 
 
-def _as_of(request: Request, name: str = "as_of") -> int | None:
+def _time_param(request: Request, name: str) -> int | None:
+    """A time in the query (Unix ms or ISO, UTC unless it says otherwise), or None."""
     raw = request.query_params.get(name)
     if raw is None:
         return None
@@ -212,7 +213,7 @@ async def list_queues(request: Request) -> JSONResponse:
     may read: `?since=&app=&status=&limit=` (at most 500)."""
     gw = gateway(request)
     query = request.query_params
-    since = _as_of(request, "since")
+    since = _time_param(request, "since")
     if since is None:
         since = int(time.time() * 1000) - LIST_SINCE_MS
     raw_limit = query.get("limit", str(LIST_DEFAULT))
@@ -248,7 +249,7 @@ def in_log_order(rows: list[dict[str, Any]], queues_topic: str) -> list[dict[str
 async def get_queue(request: Request) -> JSONResponse:
     gw = gateway(request)
     queue_id = request.path_params["queue_id"]
-    as_of = _as_of(request)
+    as_of = _time_param(request, "as_of")
     rows = await asyncio.to_thread(gw.store.queue_events, queue_id)
     ordered = in_log_order(rows, gw.settings.topic("queues"))
     events = [e for e in (to_event(r) for r in ordered) if e is not None]
