@@ -175,18 +175,24 @@ def wire_queues(
             target = app.topic(settings.dispatch_topic(agent_id), key_type=bytes, value_type=bytes)
             await target.send(key=event.task_id.encode(), value=signer.seal(kill, now_ms()))
 
-    async def handle(decoded: Event, message_key: bytes | None) -> None:
+    async def handle(decoded: Event, message: faust.EventT[bytes]) -> None:
         """Fold one command or input into its queue; called inside the processing of the event
         that carries it (on `queue-inputs`, keyed by the queue), so the rows go to the queue's
         partition."""
         if not isinstance(decoded, QUEUE_COMMANDS + QUEUE_INPUTS):
             return
         if isinstance(decoded, TaskStarted):
-            queue_id = (message_key or b"").decode(errors="replace")  # a start names no queue
+            queue_id = (message.key or b"").decode(errors="replace")  # a start names no queue
         elif isinstance(decoded, TaskSucceeded | TaskFailed | TaskTimedOut | TaskRejected):
             if decoded.queue_id is None:
                 return
             queue_id = decoded.queue_id
+            # The outcome goes to the queue's log before anything the queue derives from it:
+            # only this flow writes `queues`, so there it sits in the order the queue took it
+            # (the view folds by it: `api/queues.py`). The task lifecycle sent it there itself
+            # once, in a transaction whose partitions librdkafka may write in any order: the
+            # end of a queue landed before the outcome that ended it.
+            await queues_topic.send(key=queue_id.encode(), value=message.value)
         else:
             queue_id = decoded.queue_id
         load()
@@ -224,7 +230,7 @@ def wire_queues(
         async for event in stream.events():
             decoded = await decode(event)
             if decoded is not None:
-                await handle(decoded, event.key)
+                await handle(decoded, event)
             yield None
 
     @app.timer(CLOCK_TICK_S)  # type: ignore[misc]

@@ -58,7 +58,7 @@ class TaskLifecycle:
         self._made: set[str] = set()  # processor topics known to exist
         self._topics = {
             n: ctx.settings.topic(n)
-            for n in ("tasks", "results", "queues", "queue-inputs", "crons")
+            for n in ("tasks", "results", "queue-inputs", "crons")
         }
 
     def on_assigned(self, _owned: set[int]) -> None:
@@ -124,11 +124,8 @@ class TaskLifecycle:
         self.ctx.loop.send(self._topics["tasks"], task_id.encode(), data)
         queue_id = getattr(event, "queue_id", None)
         if queue_id is not None:
-            # A queue task's outcome is its queue's input too, keyed by the queue. It also goes
-            # to `queues`, for readers: there it comes before what the queue derives from it
-            # (its end too), which the audit's readers rely on across topics. Sent first, so it
-            # is in the log no later than the input the queue flow acts on.
-            self.ctx.loop.send(self._topics["queues"], queue_id.encode(), data)
+            # A queue task's outcome is its queue's input too, keyed by the queue. The queue
+            # flow puts it on `queues`, before what it derives from it.
             self.ctx.loop.send(self._topics["queue-inputs"], queue_id.encode(), data)
         cron_id = getattr(event, "cron_id", None)
         if cron_id is not None:
