@@ -57,8 +57,7 @@ class TaskLifecycle:
         self._announced: set[str] = set()
         self._made: set[str] = set()  # processor topics known to exist
         self._topics = {
-            n: ctx.settings.topic(n)
-            for n in ("tasks", "results", "queue-inputs", "crons")
+            n: ctx.settings.topic(n) for n in ("tasks", "results", "queue-inputs", "crons")
         }
 
     def on_assigned(self, _owned: set[int]) -> None:
