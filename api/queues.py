@@ -236,9 +236,10 @@ async def list_queues(request: Request) -> JSONResponse:
 
 def in_log_order(rows: list[dict[str, Any]], queues_topic: str) -> list[dict[str, Any]]:
     """A queue's audit rows in the order its flow took them: first its own log, `queues` (one
-    partition per queue), by offset. That log holds what the flow decided and each outcome it
-    decided on (the audit keeps that copy: `api/watcher.py`), each before what it caused. Then
-    the rest (commands, submissions, retry facts), which the fold does not read, by time.
+    partition per queue, written by the flow alone), by offset. That log holds what the flow
+    decided and each outcome it took, put there before what it caused (the audit keeps that
+    copy: `api/watcher.py`). Then the rest (commands, submissions, retry facts), which the fold
+    does not read, by time.
 
     Times cannot order them: an outcome carries its agent's clock, which may be behind or ahead
     of the center's, and a refusal the millisecond of the attempt it refuses."""

@@ -12,8 +12,8 @@ envelopes: the inner event is stored once its signature verifies, anything else 
 `UnverifiedDispatch`.
 
 One event is read three times and stored once, from the topic where its order means something: a
-queue task's outcome is on `tasks`, `queue-inputs` and `queues`, and the audit keeps its `queues`
-copy (`is_queue_copy`).
+queue task's outcome is on `tasks` and `queue-inputs` (the task lifecycle's) and on `queues` (the
+queue flow's), and the audit keeps the `queues` copy (`is_queue_copy`).
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ QUEUE_OUTCOMES = frozenset({"TaskSucceeded", "TaskFailed", "TaskTimedOut", "Task
 
 
 def is_queue_copy(row: AuditRow, queues_topic: str) -> bool:
-    """A queue task's outcome read anywhere but on `queues`: not stored. On `queues` it sits in
-    its queue's own order (one partition per queue), after what readied its attempt and before
-    what the queue derived from it, and the queue view folds in that order (`api/queues.py`).
+    """A queue task's outcome read anywhere but on `queues`: not stored. The queue flow puts it
+    on `queues` as it takes it, so there it sits in its queue's own order (one partition per
+    queue, one writer), after what readied its attempt and before what the queue derived from
+    it, and the queue view folds in that order (`api/queues.py`).
     Times cannot give that order: an outcome carries its agent's clock, and an instant refusal
     the very millisecond of the attempt it refuses."""
     return bool(row.queue_id) and row.type in QUEUE_OUTCOMES and row.topic != queues_topic
