@@ -315,7 +315,12 @@ def test_runs_made_while_the_broker_is_down_reach_the_center_once_it_is_back(
             lambda: set(offline) <= set(agent.runs(cron_id)),
             60,
         )
-        wait_succeeded(own_stack, [t for t, _ in offline], timeout=30)
+        # The folds loop takes the runs once it has its partitions back: its group's session
+        # times out (10 s), it rejoins and restores, and asks the offsets again with a backoff.
+        # That took 11 s here on a quiet machine; a clean-clone CI run in a slow phase of the
+        # machine once did not see the runs within the 30 s this wait had (its logs were gone
+        # before anyone read them, so whether they came later is not known).
+        wait_succeeded(own_stack, [t for t, _ in offline], timeout=90)
         ids = ", ".join(f"'{t}'" for t, _ in offline)
         rows = own_stack.audit(
             f"SELECT task_id, type, count() FROM events WHERE task_id IN ({ids})"
