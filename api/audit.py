@@ -41,6 +41,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from elves.api.recent_ids import RecentIds, horizon_sql, opening_horizon
 from elves.errors import BadSql, Unavailable
+from elves.streams.queues.state import OUTCOME_NAMES
 
 COLUMNS = (
     "event_id",
@@ -111,7 +112,7 @@ TYPE_ORDER = {
 
 # What moves a committed queue to `running` in its fold: a task's start or its first outcome.
 STARTED_OR_ENDED = (
-    "('QueueTaskRunning', 'TaskSucceeded', 'TaskFailed', 'TaskTimedOut', 'TaskRejected')"
+    "(" + ", ".join(f"'{n}'" for n in sorted({"QueueTaskRunning", *OUTCOME_NAMES})) + ")"
 )
 
 # The reader's session: read-only first of all; bounds so that one query cannot stall the gateway.

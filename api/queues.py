@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, get_args
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -40,6 +40,7 @@ from elves.schemas.events import (
 from elves.scopes import ANY
 from elves.selectors import parse_selector
 from elves.streams.queues import model as queues
+from elves.streams.queues.state import QueueStatus
 
 # Tasks one call may add: a fan-in of a thousand fits, and one reply stays small.
 MAX_BATCH = 1000
@@ -205,7 +206,7 @@ def _time_param(request: Request, name: str) -> int | None:
 
 LIST_DEFAULT, LIST_MOST = 50, 500
 LIST_SINCE_MS = 24 * 3600 * 1000  # by default, the queues of the last day
-STATUSES = ("open", "committed", "running", "succeeded", "failed", "stopped")
+STATUSES: tuple[str, ...] = get_args(QueueStatus)
 
 
 async def list_queues(request: Request) -> JSONResponse:

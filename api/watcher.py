@@ -36,6 +36,7 @@ from elves.errors import DispatchRefusal, ElvesError
 from elves.kafka import consumer
 from elves.schemas.codec import CODEC
 from elves.signing import CenterKey
+from elves.streams.queues.state import OUTCOME_NAMES
 from elves.topics import CORE_TOPICS
 
 log = logging.getLogger(__name__)
@@ -47,18 +48,12 @@ FETCH_WAIT_MS = 100
 METADATA_REFRESH_MS = 2000
 
 
-# A queue task's outcome, as the task lifecycle sends it to `tasks`, `queues` and `queue-inputs`.
-QUEUE_OUTCOMES = frozenset({"TaskSucceeded", "TaskFailed", "TaskTimedOut", "TaskRejected"})
-
-
 def is_queue_copy(row: AuditRow, queues_topic: str) -> bool:
     """A queue task's outcome read anywhere but on `queues`: not stored. The queue flow puts it
     on `queues` as it takes it, so there it sits in its queue's own order (one partition per
     queue, one writer), after what readied its attempt and before what the queue derived from
-    it, and the queue view folds in that order (`api/queues.py`).
-    Times cannot give that order: an outcome carries its agent's clock, and an instant refusal
-    the very millisecond of the attempt it refuses."""
-    return bool(row.queue_id) and row.type in QUEUE_OUTCOMES and row.topic != queues_topic
+    it, and the queue view folds in that order (`api/queues.py` `in_log_order` says why)."""
+    return bool(row.queue_id) and row.type in OUTCOME_NAMES and row.topic != queues_topic
 
 
 def now_ms() -> int:

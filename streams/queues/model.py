@@ -422,11 +422,18 @@ def due_retries(state: QueueState | None, now: int) -> list[RetryDue]:
     ]
 
 
-def retry_due(state: QueueState | None, fact: RetryDue) -> list[Event]:
+def _task_in(state: QueueState | None, task_id: str, status: str, attempt: int) -> QueueTask | None:
+    """The task of a queue that has not ended, if it is in `status` at `attempt`: what a fact
+    about one attempt must find, else it is late, repeated or not this queue's."""
     if state is None or state.final:
-        return []
-    task = state.tasks.get(fact.task_id)
-    if task is None or task.status != "retrying" or fact.attempt != task.attempt + 1:
+        return None
+    task = state.tasks.get(task_id)
+    return task if task is not None and (task.status, task.attempt) == (status, attempt) else None
+
+
+def retry_due(state: QueueState | None, fact: RetryDue) -> list[Event]:
+    task = _task_in(state, fact.task_id, "retrying", fact.attempt - 1)
+    if state is None or task is None:
         return []
     return [
         QueueTaskReady(
@@ -442,10 +449,8 @@ def retry_due(state: QueueState | None, fact: RetryDue) -> list[Event]:
 def running(state: QueueState | None, started: TaskStarted) -> list[Event]:
     """A ready attempt's process runs (its agent's `TaskStarted`): the queue says so in its own
     log, where its readers find it (the task's own event names no queue)."""
-    if state is None or state.final:
-        return []
-    task = state.tasks.get(started.task_id)
-    if task is None or task.status != "ready" or started.attempt != task.attempt:
+    task = _task_in(state, started.task_id, "ready", started.attempt)
+    if state is None or task is None:
         return []
     return [
         QueueTaskRunning(

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Literal, assert_never
+from typing import Literal, assert_never, get_args
 
 from elves.schemas.events import (
     AddQueueTask,
@@ -92,6 +92,8 @@ def _handed_out(state: QueueState | None) -> QueueState | None:
 
 Command = CreateQueue | AddQueueTask | CommitQueue | StopQueue
 Outcome = TaskSucceeded | TaskFailed | TaskTimedOut | TaskRejected
+# Their type names, as the audit stores them.
+OUTCOME_NAMES: frozenset[str] = frozenset(t.__name__ for t in get_args(Outcome))
 
 # How a skip names what its dependency became.
 _ENDED = {

@@ -183,7 +183,7 @@ def wire_queues(
             return
         if isinstance(decoded, TaskStarted):
             queue_id = (message.key or b"").decode(errors="replace")  # a start names no queue
-        elif isinstance(decoded, TaskSucceeded | TaskFailed | TaskTimedOut | TaskRejected):
+        elif isinstance(decoded, queues.Outcome):
             if decoded.queue_id is None:
                 return
             queue_id = decoded.queue_id
