@@ -257,7 +257,7 @@ class Watcher:
                     "isolation.level": "read_committed",
                     # Every event of the platform comes here: fetch in batches, not as each
                     # one lands (the broker's fetches from the watcher were a tenth of all its
-                    # requests in bench/queue.py). An event waits at most this much more.
+                    # requests in bench/queues.py). An event waits at most this much more.
                     "fetch.min.bytes": FETCH_MIN_BYTES,
                     "fetch.wait.max.ms": FETCH_WAIT_MS,
                     # A new agent's dispatch topic matches the regex once the metadata says so.

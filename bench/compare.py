@@ -1,4 +1,4 @@
-"""Compare two revisions on `bench/queue.py`: overhead and CPU a task by part, side by side.
+"""Compare two revisions on `bench/queues.py`: overhead and CPU a task by part, side by side.
 
 This machine's speed drifts: the same code has used from 6 to 10 ms of CPU a task within an
 hour, so two runs made one after the other compare the machine as much as the code. Two ways to
@@ -57,7 +57,9 @@ def worktree(work: Path, rev: str) -> Path:
 
 
 def _bench(tree: Path) -> str:
-    """The queue benchmark of that revision: `bench/queues.py` until it took issue 3's name."""
+    """The queue benchmark of that revision: `bench/queues.py`, or `bench/queue.py` in the few
+    revisions that had issue 3's name for it (it shadowed the standard `queue` module for every
+    script in bench/: DECISIONS.md)."""
     return "bench/queue.py" if (tree / "bench" / "queue.py").exists() else "bench/queues.py"
 
 
@@ -88,7 +90,7 @@ def finish(run: subprocess.Popen[str], side: str) -> Numbers:
     output, _ = run.communicate()
     numbers = parse(output)
     if run.returncode != 0 or not numbers["overhead"]:
-        sys.exit(f"side {side}: bench/queue.py failed ({run.returncode}):\n{output[-3000:]}")
+        sys.exit(f"side {side}: bench/queues.py failed ({run.returncode}):\n{output[-3000:]}")
     loop = f", reference loop {numbers['loop']} ms" if numbers["loop"] else ""
     print(
         f"  {side}: overhead {numbers['overhead']} ms, CPU {numbers['all']} ms a task{loop}",

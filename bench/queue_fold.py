@@ -1,6 +1,6 @@
 """How the queue flow's own work grows with the size of a queue, without Kafka.
 
-A fan-out then fan-in queue of N tasks (as in bench/queue.py) goes through the calls the queue
+A fan-out then fan-in queue of N tasks (as in bench/queues.py) goes through the calls the queue
 flow makes for each event (`decide` or `decide_outcome`, then `fold` and `rows.changed`): every
 add, the commit, the root's outcome (which readies the other N-1 at once, in one event) and every
 other outcome; then the whole log is folded at once, as the gateway does to show a queue. Prints

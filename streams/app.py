@@ -63,7 +63,7 @@ PREFETCH_BACKOFF_S = 0.005
 # bursts about a second apart (when the task lifecycle ran here: bench/instant.py, 32 clients,
 # 21 tasks/s at 1500 ms, 39 at 10 ms). Now that only queues and liveness run on Faust, 50 ms
 # bounds that wait and the idle fetches cost less: an idle stack of 8 agents used 1.6 CPU-s of
-# the broker's and 0.7 of this worker's every 10 s, against 2.1 and 1.2 at 10 ms; bench/queue.py
+# the broker's and 0.7 of this worker's every 10 s, against 2.1 and 1.2 at 10 ms; bench/queues.py
 # moved by less than its noise (3 interleaved runs each).
 FETCH_MAX_WAIT_MS = 50
 
@@ -186,7 +186,7 @@ def build_app(
     def heartbeats_caught_up() -> bool:
         """This worker decides liveness, and silence is only silence once every heartbeat sent
         is read: under load the worker fell seconds behind on `heartbeats` and declared live
-        agents down (bench/queue.py: 91 false AgentDowns in one run, tasks refused 414.1)."""
+        agents down (bench/queues.py: 91 false AgentDowns in one run, tasks refused 414.1)."""
         if heartbeats_tp not in app.assignor.assigned_actives():
             deciding_since[0] = 0
             return False  # another worker decides liveness (one partition)

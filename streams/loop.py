@@ -196,7 +196,7 @@ class Loop:
                 # broker is still writing; it answers CONCURRENT_TRANSACTIONS, and librdkafka
                 # retries after retry.backoff.ms (default 100, doubling up to 1,000). A probe
                 # (begin, produce one, commit, again at once) took a median 27 ms from produce
-                # to consumer at the defaults, 4.3 ms at 5 and 4.6 at 20. bench/queue.py, where
+                # to consumer at the defaults, 4.3 ms at 5 and 4.6 at 20. bench/queues.py, where
                 # the loop begins a transaction as soon as it committed one, 4 interleaved
                 # pairs: 104, 136, 152, 106 tasks/s against 92, 113, 129, 103.
                 "retry.backoff.ms": 10,

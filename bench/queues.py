@@ -7,7 +7,7 @@ built in batch calls, and the clock starts once the audit holds the whole build.
 The clock runs from the commit's request to the moment `QueueFinished` was written to Kafka (its
 record's timestamp, read off the `queues` topic): the audit would add its own flush delay.
 
-    .venv/bin/python bench/queue.py [--tasks 1000] [--agents 8] [--workers 4] [--queues 1]
+    .venv/bin/python bench/queues.py [--tasks 1000] [--agents 8] [--workers 4] [--queues 1]
 """
 
 from __future__ import annotations
