@@ -96,6 +96,7 @@ EVERYTHING = Rule("admin", everything=True)
 # own operation; publishing and activating app versions, `admin` for that app.
 RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/tasks/instant"): Rule("exec", body=_run),
+    ("GET", "/api/v1/tasks"): Rule("read"),  # the list shows the tasks in scope only
     ("GET", "/api/v1/tasks/{task_id}"): Rule("read"),
     ("GET", "/api/v1/agents"): Rule("read"),  # the list shows the agents in scope only
     ("GET", "/api/v1/agents/{agent_id}"): Rule("read"),

@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from elves.api import agents, apps, crons, keys, permissions, queues
-from elves.api.access import Target, allowed, guard, require_agents, task_events, who
+from elves.api import agents, apps, crons, keys, permissions, queues, tasks
+from elves.api.access import Target, allowed, guard, require_agents, who
 from elves.api.audit import AuditStore
 from elves.api.auth import Authenticator
-from elves.api.gateway import Gateway, gateway, to_event
+from elves.api.gateway import Gateway, gateway
 from elves.api.listener import Listener
 from elves.api.openapi import OPENAPI
 from elves.api.requests import InstantRequest, parse_instant, parse_json_body
@@ -34,7 +33,6 @@ from elves.errors import (
     ElvesError,
     NoAgentMatches,
     NotFound,
-    TaskNotFound,
     TaskTimeout,
 )
 from elves.kafka import producer
@@ -51,7 +49,6 @@ from elves.schemas.events import (
 )
 from elves.sealing import Sealer
 from elves.selectors import parse_selector
-from elves.streams.tasks import model as tasks
 from elves.topics import ensure_topics
 
 log = logging.getLogger("elves.api")
@@ -201,24 +198,6 @@ def _timings(submitted_at: int, seen: dict[str, int], outcome: Event) -> dict[st
     }
 
 
-async def get_task(request: Request) -> JSONResponse:
-    task_id = request.path_params["task_id"]
-    rows = await task_events(request, task_id)  # the guard read them already
-    if not rows:
-        raise TaskNotFound(f"no task with id {task_id}", task_id=task_id)
-    events = [e for e in (to_event(r) for r in rows) if e is not None]
-    state = tasks.fold(events)
-    return JSONResponse(
-        {
-            "task_id": task_id,
-            "state": asdict(state) if state is not None else None,
-            "lifecycle": [
-                {k: r[k] for k in ("type", "topic", "occurred_at", "payload")} for r in rows
-            ],
-        }
-    )
-
-
 async def list_agents(request: Request) -> JSONResponse:
     """Every agent heard from or registered (a pending one too), with its enrolment."""
     gw = gateway(request)
@@ -293,7 +272,8 @@ ROUTES = [
     Route("/health", health),
     Route("/openapi.json", openapi),
     Route("/api/v1/tasks/instant", exec_instant, methods=["POST"]),
-    Route("/api/v1/tasks/{task_id}", get_task),
+    Route("/api/v1/tasks", tasks.list_tasks, methods=["GET"]),
+    Route("/api/v1/tasks/{task_id}", tasks.get_task),
     Route("/api/v1/agents", list_agents),
     Route("/api/v1/agents/{agent_id}", get_agent),
     Route("/api/v1/agents/{agent_id}/accept", agents.accept, methods=["POST"]),

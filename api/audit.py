@@ -356,35 +356,75 @@ class AuditStore:
             for queue_id, app, name, created, ended, finished, tasks, state in result.result_rows
         ]
 
+    def task_ids(
+        self,
+        since_ms: int,
+        limit: int,
+        offset: int = 0,
+        apps: Sequence[str] | None = None,
+        agents: Sequence[str] | None = None,
+        had: Sequence[str] = (),
+    ) -> list[str]:
+        """The tasks made since `since_ms` (submitted, or run by an agent's own cron), newest
+        first, `limit` of them after the first `offset`. `apps` and `agents`: only tasks of these
+        (None: any). `had`: only tasks with an event of one of these types, from `since_ms` on
+        (a status's necessary sign: the caller folds the tasks to know their status)."""
+        where = [
+            "type IN ('TaskSubmitted', 'AgentCronRan')",
+            "occurred_at >= fromUnixTimestamp64Milli({since:Int64})",
+        ]
+        params: dict[str, Any] = {"since": since_ms, "limit": limit, "offset": offset}
+        if apps is not None:
+            where.append("app IN {apps:Array(String)}")
+            params["apps"] = list(apps)
+        if agents is not None:
+            where.append("agent_id IN {agents:Array(String)}")
+            params["agents"] = list(agents)
+        if had:
+            # An agent's clock may stamp an outcome before the center's submission: a margin.
+            where.append(
+                f"task_id IN (SELECT task_id FROM {self.table} WHERE type IN {{had:Array(String)}}"
+                " AND occurred_at >= fromUnixTimestamp64Milli({since:Int64}) - INTERVAL 1 HOUR)"
+            )
+            params["had"] = list(had)
+        sql = f"""
+            SELECT task_id, min(occurred_at) AS made
+            FROM {self.table}
+            WHERE {" AND ".join(where)}
+            GROUP BY task_id
+            ORDER BY made DESC, task_id
+            LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}"""
+        try:
+            result = self._reader.query(sql, parameters=params)
+        except ClickHouseError as exc:
+            raise Unavailable(f"audit lookup failed: {exc}") from exc
+        return [str(row[0]) for row in result.result_rows]
+
+    def tasks_events(self, task_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """`task_events` of each of these tasks, in one query."""
+        if not task_ids:
+            return {}
+        rows = self._select("task_id IN {v:Array(String)}", list(task_ids))
+        by_task: dict[str, list[tuple[Any, ...]]] = {t: [] for t in task_ids}
+        for row in rows:
+            by_task.setdefault(row[COLUMNS.index("task_id")], []).append(row)
+        return {t: _in_order(found, TYPE_ORDER) for t, found in by_task.items()}
+
     def _events_where(
         self, column: str, value: str, order: Mapping[str, int]
     ) -> list[dict[str, Any]]:
         assert column in ("task_id", "queue_id")
+        return _in_order(self._select(f"{column} = {{v:String}}", value), order)
+
+    def _select(self, condition: str, value: object) -> list[tuple[Any, ...]]:
         try:
             result = self._reader.query(
-                f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE {column} = {{v:String}}",
+                f"SELECT {', '.join(COLUMNS)} FROM {self.table} WHERE {condition}",
                 parameters={"v": value},
             )
         except ClickHouseError as exc:
             raise Unavailable(f"audit lookup failed: {exc}") from exc
-        # No FINAL: it widens the bloom filter's few granules back to whole parts (4x slower at
-        # 300k rows); the rare copy two racing writers could leave is dropped here instead.
-        unique = {row[0]: row for row in result.result_rows}
-        events = [dict(zip(COLUMNS, row, strict=True)) for row in unique.values()]
-        events.sort(
-            key=lambda e: (
-                e["occurred_at"].replace(tzinfo=None),
-                order.get(e["type"], len(order)),
-                e["topic"],
-                e["partition"],
-                e["offset"],
-            )
-        )
-        for e in events:
-            e["occurred_at"] = _iso(e["occurred_at"])
-            e["recorded_at"] = _iso(e["recorded_at"])
-            e["payload"] = json.loads(e["payload"])
-        return events
+        return [tuple(row) for row in result.result_rows]
 
     def count(self) -> int:
         """Stored events; exact because the single writer never inserts a stored id."""
@@ -393,6 +433,29 @@ class AuditStore:
         except ClickHouseError as exc:
             raise Unavailable(f"audit count failed: {exc}") from exc
         return int(result.result_rows[0][0])
+
+
+def _in_order(rows: Sequence[tuple[Any, ...]], order: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Audit rows as JSON-ready events (payload parsed), by time, then `order` of their types.
+
+    No FINAL in the queries: it widens the bloom filter's few granules back to whole parts (4x
+    slower at 300k rows); the rare copy two racing writers could leave is dropped here instead."""
+    unique = {row[0]: row for row in rows}
+    events = [dict(zip(COLUMNS, row, strict=True)) for row in unique.values()]
+    events.sort(
+        key=lambda e: (
+            e["occurred_at"].replace(tzinfo=None),
+            order.get(e["type"], len(order)),
+            e["topic"],
+            e["partition"],
+            e["offset"],
+        )
+    )
+    for e in events:
+        e["occurred_at"] = _iso(e["occurred_at"])
+        e["recorded_at"] = _iso(e["recorded_at"])
+        e["payload"] = json.loads(e["payload"])
+    return events
 
 
 def read_only_statement(sql: str) -> str:

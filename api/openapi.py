@@ -92,6 +92,14 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/tasks": {
+            "get": {
+                "summary": "Tasks made since `since` (default a day ago), newest first, of the "
+                "apps and agents in scope, each with its status: "
+                "`?since=&app=&agent=&status=&limit=`",
+                "responses": {"200": _ok({"type": "object"}), **_errors(400)},
+            }
+        },
         "/api/v1/tasks/{task_id}": {
             "get": {
                 "summary": "A task's state and its whole lifecycle, from the audit",

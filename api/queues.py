@@ -9,7 +9,6 @@ Reads fold the queue's events from the audit in the queue's log order (`in_log_o
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from dataclasses import asdict
 from typing import Any, get_args
@@ -17,7 +16,8 @@ from typing import Any, get_args
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from elves.api.access import caller, require_agents
+from elves.api import listing
+from elves.api.access import require_agents
 from elves.api.gateway import Gateway, ask, ask_all, gateway, to_event
 from elves.api.requests import parse_json_body, parse_queue_task
 from elves.errors import (
@@ -37,7 +37,6 @@ from elves.schemas.events import (
     new_id,
     random_id,
 )
-from elves.scopes import ANY
 from elves.selectors import parse_selector
 from elves.streams.queues import model as queues
 from elves.streams.queues.state import QueueStatus
@@ -188,24 +187,6 @@ async def quick(request: Request) -> JSONResponse:
     return JSONResponse({"queue_id": queue_id, **added}, status_code=201)
 
 
-def _time_param(request: Request, name: str) -> int | None:
-    """A time in the query (Unix ms or ISO, UTC unless it says otherwise), or None."""
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    if raw.isdigit():
-        return int(raw)
-    try:
-        when = dt.datetime.fromisoformat(raw)
-    except ValueError:
-        raise WrongType(f"{name} is Unix milliseconds or an ISO time", field=name) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp() * 1000)
-
-
-LIST_DEFAULT, LIST_MOST = 50, 500
-LIST_SINCE_MS = 24 * 3600 * 1000  # by default, the queues of the last day
 STATUSES: tuple[str, ...] = get_args(QueueStatus)
 
 
@@ -213,26 +194,14 @@ async def list_queues(request: Request) -> JSONResponse:
     """The queues created since `since` (default: a day ago), newest first, of the apps the key
     may read: `?since=&app=&status=&limit=` (at most 500)."""
     gw = gateway(request)
-    query = request.query_params
-    since = _time_param(request, "since")
-    if since is None:
-        since = int(time.time() * 1000) - LIST_SINCE_MS
-    raw_limit = query.get("limit", str(LIST_DEFAULT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= LIST_MOST:
-        raise WrongType(f"limit is a whole number from 1 to {LIST_MOST}", field="limit")
-    status = query.get("status")
-    if status is not None and status not in STATUSES:
-        raise WrongType(f"status is one of {', '.join(STATUSES)}", field="status")
-    scopes = caller(request).scopes
-    apps: list[str] | None = None if ANY in scopes.apps else list(scopes.apps)
-    if (app := query.get("app")) is not None:
-        apps = [app] if apps is None or app in apps else []
+    asked = listing.page(request, STATUSES)
+    apps = listing.apps_shown(request)
     found = (
         []
         if apps == []
-        else await asyncio.to_thread(gw.store.queues, since, int(raw_limit), apps, status)
+        else await asyncio.to_thread(gw.store.queues, asked.since, asked.limit, apps, asked.status)
     )
-    return JSONResponse({"queues": found, "since": since, "limit": int(raw_limit)})
+    return JSONResponse({"queues": found, "since": asked.since, "limit": asked.limit})
 
 
 def in_log_order(rows: list[dict[str, Any]], queues_topic: str) -> list[dict[str, Any]]:
@@ -251,7 +220,7 @@ def in_log_order(rows: list[dict[str, Any]], queues_topic: str) -> list[dict[str
 async def get_queue(request: Request) -> JSONResponse:
     gw = gateway(request)
     queue_id = request.path_params["queue_id"]
-    as_of = _time_param(request, "as_of")
+    as_of = listing.time_param(request, "as_of")
     rows = await asyncio.to_thread(gw.store.queue_events, queue_id)
     ordered = in_log_order(rows, gw.settings.topic("queues"))
     events = [e for e in (to_event(r) for r in ordered) if e is not None]

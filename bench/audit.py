@@ -1,6 +1,6 @@
 """Audit store throughput into embedded chDB: rows/s per batch size, replay cost, task lookup,
-the queue list, and what one watcher insert costs as the table grows, for random ids, for a
-mix, and for the platform's.
+the queue and task lists, and what one watcher insert costs as the table grows, for random ids,
+for a mix, and for the platform's.
 
     python bench/audit.py [--rows 200000] [--grow 0,1000000,4000000]
 
@@ -14,13 +14,23 @@ check (`api/recent_ids.py`); "looked up" is the cost with the check, as with a s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
+import json
 import tempfile
 import time
 from collections.abc import Callable
 
+from elves.api import tasks as tasks_api
 from elves.api.audit import AuditRow, AuditStore
-from elves.schemas.events import new_id, random_id
+from elves.schemas.events import (
+    TaskDispatched,
+    TaskFailed,
+    TaskSubmitted,
+    TaskSucceeded,
+    new_id,
+    random_id,
+)
 
 T0 = 1_700_000_000_000
 PAYLOAD = '{"worker_message": "' + "x" * 300 + '"}'
@@ -78,6 +88,7 @@ def throughput(total: int) -> None:
         store.count()
         print(f"count() at {stored} rows: {1000 * (time.perf_counter() - start):.1f} ms")
         queue_list(store)
+        task_list(store)
         store.close()
 
 
@@ -102,6 +113,57 @@ def queue_list(store: AuditStore, queues: int = 2000, tasks: int = 10) -> None:
         took_ms = 1000 * (time.perf_counter() - start)
         assert len(found) == limit and found[0]["status"] == "failed", found[:1]
         print(f"queue list at {stored} rows, {hours} h back, {limit} queues: {took_ms:.0f} ms")
+
+
+def task_list(store: AuditStore, tasks: int = 20_000, agents: int = 50) -> None:
+    """`GET /api/v1/tasks`'s two statements among the other rows: `tasks` tasks over the last
+    day, each submitted, dispatched and ended (one in ten failed), on `agents` agents. The list
+    finds a page's ids, reads their events in one query and folds each task (api/tasks.py)."""
+    now = int(time.time() * 1000)
+    made = []
+    for t in range(tasks):
+        at, task_id, agent = now - (tasks - t) * 4_000, f"listed-{t}", f"agent-{t % agents}"
+        submitted = TaskSubmitted(new_id(), at, task_id, agent, "demo", "f", "{}", 60)
+        dispatched = TaskDispatched(new_id(), at + 1, task_id, 1, agent, "demo", "f", "{}", 60,
+                                    at + 65_000)  # fmt: skip
+        kind = TaskFailed if t % 10 == 0 else TaskSucceeded
+        ended = kind(new_id(), at + 20, task_id, 1, agent, 1, "ok", 9)
+        for event in (submitted, dispatched, ended):
+            payload = json.dumps(dataclasses.asdict(event))
+            made.append(
+                AuditRow(
+                    event.event_id,
+                    type(event).__name__,
+                    "elves.tasks",
+                    0,
+                    0,
+                    event.occurred_at,
+                    agent,
+                    task_id,
+                    "demo",
+                    payload,
+                )  # fmt: skip
+            )
+    store.insert_new(made)
+    stored = store.count()
+    day_ago = now - 24 * 3_600_000
+    for name, limit, extra in (
+        ("50 tasks", 50, {}),
+        ("500 tasks", 500, {}),
+        ("50 failed", 50, {"had": ("TaskFailed",)}),
+        ("50 of one agent", 50, {"agents": ["agent-7"]}),
+    ):
+        start = time.perf_counter()
+        ids = store.task_ids(day_ago, limit, **extra)
+        found_ms = 1000 * (time.perf_counter() - start)
+        events = store.tasks_events(ids)
+        folded = [tasks_api.summary(task_id, events[task_id]) for task_id in ids]
+        took_ms = 1000 * (time.perf_counter() - start)
+        assert len(ids) == limit and all(f is not None for f in folded), (name, len(ids))
+        print(
+            f"task list at {stored} rows, a day back, {name}: {took_ms:.0f} ms "
+            f"({found_ms:.0f} to find them, the rest to read and fold them)"
+        )
 
 
 def row_of(

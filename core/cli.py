@@ -19,7 +19,7 @@ from elves import agent_cli, app_cli, cron_cli, key_cli, queue_cli
 from elves.client import client
 from elves.config import Settings
 from elves.errors import MissingSignature
-from elves.table import AGENT_HEADERS, agent_row, params_of, render
+from elves.table import AGENT_HEADERS, agent_row, params_of, render, when
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -121,6 +121,29 @@ def cmd_task(args: argparse.Namespace, settings: Settings) -> int:
     _out("")
     rows = [[e["occurred_at"], e["type"], e["topic"]] for e in data["lifecycle"]]
     _out(render(["time", "event", "topic"], rows))
+    return 0
+
+
+TASK_LIST_HEADERS = ["task", "app.func", "agent", "status", "attempt", "made (UTC)", "reason"]
+
+
+def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
+    names = ("since", "app", "agent", "status", "limit")
+    params = {n: str(getattr(args, n)) for n in names if getattr(args, n) is not None}
+    with _client(settings) as client:
+        response = client.get("/api/v1/tasks", params=params)
+    if response.status_code != 200:
+        return _fail(response)
+    data = response.json()
+    if args.json:
+        _out(json.dumps(data, indent=2))
+        return 0
+    rows = [
+        [t["task_id"], f"{t['app']}.{t['func']}", t["agent_id"], t["status"], t["attempt"],
+         when(t["created_at"]), t["reason"]]
+        for t in data["tasks"]
+    ]  # fmt: skip
+    _out(render(TASK_LIST_HEADERS, rows, 60))
     return 0
 
 
@@ -246,6 +269,14 @@ def parser() -> argparse.ArgumentParser:
     ex.set_defaults(handler=cmd_exec)
 
     sub.add_parser("agents", help="list agents").set_defaults(handler=cmd_agents)
+    listing = sub.add_parser("tasks", help="the tasks made lately, newest first, with status")
+    listing.add_argument("--since", default=None, help="Unix ms or ISO time (default: a day ago)")
+    listing.add_argument("--app", default=None)
+    listing.add_argument("--agent", default=None)
+    listing.add_argument("--status", default=None, help="succeeded, failed, timed_out, ...")
+    listing.add_argument("--limit", type=int, default=None, help="at most 500 (default 50)")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_tasks)
     task = sub.add_parser("task", help="show a task and its lifecycle")
     task.add_argument("task_id")
     task.set_defaults(handler=cmd_task)

@@ -90,6 +90,16 @@ def run(c: httpx.Client, app: str, agent: str | None = None, **extra: Any) -> ht
     return c.post("/api/v1/tasks/instant", json=body)
 
 
+def task_ids_of(tasks: list[dict[str, Any]]) -> set[str]:
+    return {t["task_id"] for t in tasks}
+
+
+def task_ids(reply: httpx.Response) -> set[str]:
+    """The task ids of a task list reply."""
+    assert reply.status_code == 200, reply.text
+    return task_ids_of(reply.json()["tasks"])
+
+
 def test_only_health_and_openapi_are_open(keystack: Stack) -> None:
     with httpx.Client(base_url=keystack.settings.base_url, timeout=30) as raw:
         assert raw.get("/health").status_code == 200
@@ -195,6 +205,16 @@ def test_an_app_scoped_key_cannot_touch_another_apps_queue_task_or_cron(
         assert own_id in {q["queue_id"] for q in listed}
         assert {q["app"] for q in listed} == {"apptest"}
         assert a.get("/api/v1/queues", params={"app": "hostfacts"}).json()["queues"] == []
+        # So does the task list, with its own task in it and the other app's not.
+        own_task = run(a, "apptest", WEB).json()["task_id"]
+        wait_for(
+            "both apps' tasks in the list",
+            lambda: {task_b, own_task} <= task_ids(admin.get("/api/v1/tasks")),
+        )
+        seen = a.get("/api/v1/tasks").json()["tasks"]
+        assert own_task in task_ids_of(seen) and task_b not in task_ids_of(seen)
+        assert {t["app"] for t in seen} == {"apptest"}
+        assert a.get("/api/v1/tasks", params={"app": "hostfacts"}).json()["tasks"] == []
     assert admin.get(f"/api/v1/crons/{cron_b_id}").json()["status"] == "active"
     admin.delete(f"/api/v1/crons/{cron_b_id}")
 
@@ -225,6 +245,16 @@ def test_an_agent_scoped_key_runs_only_on_its_agents(keystack: Stack, tmp_path: 
         assert code(web.post("/api/v1/crons", json={**cron, "agent": DB})) == "401.6"
         listed = [a["agent_id"] for a in web.get("/api/v1/agents").json()["agents"]]
         assert listed == [WEB]
+        # The task list shows the tasks on its agents only, the selector's too.
+        theirs = run(keystack.client, "apptest", DB).json()["task_id"]
+        wait_for(
+            "both agents' tasks in the list",
+            lambda: {task_id, theirs} <= task_ids(keystack.client.get("/api/v1/tasks")),
+        )
+        seen = web.get("/api/v1/tasks").json()["tasks"]
+        assert task_id in task_ids_of(seen) and theirs not in task_ids_of(seen)
+        assert {t["agent_id"] for t in seen} == {WEB}
+        assert web.get("/api/v1/tasks", params={"agent": DB}).json()["tasks"] == []
         assert code(web.get(f"/api/v1/agents/{DB}")) == "401.6"
 
 

@@ -45,7 +45,20 @@ def parts(**changed: Part) -> dict[str, Part]:
     base = {
         "agents": Part({"agents": [agent]}),
         "last_hour": audit(["TaskFailed", 2], ["TaskSucceeded", 7]),
-        "tasks": audit(["t/1", "TaskTimedOut", "2026-11-26 03:00:00", "apptest", "web-1"]),
+        "tasks": Part(
+            {
+                "tasks": [
+                    {
+                        "task_id": "t/1",
+                        "app": "apptest",
+                        "func": "slow",
+                        "agent_id": "web-1",
+                        "status": "timed_out",
+                        "created_at": 1_700_000_000_000,
+                    }
+                ]
+            }
+        ),
         "queues": Part(
             {
                 "queues": [
@@ -73,7 +86,7 @@ def test_the_overview_shows_every_part_and_escapes_what_agents_report() -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "7 succeeded, 2 failed, 0 timed out, 0 rejected" in html
     assert 'href="/tasks/t%2F1"' in html  # an id is one path segment, whatever it holds
-    assert '<span class="bad">timed_out</span>' in html  # the newest event, as a status
+    assert '<span class="bad">timed_out</span>' in html and "apptest.slow" in html
     assert 'href="/queues/q1"' in html and ">running<" in html and "<td>12</td>" in html
     assert "0 3 * * * (Asia/Shanghai)" in html and "apptest.helloword" in html
     assert 'href="/crons/c1"' in html
