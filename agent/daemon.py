@@ -73,6 +73,7 @@ POLL_S = 0.2
 # A task's start is reported once it has run this long; one that ends sooner reports its start
 # only inside its result (DECISIONS.md has what each step measured).
 START_REPORT_S = 0.5
+DISPATCH_FETCH_WAIT_MS = 5000  # an idle agent's fetches: one each 5 s, not 2 a second
 TOPIC_RETRY_S = 2.0  # Kafka unreachable at the start: try again after this (the cron runs)
 CANCELLED = "cancelled: the center asked to stop it"
 
@@ -194,6 +195,10 @@ class Agent:
                 "enable.auto.commit": True,
                 "enable.auto.offset.store": False,
                 "auto.commit.interval.ms": 1000,
+                # The broker answers as soon as a dispatch lands, so a long wait adds no latency
+                # to a task (its one partition is in every fetch); it is how often an idle agent
+                # asks. A fleet of idle agents is most of what a broker hears.
+                "fetch.wait.max.ms": DISPATCH_FETCH_WAIT_MS,
             },
         )
         consumer.subscribe([self.settings.dispatch_topic(self.agent_id)])
