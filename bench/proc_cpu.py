@@ -17,6 +17,11 @@ import time
 import timeit
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from elves.config import Settings
+    from elves.local import Stack
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -43,6 +48,19 @@ def _seconds(pid: int) -> float:
         return 0.0
     utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
     return (utime + stime + cutime + cstime) / TICK
+
+
+def stack_parts(stack: Stack, settings: Settings) -> dict[str, list[int]]:
+    """The parts of a benchmark's own stack (`elves.local.own_stack`) by their root processes."""
+    broker = int((settings.state_dir / "kafka" / "broker.pid").read_text())
+    return {
+        "kafka": [broker],
+        "streams": [p.popen.pid for p in stack.processes if p.name == "streams"],
+        "gateway and watcher": [p.popen.pid for p in stack.processes if p.name == "gateway"],
+        "fleet (agents, apps)": [
+            p.popen.pid for p in stack.processes if p.name.startswith("agent-")
+        ],
+    }
 
 
 def members(parts: dict[str, list[int]]) -> dict[str, list[int]]:

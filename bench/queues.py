@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from proc_cpu import Sampler, machine_speed_ms, report
+from proc_cpu import Sampler, machine_speed_ms, report, stack_parts
 
 from elves.config import Settings
 from elves.kafka import consumer
@@ -102,15 +102,7 @@ def one_queue(
     # task) are through the streams and the audit, as a queue built over time would be.
     wait_for("the audit to hold the build", lambda: audited("QueueTaskAdded") == args.tasks, 120)
 
-    broker = int((settings.state_dir / "kafka" / "broker.pid").read_text())
-    parts = {
-        "kafka": [broker],
-        "streams": [p.popen.pid for p in stack.processes if p.name == "streams"],
-        "gateway and watcher": [p.popen.pid for p in stack.processes if p.name == "gateway"],
-        "fleet (agents, apps)": [
-            p.popen.pid for p in stack.processes if p.name.startswith("agent-")
-        ],
-    }
+    parts = stack_parts(stack, settings)
     reader = at_the_end(settings, settings.topic("queues"))
     speed = machine_speed_ms()
     print(f"machine: the reference loop took {speed:.0f} ms of CPU (23 at its fastest here)")
