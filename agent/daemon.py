@@ -39,6 +39,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from elves.agent.backlog import Backlog
 from elves.agent.cron import CronScheduler
 from elves.agent.forkclient import ForkServer, ForkServerUnavailable
 from elves.agent.gate import Gate, where
@@ -70,6 +71,9 @@ from elves.topics import ensure_dispatch_topic
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
+# While a dispatch waits for a worker, the consumer waits this long for one, then reads what came.
+BUSY_WAIT_S = 0.05
+BACKLOG_MOST = 1000  # dispatches kept while the workers are busy; beyond, reading pauses
 # A task's start is reported once it has run this long; one that ends sooner reports its start
 # only inside its result (DECISIONS.md has what each step measured).
 START_REPORT_S = 0.5
@@ -124,6 +128,8 @@ class Agent:
         self._cancels: dict[tuple[str, int], threading.Event] = {}
         self._cancel_lock = threading.Lock()
         self._slots = threading.Semaphore(workers)
+        # Dispatches read while every worker was busy (`agent/backlog.py`): the consumer's alone.
+        self._backlog: Backlog[tuple[Opened, str, Message], Message] = Backlog(BACKLOG_MOST)
         self._futures: set[cf.Future[None]] = set()
         # Cron runs wait for a slot on threads of their own: on the dispatch pool they could
         # hold every thread while the dispatches that hold the slots wait for one.
@@ -214,32 +220,62 @@ class Agent:
     def _consume(
         self, consumer: Consumer, dlq: Producer, pool: cf.ThreadPoolExecutor, stop: threading.Event
     ) -> None:
+        backlog = self._backlog
         paused = False
         while not stop.is_set():
             dlq.poll(0)
-            if not self._slots.acquire(timeout=POLL_S):
-                # Every worker is busy: stop fetching but keep polling, so the group keeps us.
-                if not paused:
-                    consumer.pause(consumer.assignment())
-                    paused = True
-                self._unread(consumer, consumer.poll(0))
-                continue
-            if paused:
-                consumer.resume(consumer.assignment())
-                paused = False
-            submitted = False
-            try:
+            if backlog.first() is None:
+                if paused:
+                    consumer.resume(consumer.assignment())
+                    paused = False
                 msg = consumer.poll(POLL_S)
-                if msg is None:
+            else:
+                # A dispatch waits for a worker: start it the moment one is free, and between
+                # waits read what came, so a cancel reaches what runs whatever the workers do.
+                if self._slots.acquire(timeout=BUSY_WAIT_S):
+                    opened, at, kept = backlog.kept()[0]
+                    if not self._dispatch(opened, at, kept, pool):
+                        self._slots.release()
+                    self._store(consumer, backlog.started())
                     continue
-                if msg.error() is not None:
-                    log.warning("consumer error: %s", msg.error())
+                if backlog.full:
+                    # Stop fetching but keep polling, so the group keeps us.
+                    if not paused:
+                        consumer.pause(consumer.assignment())
+                        paused = True
+                    self._unread(consumer, consumer.poll(0))
                     continue
-                submitted = self._handle(msg, dlq, pool)
-                consumer.store_offsets(message=msg)
-            finally:
-                if not submitted:
+                msg = consumer.poll(0)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                log.warning("consumer error: %s", msg.error())
+                continue
+            self._read(consumer, msg, dlq, pool)
+
+    def _read(
+        self, consumer: Consumer, msg: Message, dlq: Producer, pool: cf.ThreadPoolExecutor
+    ) -> None:
+        """Check one message and act on it: a dispatch starts if a worker is free and nothing
+        waits before it, else it waits in the backlog; anything else is acted on at once."""
+        checked = self._check(msg)
+        if checked is not None:
+            opened, at = checked
+            if isinstance(opened.event, TaskDispatched):
+                if self._backlog.first() is not None or not self._slots.acquire(blocking=False):
+                    self._backlog.keep((opened, at, msg), msg)
+                    return
+                if not self._dispatch(opened, at, msg, pool):
                     self._slots.release()
+            else:
+                self._control(opened, at, dlq, msg)
+        self._store(consumer, self._backlog.handled(msg))
+
+    @staticmethod
+    def _store(consumer: Consumer, msg: Message | None) -> None:
+        """Mark a read position for the next commit (None: nothing may be stored yet)."""
+        if msg is not None:
+            consumer.store_offsets(message=msg)
 
     @staticmethod
     def _unread(consumer: Consumer, msg: Message | None) -> None:
@@ -265,32 +301,44 @@ class Agent:
             self.agent_id,
         )
 
-    def _handle(self, msg: Message, dlq: Producer, pool: cf.ThreadPoolExecutor) -> bool:
-        """Check one message and act on it; True when a task was submitted (it holds a slot)."""
+    def _check(self, msg: Message) -> tuple[Opened, str] | None:
+        """The verified message and where it was read; None when it is refused (reported) or
+        was acted on before (Kafka's redelivery)."""
         at = where(msg)
         try:
             opened = self.gate.open(msg.value(), _now_ms())
             if self.gate.delivery(opened, at) == "again":
                 log.info("%s delivered again; it was handled before", at)
-                return False
+                return None
         except DispatchRefusal as exc:
             log.warning("refused %s: [%s] %s", at, exc.code, exc.message)
             self.outbox.put(*self.gate.refusal(exc, msg, _now_ms()))
-            return False
+            return None
+        return opened, at
+
+    def _dispatch(self, opened: Opened, at: str, msg: Message, pool: cf.ThreadPoolExecutor) -> bool:
+        """Start a checked dispatch (the caller holds a worker slot); True when it was
+        submitted, and then it keeps the slot."""
         event = opened.event
-        if isinstance(event, TaskDispatched):
-            if not self._app_allowed(event.app):
-                self._refuse_app(event, opened, at, msg)
-                return False
-            return self._start(event, opened, at, pool)
-        # A cancel or a cron's new version goes through whatever its app: a cancel and a pause
-        # only take away, and a cron's fires are judged when they come (`_execute_cron`).
+        assert isinstance(event, TaskDispatched)
+        if not self._app_allowed(event.app):
+            self._refuse_app(event, opened, at, msg)
+            return False
+        return self._start(event, opened, at, pool)
+
+    def _control(self, opened: Opened, at: str, dlq: Producer, msg: Message) -> None:
+        """A cancel or a cron's new version: acted on at once, whatever its app (a cancel and a
+        pause only take away, and a cron's fires are judged when they come: `_execute_cron`)."""
+        event = opened.event
         if isinstance(event, TaskCancelRequested):
             self._cancel(event)
-        else:
+        elif isinstance(event, AgentCronSet):
             self._cron_set(event, dlq, msg)
-        self.gate.remember(opened, at)  # after acting: a crash before means it acts again
-        return False
+        if self._backlog.first() is None:
+            self.gate.remember(opened, at)  # after acting: a crash before means it acts again
+        # Else its read position is not stored until the dispatches before it have started,
+        # so after a crash it is read and acted on again, and need not be remembered (a cancel
+        # or a cron's version acts the same twice).
 
     def _refuse_app(self, event: TaskDispatched, opened: Opened, at: str, msg: Message) -> None:
         """A dispatch the center signed, for now and for this agent, of an app this agent may
@@ -321,7 +369,8 @@ class Agent:
             log.info("task %s attempt %s already run; ignored", event.task_id, event.attempt)
             return False
         with self._cancel_lock:
-            self._cancels[(event.task_id, event.attempt)] = threading.Event()
+            # A cancel read while it waited in the backlog has set its event already.
+            self._cancels.setdefault((event.task_id, event.attempt), threading.Event())
         future = pool.submit(self._run_task, event)
         self._futures.add(future)
         future.add_done_callback(self._futures.discard)
@@ -329,8 +378,12 @@ class Agent:
 
     def _cancel(self, request: TaskCancelRequested) -> None:
         """Kill the process group of a running attempt; one not started yet will not start."""
+        key = (request.task_id, request.attempt)
+        kept = {(o.claims.subject, o.claims.attempt) for o, _, _ in self._backlog.kept()}
         with self._cancel_lock:
-            cancel = self._cancels.get((request.task_id, request.attempt))
+            # One waiting in the backlog gets its event now, set: it ends cancelled at its start.
+            cancel = self._cancels.setdefault(key, threading.Event()) if key in kept else None
+            cancel = cancel or self._cancels.get(key)
         if cancel is None:
             log.info(
                 "cancel for task %s attempt %s: not running here", request.task_id, request.attempt

@@ -156,8 +156,15 @@ def test_one_worker_runs_every_task_in_turn(agent: Agent) -> None:
     prod.flush(10)
     results = Reader(settings, settings.topic("results"))
     events = results.until(lambda evs: all(results_for(evs, t.task_id) for t in tasks))
-    reported = [e for e in events if isinstance(e, TaskResultReported)]
-    assert [r.task_id for r in reported] == [t.task_id for t in tasks]  # one at a time, in order
+    # By when each ran, not by when it was read: results are keyed over several partitions.
+    reported = sorted(
+        (e for e in events if isinstance(e, TaskResultReported)), key=lambda r: r.started_at or 0
+    )
+    assert [r.task_id for r in reported] == [t.task_id for t in tasks]  # in order
+    assert all(
+        later.started_at is not None and later.started_at >= earlier.occurred_at
+        for earlier, later in zip(reported, reported[1:], strict=False)
+    )  # one at a time: each started once the one before had ended
     assert all(r.worker_flag == 1 for r in reported)
 
 

@@ -338,3 +338,28 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"  # a zombie is dead, only not yet reaped
     except FileNotFoundError:
         return False  # reaped between the two looks
+
+
+def test_stop_kills_what_runs_on_an_agent_whose_every_worker_is_busy(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The cancels come on the agent's dispatch topic, behind nothing it waits to run: a busy
+    agent still reads them."""
+    q = create(stack, "sleeper")
+    pidfiles = [tmp_path / f"child-{i}.pid" for i in range(stack.settings.agent_workers)]
+    for i, pidfile in enumerate(pidfiles):
+        params = {"seconds": 60, "pidfile": str(pidfile)}
+        add(stack, q, f"{q[:8]}-{i}", "sleep", params=params, timeout=90)
+    commit(stack, q)
+    children = [
+        int(wait_for("a task to start its child", lambda p=p: p.exists() and p.read_text(), 30))
+        for p in pidfiles
+    ]
+    stopped_at = time.monotonic()
+    reply = stack.client.post(f"/api/v1/queues/{q}/stop")
+    assert reply.status_code == 200, reply.text
+    wait_for("every worker's process group killed", lambda: not any(map(_alive, children)), 5)
+    assert time.monotonic() - stopped_at <= 5.0
+    queue = final(stack, q)
+    assert queue["status"] == "stopped"
+    assert {t["status"] for t in queue["tasks"]} == {"cancelled"}
