@@ -9,7 +9,9 @@ short, and one record fewer for each is less work for every part that reads `res
 
 Delivery: at-least-once with dedupe. A dispatch's offset is stored for commit only after its
 `(task_id, attempt)` is claimed in the outbox database, so a crash before that means Kafka
-delivers it again, and a crash after means the claim makes the agent ignore it. Stored offsets
+delivers it again, and a crash after means the claim makes the agent ignore it. While every
+worker is busy the agent goes on reading, so that a cancel reaches what runs: dispatches wait
+in order in a backlog (`backlog.py`), and no offset past one of them is stored. Stored offsets
 are committed every second and at the end, not one request per task. A crash while a
 task runs loses that task's result; the center's deadline then times it out (no task stays
 running forever), rather than the agent running an ops action twice.
