@@ -226,7 +226,8 @@ class Agent:
         paused = False
         while not stop.is_set():
             dlq.poll(0)
-            if backlog.first() is None:
+            waiting = backlog.first()
+            if waiting is None:
                 if paused:
                     consumer.resume(consumer.assignment())
                     paused = False
@@ -235,7 +236,7 @@ class Agent:
                 # A dispatch waits for a worker: start it the moment one is free, and between
                 # waits read what came, so a cancel reaches what runs whatever the workers do.
                 if self._slots.acquire(timeout=BUSY_WAIT_S):
-                    opened, at, kept = backlog.kept()[0]
+                    opened, at, kept = waiting
                     if not self._dispatch(opened, at, kept, pool):
                         self._slots.release()
                     self._store(consumer, backlog.started())
@@ -383,9 +384,9 @@ class Agent:
         key = (request.task_id, request.attempt)
         kept = {(o.claims.subject, o.claims.attempt) for o, _, _ in self._backlog.kept()}
         with self._cancel_lock:
-            # One waiting in the backlog gets its event now, set: it ends cancelled at its start.
-            cancel = self._cancels.setdefault(key, threading.Event()) if key in kept else None
-            cancel = cancel or self._cancels.get(key)
+            if key in kept:  # it gets its event now, set: it ends cancelled at its start
+                self._cancels.setdefault(key, threading.Event())
+            cancel = self._cancels.get(key)
         if cancel is None:
             log.info(
                 "cancel for task %s attempt %s: not running here", request.task_id, request.attempt

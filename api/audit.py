@@ -90,6 +90,8 @@ _MIGRATIONS = (
     "TYPE bloom_filter(0.01) GRANULARITY 1",
 )
 
+TASK_ID = COLUMNS.index("task_id")
+
 # Lifecycle order, for events of one task in the same millisecond.
 TYPE_ORDER = {
     name: rank
@@ -407,7 +409,7 @@ class AuditStore:
         rows = self._select("task_id IN {v:Array(String)}", list(task_ids))
         by_task: dict[str, list[tuple[Any, ...]]] = {t: [] for t in task_ids}
         for row in rows:
-            by_task.setdefault(row[COLUMNS.index("task_id")], []).append(row)
+            by_task.setdefault(row[TASK_ID], []).append(row)
         return {t: _in_order(found, TYPE_ORDER) for t, found in by_task.items()}
 
     def _events_where(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,11 @@ def to_event(row: dict[str, Any]) -> Event | None:
     if cls is None:
         return None
     return cls(**row["payload"])
+
+
+def events_of(rows: Iterable[dict[str, Any]]) -> list[Event]:
+    """The events of audit rows, in their order, without the rows that are none."""
+    return [e for e in (to_event(r) for r in rows) if e is not None]
 
 
 async def ask(gw: Gateway, key: str, command: Event, answers: frozenset[str]) -> Event:

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 
 from elves.api import listing
 from elves.api.access import require_agents
-from elves.api.gateway import Gateway, ask, ask_all, gateway, to_event
+from elves.api.gateway import Gateway, ask, ask_all, events_of, gateway
 from elves.api.requests import parse_json_body, parse_queue_task
 from elves.errors import (
     CommandRejected,
@@ -223,7 +223,7 @@ async def get_queue(request: Request) -> JSONResponse:
     as_of = listing.time_param(request, "as_of")
     rows = await asyncio.to_thread(gw.store.queue_events, queue_id)
     ordered = in_log_order(rows, gw.settings.topic("queues"))
-    events = [e for e in (to_event(r) for r in ordered) if e is not None]
+    events = events_of(ordered)
     state = queues.fold(events) if as_of is None else queues.fold_until(events, as_of)
     if state is None:
         raise NotFound(f"no queue {queue_id}" + ("" if as_of is None else " at that time"))

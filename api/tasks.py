@@ -15,9 +15,8 @@ from starlette.responses import JSONResponse
 
 from elves.api import listing
 from elves.api.access import task_events
-from elves.api.gateway import gateway, to_event
+from elves.api.gateway import events_of, gateway
 from elves.errors import TaskNotFound
-from elves.schemas.events import Event
 from elves.streams.tasks import model as tasks
 
 STATUSES: tuple[str, ...] = get_args(tasks.Status)
@@ -38,7 +37,7 @@ async def get_task(request: Request) -> JSONResponse:
     rows = await task_events(request, task_id)  # the guard read them already
     if not rows:
         raise TaskNotFound(f"no task with id {task_id}", task_id=task_id)
-    state = tasks.fold(_events(rows))
+    state = tasks.fold(events_of(rows))
     return JSONResponse(
         {
             "task_id": task_id,
@@ -84,7 +83,7 @@ async def list_tasks(request: Request) -> JSONResponse:
 def summary(task_id: str, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """One task of the list: its fold's state without the bulky parts (params, the worker's
     message: its page has them), and when it was made and last changed."""
-    events = _events(rows)
+    events = events_of(rows)
     state = tasks.fold(events)
     if state is None:
         return None
@@ -104,7 +103,3 @@ def summary(task_id: str, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         "created_at": events[0].occurred_at,  # Unix ms, as in the queue list
         "updated_at": events[-1].occurred_at,
     }
-
-
-def _events(rows: list[dict[str, Any]]) -> list[Event]:
-    return [e for e in (to_event(r) for r in rows) if e is not None]
