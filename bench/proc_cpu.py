@@ -142,3 +142,25 @@ def machine_speed_ms() -> float:
     23 ms and, hours later, in 40 to 55 ms, and a run's CPU a task moves with it, so a
     benchmark's numbers mean little without it."""
     return 1000 * min(timeit.repeat(_reference_loop, number=1, repeat=3, timer=time.process_time))
+
+
+def machine_ticks() -> tuple[int, int, int]:
+    """The whole machine's (idle, stolen, all) clock ticks so far, from /proc/stat's cpu line:
+    idle (with iowait) says whether a run had CPU to spare; stolen is time the host gave the
+    VM's cores to someone else, which a process's own CPU time does not show."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already in user and nice)
+    idle, steal = fields[3] + fields[4], fields[7]
+    return idle, steal, sum(fields[:8])
+
+
+def machine_share(before: tuple[int, int, int], after: tuple[int, int, int]) -> str:
+    """`machine_ticks` between two readings, as a line: how idle the cores were and how much
+    of them the host took."""
+    idle, steal, total = (b - a for a, b in zip(before, after, strict=True))
+    total = max(total, 1)
+    return (
+        f"cores idle {100 * idle / total:.0f}%, "
+        f"taken by the host (steal) {100 * steal / total:.0f}%"
+    )

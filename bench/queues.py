@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from proc_cpu import Sampler, machine_speed_ms, report, stack_parts
+from proc_cpu import Sampler, machine_share, machine_speed_ms, machine_ticks, report, stack_parts
 
 from elves.config import Settings
 from elves.kafka import consumer
@@ -107,9 +107,10 @@ def one_queue(
     speed = machine_speed_ms()
     print(f"machine: the reference loop took {speed:.0f} ms of CPU (23 at its fastest here)")
     with Sampler(parts) as cpu:
-        started = time.time()
+        started, machine_before = time.time(), machine_ticks()
         client.post(f"/api/v1/queues/{queue_id}/commit").raise_for_status()
         ended = finished_at(reader, queue_id, 1800)
+        machine_after = machine_ticks()  # read a moment after the end: close enough
     wall = ended - started
     cpu_before, cpu_after = cpu.first(), cpu.at(ended)
     reader.close()
@@ -142,6 +143,7 @@ def one_queue(
     )
     print("CPU from the commit to the end, by part (two cores give 2 s each second):")
     print("\n".join(report(cpu_before, cpu_after, args.tasks)))
+    print(f"the machine meanwhile: {machine_share(machine_before, machine_after)}")
 
     return overhead, speed
 
