@@ -6,10 +6,24 @@ import argparse
 import contextlib
 import json
 import sys
-from typing import Any
+import time
+from collections import Counter
+from typing import Any, get_args
 
+from elves.client import client
 from elves.config import Settings
+from elves.errors import NotFound
+from elves.streams.queues.state import QUEUE_FINAL, TaskStatus
 from elves.table import QUEUE_TASK_HEADERS, call, out, params_of, queue_task_row, render, when
+
+# `--wait`'s exit codes, beside 0 (the queue succeeded) and 1 (a call failed).
+ENDED_UNSUCCESSFUL = 2  # the queue ended failed or stopped, as `elves exec` for a task
+STILL_RUNNING = 3  # --wait-timeout ran out first
+WAIT_FIRST_S = 0.2  # the first pause between two looks, growing to WAIT_MOST_S
+WAIT_MOST_S = 2.0
+# A queue just made may not be in the audit yet (the watcher writes in batches): "not found"
+# means "not yet" this long (or the wait's timeout, if shorter), then it is the answer.
+AUDIT_LAG_S = 10.0
 
 
 def _task_body(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
@@ -76,11 +90,60 @@ def cmd_quick(args: argparse.Namespace, settings: Settings) -> int:
     if data is None:
         return 1
     out(f"queue {data['queue_id']}  task {data['task_id']}")
-    return 0
+    return wait(settings, data["queue_id"], args.wait_timeout) if args.wait else 0
 
 
 def cmd_commit(args: argparse.Namespace, settings: Settings) -> int:
-    return 0 if call(settings, "POST", f"/api/v1/queues/{args.queue_id}/commit") else 1
+    if not call(settings, "POST", f"/api/v1/queues/{args.queue_id}/commit"):
+        return 1
+    return wait(settings, args.queue_id, args.wait_timeout) if args.wait else 0
+
+
+def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
+    return wait(settings, args.queue_id, args.timeout)
+
+
+def wait(settings: Settings, queue_id: str, timeout_s: float | None) -> int:
+    """Follow a queue until it ends: a line each time its tasks' statuses change, then its
+    tasks as `show` prints them. 0 when it succeeded, ENDED_UNSUCCESSFUL when it failed or was
+    stopped, STILL_RUNNING when `timeout_s` (None: no limit) ran out first, 1 when the gateway
+    refused. It asks the gateway again and again, more slowly as time goes (at most every
+    WAIT_MOST_S): a queue's state is a fold of the audit, which any gateway can make."""
+    started = time.monotonic()
+    pause, said = WAIT_FIRST_S, ""
+    lag_s = AUDIT_LAG_S if timeout_s is None else min(AUDIT_LAG_S, timeout_s)
+    with client(settings, timeout=60) as signing:
+        while True:
+            response = signing.get(f"/api/v1/queues/{queue_id}")
+            data: dict[str, Any] = response.json()
+            waited = time.monotonic() - started
+            if response.status_code == NotFound.status and waited < lag_s:
+                data = {"status": "not in the audit yet", "tasks": []}
+            elif response.status_code >= 400:
+                error = data.get("error", {})
+                out(f"error [{error.get('code')}]: {error.get('message')}")
+                return 1
+            line = progress(data)
+            if line != said:
+                out(f"{waited:6.1f} s  {line}")
+                said = line
+            if data["status"] in QUEUE_FINAL:
+                _print_queue(data)
+                return 0 if data["status"] == "succeeded" else ENDED_UNSUCCESSFUL
+            if timeout_s is not None and waited >= timeout_s:
+                out(f"queue {queue_id} is still {data['status']} after {timeout_s:g} s")
+                return STILL_RUNNING
+            left = None if timeout_s is None else timeout_s - waited
+            time.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * 1.5, WAIT_MOST_S)
+
+
+def progress(queue: dict[str, Any]) -> str:
+    """A queue's status and how many of its tasks are in each status, in lifecycle order:
+    "running: 5 pending, 2 running, 3 succeeded"."""
+    counts = Counter(t["status"] for t in queue["tasks"])
+    shown = [f"{counts[s]} {s}" for s in get_args(TaskStatus) if counts[s]]
+    return f"{queue['status']}: {', '.join(shown)}" if shown else str(queue["status"])
 
 
 def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
@@ -95,10 +158,13 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         out(json.dumps(data, indent=2))
         return 0
-    when = f" as of {args.as_of}" if args.as_of else ""
-    out(f"queue {data['queue_id']} ({data['app']}): {data['status']}{when}")
-    out(render(QUEUE_TASK_HEADERS, [queue_task_row(t) for t in data["tasks"]]))
+    _print_queue(data, f" as of {args.as_of}" if args.as_of else "")
     return 0
+
+
+def _print_queue(data: dict[str, Any], note: str = "") -> None:
+    out(f"queue {data['queue_id']} ({data['app']}): {data['status']}{note}")
+    out(render(QUEUE_TASK_HEADERS, [queue_task_row(t) for t in data["tasks"]]))
 
 
 LIST_HEADERS = ["queue", "app", "name", "status", "tasks", "created (UTC)", "finished (UTC)"]
@@ -136,6 +202,18 @@ def _task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backoff", type=int, default=0, help="seconds before the first retry")
 
 
+def _wait_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="then follow the queue until it ends; exit 0 if it succeeded, 2 if it failed or "
+        "was stopped, 3 if --wait-timeout ran out",
+    )
+    p.add_argument(
+        "--wait-timeout", type=float, default=None, metavar="S", help="default: no limit"
+    )
+
+
 def register(sub: Any) -> None:
     """Add `elves queue ...` to the CLI's subcommands."""
     queue = sub.add_parser("queue", help="queues of tasks with dependencies")
@@ -157,14 +235,25 @@ def register(sub: Any) -> None:
     quick = qsub.add_parser("quick", help="create, add one task and commit")
     quick.add_argument("app")
     _task_options(quick)
+    _wait_options(quick)
     quick.set_defaults(handler=cmd_quick)
-    for name, handler, text in (
-        ("commit", cmd_commit, "commit a queue: its roots start"),
-        ("stop", cmd_stop, "stop a queue: pending tasks cancelled, running ones killed"),
-    ):
-        p = qsub.add_parser(name, help=text)
-        p.add_argument("queue_id")
-        p.set_defaults(handler=handler)
+    commit = qsub.add_parser("commit", help="commit a queue: its roots start")
+    commit.add_argument("queue_id")
+    _wait_options(commit)
+    commit.set_defaults(handler=cmd_commit)
+    stop = qsub.add_parser(
+        "stop", help="stop a queue: pending tasks cancelled, running ones killed"
+    )
+    stop.add_argument("queue_id")
+    stop.set_defaults(handler=cmd_stop)
+    waiting = qsub.add_parser(
+        "wait",
+        help="follow a queue until it ends; exit 0 if it succeeded, 2 if it failed or was "
+        "stopped, 3 if --timeout ran out",
+    )
+    waiting.add_argument("queue_id")
+    waiting.add_argument("--timeout", type=float, default=None, help="seconds; default: no limit")
+    waiting.set_defaults(handler=cmd_wait)
     listing = qsub.add_parser("list", help="the queues created lately, newest first")
     listing.add_argument("--since", default=None, help="Unix ms or ISO time (default: a day ago)")
     listing.add_argument("--app", default=None)

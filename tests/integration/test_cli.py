@@ -143,3 +143,31 @@ def test_the_readme_cron_tour(stack: Stack) -> None:
     assert bad.returncode == 1 and "403.6" in bad.stdout
     gone = elves(stack, "cron", "pause", "nope")
     assert gone.returncode == 1 and "411.1" in gone.stdout
+
+
+def test_queue_wait_follows_a_queue_to_its_end_and_says_how_it_ended(stack: Stack) -> None:
+    quick = elves(
+        stack, "queue", "quick", "apptest", AGENT, "helloword", "-p", "my=followed", "--wait"
+    )
+    assert quick.returncode == 0, quick.stdout + quick.stderr
+    assert re.search(r"s  succeeded: 1 succeeded$", quick.stdout, re.MULTILINE)
+    assert re.search(r"\(apptest\): succeeded", quick.stdout) and "followed" in quick.stdout
+
+    q = elves(stack, "queue", "create", "crasher").stdout.strip()
+    a = elves(stack, "queue", "add", q, AGENT, "falsy").stdout.strip()
+    assert elves(stack, "queue", "add", q, AGENT, "noisy", "--depends-on", a).returncode == 0
+    wait_for(
+        "the open queue in the audit", lambda: elves(stack, "queue", "show", q).returncode == 0, 15
+    )
+    still = elves(stack, "queue", "wait", q, "--timeout", "1")
+    assert still.returncode == 3, still.stdout + still.stderr
+    assert f"queue {q} is still open after 1 s" in still.stdout
+
+    failed = elves(stack, "queue", "commit", q, "--wait")
+    assert failed.returncode == 2, failed.stdout + failed.stderr
+    assert re.search(rf"queue {q} \(crasher\): failed", failed.stdout)
+    assert re.search(r"failed: 1 failed, 1 skipped$", failed.stdout, re.MULTILINE)
+
+    unknown = elves(stack, "queue", "wait", "no-such-queue", "--timeout", "1")
+    assert unknown.returncode == 1, unknown.stdout + unknown.stderr
+    assert "error [404.0]: no queue no-such-queue" in unknown.stdout
