@@ -287,6 +287,7 @@ ROUTES = [
     Route("/api/v1/queues/{queue_id}/tasks", queues.add_task, methods=["POST"]),
     Route("/api/v1/queues/{queue_id}/tasks/batch", queues.add_tasks, methods=["POST"]),
     Route("/api/v1/queues/{queue_id}/commit", queues.commit, methods=["POST"]),
+    Route("/api/v1/queues/{queue_id}/rerun", queues.rerun, methods=["POST"]),
     Route("/api/v1/queues/{queue_id}/stop", queues.stop, methods=["POST"]),
     Route("/api/v1/crons", crons.add_cron, methods=["POST"]),
     Route("/api/v1/crons", crons.list_crons, methods=["GET"]),

@@ -214,6 +214,17 @@ _MORE: dict[str, dict[str, Any]] = {
     },
     "/api/v1/queues/{queue_id}/commit": {"post": _op("Commit a queue", 404, 409)},
     "/api/v1/queues/{queue_id}/stop": {"post": _op("Stop a queue; kills what runs", 404, 409)},
+    "/api/v1/queues/{queue_id}/rerun": {
+        "post": _op(
+            "Run an ended queue again as a new one (only: all or unsuccessful); 201 committed, "
+            "207 some tasks refused (the new queue stays open)",
+            400,
+            403,
+            404,
+            409,
+            body={"only": _S, "name": _S},
+        )
+    },
     "/api/v1/crons": {
         "post": _op("Schedule a task by a cron rule", 400, 403, body=_CRON),
         "get": _op("Every cron (deleted=1: deleted ones too)"),

@@ -39,7 +39,8 @@ from elves.schemas.events import (
 )
 from elves.selectors import parse_selector
 from elves.streams.queues import model as queues
-from elves.streams.queues.state import QueueStatus
+from elves.streams.queues import rerun as reruns
+from elves.streams.queues.state import QueueState, QueueStatus
 
 # Tasks one call may add: a fan-in of a thousand fits, and one reply stays small.
 MAX_BATCH = 1000
@@ -217,17 +218,94 @@ def in_log_order(rows: list[dict[str, Any]], queues_topic: str) -> list[dict[str
     return own + [r for r in rows if r["topic"] != queues_topic]
 
 
+async def folded(gw: Gateway, queue_id: str, as_of: int | None = None) -> QueueState | None:
+    """A queue's state from the audit, now or as of a past time; None if it has no events."""
+    rows = await asyncio.to_thread(gw.store.queue_events, queue_id)
+    events = events_of(in_log_order(rows, gw.settings.topic("queues")))
+    return queues.fold(events) if as_of is None else queues.fold_until(events, as_of)
+
+
 async def get_queue(request: Request) -> JSONResponse:
-    gw = gateway(request)
     queue_id = request.path_params["queue_id"]
     as_of = listing.time_param(request, "as_of")
-    rows = await asyncio.to_thread(gw.store.queue_events, queue_id)
-    ordered = in_log_order(rows, gw.settings.topic("queues"))
-    events = events_of(ordered)
-    state = queues.fold(events) if as_of is None else queues.fold_until(events, as_of)
+    state = await folded(gateway(request), queue_id, as_of)
     if state is None:
         raise NotFound(f"no queue {queue_id}" + ("" if as_of is None else " at that time"))
     data: dict[str, Any] = asdict(state)
     data["tasks"] = list(data["tasks"].values())
     data["as_of"] = as_of
     return JSONResponse(data)
+
+
+async def rerun(request: Request) -> JSONResponse:
+    """Run an ended queue again, as a new queue (`streams.queues.rerun`): `{"only": "all"}` (the
+    default) or `"unsuccessful"`, and an optional `name`. The new queue is committed once the
+    queue stream took every task: 201, with each task's new id. If it refused some (an agent
+    the app may no longer run on, ...), the new queue stays open with the tasks it took, not
+    committed: 207, with each refusal's code; commit or stop it."""
+    gw = gateway(request)
+    old_id = request.path_params["queue_id"]
+    raw = await request.body()
+    body = parse_json_body(raw) if raw.strip() else {}
+    only = body.get("only", "all")
+    if only not in reruns.ONLY:
+        raise WrongType(f"only must be one of: {', '.join(reruns.ONLY)}", field="only")
+    state = await folded(gw, old_id)
+    if state is None:
+        raise CommandRejected("412.1", f"queue not found: {old_id}", queue_id=old_id)
+    if not state.final:
+        raise CommandRejected(
+            "412.2", f"queue {old_id} is {state.status}: only an ended queue runs again"
+        )
+    queue_id = random_id()
+    planned = reruns.plan(state, only, queue_id)
+    if not planned:
+        raise CommandRejected("412.7", f"queue {old_id} has no task that did not succeed")
+    require_agents(request, sorted({r.task.agent_id for r in planned}))
+    name = str(body.get("name") or f"rerun of {state.name or old_id}")
+    await send(gw, CreateQueue(new_id(), _now(), queue_id, state.app, name))
+    commands = [_rerun_add(queue_id, r) for r in planned]
+    answers: list[Event | CommandRejected] = []
+    for start in range(0, len(commands), MAX_BATCH):  # in order: dependencies come first
+        chunk = commands[start : start + MAX_BATCH]
+        answers += await ask_all(gw, queue_id, [(c, queues.answer_ids(c)) for c in chunk])
+    tasks: list[dict[str, Any]] = []
+    for r, answer in zip(planned, answers, strict=True):
+        task: dict[str, Any] = {"task_id": r.task_id, "rerun_of": r.task.task_id, "status": "added"}
+        if isinstance(answer, CommandRejected):
+            task["status"] = "rejected"
+            task["error"] = {"code": answer.code, "message": answer.message}
+        tasks.append(task)
+    rejected = sum(t["status"] == "rejected" for t in tasks)
+    if not rejected:
+        await send(gw, CommitQueue(new_id(), _now(), queue_id))
+    reply = {
+        "queue_id": queue_id,
+        "rerun_of": old_id,
+        "only": only,
+        "committed": not rejected,
+        "added": len(tasks) - rejected,
+        "rejected": rejected,
+        "tasks": tasks,
+    }
+    return JSONResponse(reply, status_code=207 if rejected else 201)
+
+
+def _rerun_add(queue_id: str, planned: reruns.Rerun) -> AddQueueTask:
+    task = planned.task
+    return AddQueueTask(
+        event_id=new_id(),
+        occurred_at=_now(),
+        queue_id=queue_id,
+        task_id=planned.task_id,
+        agent_id=task.agent_id,
+        func=task.func,
+        params=task.params,
+        timeout_s=task.timeout_s,
+        mode=task.mode,
+        depends_on=planned.depends_on,
+        run_if=task.run_if,
+        max_attempts=task.max_attempts,
+        backoff_s=task.backoff_s,
+        proxy=task.proxy,
+    )

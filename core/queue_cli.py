@@ -99,6 +99,22 @@ def cmd_commit(args: argparse.Namespace, settings: Settings) -> int:
     return wait(settings, args.queue_id, args.wait_timeout) if args.wait else 0
 
 
+def cmd_rerun(args: argparse.Namespace, settings: Settings) -> int:
+    body = {"only": args.only, "name": args.name}
+    data = call(settings, "POST", f"/api/v1/queues/{args.queue_id}/rerun", json=body)
+    if data is None:
+        return 1
+    out(data["queue_id"])  # alone on its line, as `create` prints it: for scripts
+    for task in data["tasks"]:
+        error = task.get("error")
+        if error:
+            out(f"{task['rerun_of']} refused: [{error['code']}] {error['message']}")
+    if not data["committed"]:
+        out(f"queue {data['queue_id']} is open, not committed: commit or stop it")
+        return 1
+    return wait(settings, data["queue_id"], args.wait_timeout) if args.wait else 0
+
+
 def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
     return wait(settings, args.queue_id, args.timeout)
 
@@ -246,6 +262,20 @@ def register(sub: Any) -> None:
     )
     stop.add_argument("queue_id")
     stop.set_defaults(handler=cmd_stop)
+    rerun = qsub.add_parser(
+        "rerun", help="run an ended queue again as a new queue; prints the new queue's id"
+    )
+    rerun.add_argument("queue_id")
+    rerun.add_argument(
+        "--only",
+        default="all",
+        choices=["all", "unsuccessful"],
+        help="unsuccessful: only the tasks that did not succeed (failed, timed out, skipped, "
+        "cancelled); a dependency on a task that succeeded counts as met",
+    )
+    rerun.add_argument("--name", default="", help='default: "rerun of <name or id>"')
+    _wait_options(rerun)
+    rerun.set_defaults(handler=cmd_rerun)
     waiting = qsub.add_parser(
         "wait",
         help="follow a queue until it ends; exit 0 if it succeeded, 2 if it failed or was "
