@@ -332,6 +332,8 @@ class CreateQueue:
     queue_id: str
     app: str
     name: str = ""
+    # Since v2: at most this many tasks hold a slot (ready, running, retrying) at once; 0: any.
+    max_parallel: int = 0
 
 
 @dataclass(frozen=True)
@@ -382,6 +384,7 @@ class QueueCreated:
     queue_id: str
     app: str
     name: str = ""
+    max_parallel: int = 0  # since v2, as `CreateQueue`'s
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,11 @@ def decide_create(state: QueueState | None, cmd: CreateQueue, now: int) -> list[
     for name in ("queue_id", "app"):
         if not getattr(cmd, name):
             return _reject(cmd, "403.1", f"missing field: {name}", now)
-    return [QueueCreated(created, now, cmd.queue_id, cmd.app, cmd.name)]
+    if cmd.max_parallel < 0:
+        return _reject(
+            cmd, "403.2", f"max_parallel must be 0 (no limit) or more, not {cmd.max_parallel}", now
+        )
+    return [QueueCreated(created, now, cmd.queue_id, cmd.app, cmd.name, cmd.max_parallel)]
 
 
 def field_error(state: QueueState, cmd: AddQueueTask, limits: Limits) -> tuple[str, str] | None:
@@ -314,7 +318,8 @@ def _one_agent(cmd: AddQueueTask, made: list[tuple[str, str, str]]) -> AddQueueT
 
 
 def decide_commit(state: QueueState | None, cmd: CommitQueue, now: int) -> list[Event]:
-    """Commit closes the queue and readies every root at once: they run in parallel."""
+    """Commit closes the queue and readies every root at once: they run in parallel (the
+    first `max_parallel` of them in the order they were added, if the queue has a limit)."""
     if state is None:
         return _not_found(cmd, now)
     committed = derived_id(cmd.event_id, "committed")
@@ -327,6 +332,8 @@ def decide_commit(state: QueueState | None, cmd: CommitQueue, now: int) -> list[
     if not state.tasks:
         return _reject(cmd, "412.7", f"queue {state.queue_id} has no tasks", now)
     roots = [t for t in state.tasks.values() if not t.depends_on]
+    if state.free_slots is not None:
+        roots = roots[: state.free_slots]
     return [
         QueueCommitted(committed, now, state.queue_id),
         *(
@@ -475,7 +482,10 @@ def _verdict(task: QueueTask, ended: QueueTask) -> tuple[Literal["ready", "skip"
 def _settle(state: QueueState, ended: str, source_id: str, now: int) -> list[Event]:
     """Ready or skip the dependents of a task that ended, transitively; end the queue if done.
 
-    Only the dependents are looked at: the state counts what each task still waits for."""
+    Only the dependents are looked at: the state counts what each task still waits for. A
+    queue with a limit (`max_parallel`) readies none of them here: it fills its free slots
+    afterwards, in the order the tasks were added (`_fill`)."""
+    limited = state.free_slots is not None
     events: list[Event] = []
     todo = deque([ended])
     while todo:
@@ -483,13 +493,11 @@ def _settle(state: QueueState, ended: str, source_id: str, now: int) -> list[Eve
         for task_id in done.dependents:
             task = state.tasks[task_id]
             verdict = _verdict(task, done) if task.status == "pending" else None
-            if verdict is None:
-                continue
+            if verdict is None or (limited and verdict[0] == "ready"):
+                continue  # waits for more dependencies, or for a slot
             event: Event
             if verdict[0] == "ready":
-                event = QueueTaskReady(
-                    derived_id(source_id, f"ready:{task_id}:1"), now, state.queue_id, task_id, 1
-                )
+                event = _ready(state, task_id, source_id, now)
             else:
                 event = QueueTaskSkipped(
                     derived_id(source_id, f"skipped:{task_id}"),
@@ -499,6 +507,10 @@ def _settle(state: QueueState, ended: str, source_id: str, now: int) -> list[Eve
                     verdict[1],
                 )
                 todo.append(task_id)  # its own dependents may now be doomed, or done waiting
+            events.append(event)
+            state = _apply(state, event)
+    if limited:
+        for event in _fill(state, source_id, now):
             events.append(event)
             state = _apply(state, event)
     if state.unfinished == 0:
@@ -511,6 +523,28 @@ def _settle(state: QueueState, ended: str, source_id: str, now: int) -> list[Eve
             )
         )
     return events
+
+
+def _ready(state: QueueState, task_id: str, source_id: str, now: int) -> QueueTaskReady:
+    """A pending task's first attempt made ready, derived from the input that allowed it."""
+    return QueueTaskReady(
+        derived_id(source_id, f"ready:{task_id}:1"), now, state.queue_id, task_id, 1
+    )
+
+
+def _fill(state: QueueState, source_id: str, now: int) -> list[QueueTaskReady]:
+    """Ready the tasks that may run (pending, every dependency ended, none of them dooming it:
+    a doomed task was skipped when its dependency ended) in the order they were added, as many
+    as the queue's limit leaves slots for. It reads the whole queue, but only for a queue with a
+    limit, and only when a task ended."""
+    free = state.free_slots or 0
+    ready: list[QueueTaskReady] = []
+    for task in state.tasks.values():
+        if len(ready) >= free:
+            break
+        if task.status == "pending" and task.waiting == 0:
+            ready.append(_ready(state, task.task_id, source_id, now))
+    return ready
 
 
 _ANSWERS = {

@@ -16,7 +16,16 @@ from elves.streams.queues.state import QueueState, QueueTask
 
 Row = dict[str, Any]
 
-HEADER_FIELDS = ("queue_id", "app", "name", "created_id", "status", "committed_id", "finished_id")
+HEADER_FIELDS = (
+    "queue_id",
+    "app",
+    "name",
+    "created_id",
+    "status",
+    "committed_id",
+    "finished_id",
+    "max_parallel",
+)
 TASK_FIELDS = tuple(f.name for f in fields(QueueTask) if f.name not in ("waiting", "dependents"))
 
 

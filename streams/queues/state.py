@@ -60,6 +60,9 @@ _QUEUE_ENDS: dict[str, QueueStatus] = {
     "stopped": "stopped",
 }
 LIVE: frozenset[str] = frozenset({"ready", "running"})  # dispatched, or about to be
+# What holds one of a queue's `max_parallel` slots: a retrying task keeps its slot for its next
+# attempt, so a limit of n never has more than n tasks between their first start and their end.
+SLOT: frozenset[str] = frozenset({"ready", "running", "retrying"})
 MODES = ("NP", "P")
 RUN_IF = ("all_succeeded", "all_done")
 NO_TASKS: Mapping[str, str] = MappingProxyType({})
@@ -149,15 +152,22 @@ class QueueState:
     tasks: Mapping[str, QueueTask] = field(default_factory=dict)
     committed_id: str = ""
     finished_id: str = ""
+    max_parallel: int = 0  # at most this many tasks in a `SLOT` status at once; 0: no limit
     # Derived, like the tasks' `waiting` and `dependents`:
     unfinished: int = 0  # tasks that have not ended
     unsucceeded: int = 0  # tasks that ended otherwise than succeeded
+    busy: int = 0  # tasks in a `SLOT` status
     # A selector task's id -> the ids of its tasks (one per agent), in the order added.
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def final(self) -> bool:
         return self.status in QUEUE_FINAL
+
+    @property
+    def free_slots(self) -> int | None:
+        """How many more tasks may be made ready now; None: no limit."""
+        return None if self.max_parallel <= 0 else max(0, self.max_parallel - self.busy)
 
     @classmethod
     def restore(cls, header: QueueState, tasks: Iterable[QueueTask]) -> QueueState:
@@ -197,6 +207,7 @@ def _with_task(state: QueueState, task: QueueTask) -> QueueState:
     before = state.tasks.get(task.task_id)
     tasks = _writable(state.tasks)
     tasks[task.task_id] = task
+    busy = state.busy + (task.status in SLOT) - (before is not None and before.status in SLOT)
     if before is None:
         for dep in task.depends_on:
             tasks[dep] = replace(tasks[dep], dependents=(*tasks[dep].dependents, task.task_id))
@@ -206,15 +217,17 @@ def _with_task(state: QueueState, task: QueueTask) -> QueueState:
         if task.group is not None:
             members = (*state.groups.get(task.group, ()), task.task_id)
             state = replace(state, groups={**state.groups, task.group: members})
-        return _counted(state, tasks, task, added=1)
+        return _counted(state, tasks, task, added=1, busy=busy)
     if task.final and not before.final:
         for waiting in task.dependents:
             tasks[waiting] = replace(tasks[waiting], waiting=tasks[waiting].waiting - 1)
-        return _counted(state, tasks, task, added=0)
-    return replace(state, tasks=tasks)
+        return _counted(state, tasks, task, added=0, busy=busy)
+    return replace(state, tasks=tasks, busy=busy)
 
 
-def _counted(state: QueueState, tasks: _Draft, task: QueueTask, added: int) -> QueueState:
+def _counted(
+    state: QueueState, tasks: _Draft, task: QueueTask, added: int, busy: int
+) -> QueueState:
     """The state with `tasks`, counted once `task` was added (`added=1`) or ended (`added=0`)."""
     ended = int(task.final)
     return replace(
@@ -222,6 +235,7 @@ def _counted(state: QueueState, tasks: _Draft, task: QueueTask, added: int) -> Q
         tasks=tasks,
         unfinished=state.unfinished + added - ended,
         unsucceeded=state.unsucceeded + ended * (task.status != "succeeded"),
+        busy=busy,
     )
 
 
@@ -283,7 +297,13 @@ def _step(state: QueueState | None, event: Event) -> QueueState | None:
     if state is not None:
         return _apply(state, event)
     if isinstance(event, QueueCreated):
-        return QueueState(event.queue_id, event.app, event.name, created_id=event.event_id)
+        return QueueState(
+            event.queue_id,
+            event.app,
+            event.name,
+            created_id=event.event_id,
+            max_parallel=event.max_parallel,
+        )
     return None
 
 

@@ -1,0 +1,83 @@
+"""A queue's `max_parallel`: at most that many of its tasks hold a slot at once (no Kafka)."""
+
+from __future__ import annotations
+
+from elves.schemas.events import AddQueueTask, CreateQueue, QueueFinished, QueueTaskAdded
+from elves.streams.queues import rows
+
+from .test_queues_model import NOW, Run, add, commit, fail, ok, ready, rejection
+
+
+def limited(limit: int, *adds: AddQueueTask) -> tuple[Run, list[tuple[str, int]]]:
+    """A committed queue with `max_parallel=limit`, and what its commit readied."""
+    run = Run()
+    run.command(CreateQueue("create-q1", NOW, "q1", "apptest", "rolling", max_parallel=limit))
+    for cmd in adds:
+        [added] = run.command(cmd)
+        assert isinstance(added, QueueTaskAdded), added
+    return run, ready(run.command(commit()))
+
+
+def busy(run: Run) -> int:
+    assert run.state is not None
+    return run.state.busy
+
+
+def test_commit_readies_only_as_many_roots_as_the_limit_in_the_order_added() -> None:
+    run, first = limited(2, add("a"), add("b"), add("c"), add("d"))
+    assert first == [("a", 1), ("b", 1)]
+    assert run.statuses() == {"a": "ready", "b": "ready", "c": "pending", "d": "pending"}
+    assert busy(run) == 2
+
+
+def test_each_end_frees_a_slot_for_the_next_task_and_the_queue_still_ends() -> None:
+    run, _ = limited(2, add("a"), add("b"), add("c"), add("d"))
+    assert ready(run.outcome(ok("b", NOW + 10))) == [("c", 1)]
+    assert ready(run.outcome(fail("a", NOW + 20))) == [("d", 1)]  # failed or not, it ended
+    assert ready(run.outcome(ok("c", NOW + 30))) == []
+    events = run.outcome(ok("d", NOW + 40))
+    assert isinstance(events[-1], QueueFinished) and events[-1].status == "failed"
+    assert busy(run) == 0
+
+
+def test_a_retrying_task_keeps_its_slot_until_it_ends() -> None:
+    run, _ = limited(1, add("a", max_attempts=2), add("b"))
+    events = run.outcome(fail("a", NOW + 10))
+    assert ready(events) == [("a", 2)]  # no backoff: its next attempt at once, in its slot
+    assert run.task("b").status == "pending" and busy(run) == 1
+    assert ready(run.outcome(ok("a", NOW + 20, attempt=2))) == [("b", 1)]
+
+
+def test_dependents_wait_for_a_slot_and_skips_take_none() -> None:
+    # a and b are roots; c after a; d after a (skipped if a fails); e is a root added last.
+    run, first = limited(
+        2, add("a"), add("b"), add("c", "a", run_if="all_done"), add("d", "a"), add("e")
+    )
+    assert first == [("a", 1), ("b", 1)]
+    events = run.outcome(fail("a", NOW + 10))
+    # d is skipped (no slot); of c and e, c was added first and takes the one free slot.
+    assert run.task("d").status == "skipped"
+    assert ready(events) == [("c", 1)]
+    assert ready(run.outcome(ok("b", NOW + 20))) == [("e", 1)]
+
+
+def test_without_a_limit_every_root_is_ready_at_once() -> None:
+    run, first = limited(0, add("a"), add("b"), add("c"))
+    assert first == [("a", 1), ("b", 1), ("c", 1)]
+    assert run.state is not None and run.state.free_slots is None
+
+
+def test_a_negative_limit_is_rejected() -> None:
+    run = Run()
+    cmd = CreateQueue("create-q1", NOW, "q1", "apptest", "", max_parallel=-1)
+    assert rejection(run.command(cmd)) == "403.2"
+
+
+def test_the_limit_and_the_slots_survive_the_rows() -> None:
+    run, _ = limited(2, add("a"), add("b", max_attempts=2), add("c"))
+    run.outcome(fail("b", NOW + 10))  # b retries: still in its slot
+    assert run.state is not None
+    stored = [rows.header_row(run.state)]
+    stored += [rows.task_row("q1", t) for t in run.state.tasks.values()]
+    restored = rows.restore(stored)["q1"]
+    assert (restored.max_parallel, restored.busy, restored.free_slots) == (2, 2, 0)
