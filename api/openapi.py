@@ -180,7 +180,11 @@ _MORE: dict[str, dict[str, Any]] = {
         "put": _op("Set an agent's admin tags, laid over its own", 400, 404, body={"tags": _O})
     },
     "/api/v1/queues": {
-        "post": _op("Create a queue for an app", 400, body={"app": _S}),
+        "post": _op(
+            "Create a queue for an app (max_parallel: at most that many tasks at once)",
+            400,
+            body={"app": _S, "name": _S, "max_parallel": _I},
+        ),
         "get": _op(
             "Queues created since `since` (default a day ago), newest first, of the apps in "
             "scope: `?since=&app=&status=&limit=`",
@@ -188,7 +192,12 @@ _MORE: dict[str, dict[str, Any]] = {
         ),
     },
     "/api/v1/queues/quick": {
-        "post": _op("Create a queue, add one task, commit (ELVES qksqueue)", 400, 403, body=_TASK)
+        "post": _op(
+            "Create a queue, add one task, commit (ELVES qksqueue)",
+            400,
+            403,
+            body={**_TASK, "app": _S, "name": _S, "max_parallel": _I},
+        )
     },
     "/api/v1/queues/{queue_id}": {
         "get": _op("A queue and every task's status (as_of: the state at a past time)", 404)

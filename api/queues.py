@@ -63,8 +63,18 @@ async def create_queue(request: Request) -> JSONResponse:
         raise MissingField("missing field: app", field="app")
     name = body.get("name", "")
     queue_id = random_id()
-    await send(gw, CreateQueue(new_id(), _now(), queue_id, app, str(name)))
+    await send(gw, CreateQueue(new_id(), _now(), queue_id, app, str(name), _limit(body)))
     return JSONResponse({"queue_id": queue_id}, status_code=201)
+
+
+def _limit(body: dict[str, Any]) -> int:
+    """`max_parallel`: at most this many of the queue's tasks at once (0, the default: any)."""
+    limit = body.get("max_parallel", 0)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise WrongType(
+            "max_parallel must be a whole number, 0 (no limit) or more", field="max_parallel"
+        )
+    return limit
 
 
 async def add_task(request: Request) -> JSONResponse:
@@ -181,8 +191,9 @@ async def quick(request: Request) -> JSONResponse:
     app = body.get("app")
     if not isinstance(app, str) or not app:
         raise MissingField("missing field: app", field="app")
+    limit = _limit(body)  # checked before anything is sent, as the task is by `_add`
     queue_id = random_id()
-    await send(gw, CreateQueue(new_id(), _now(), queue_id, app, str(body.get("name", ""))))
+    await send(gw, CreateQueue(new_id(), _now(), queue_id, app, str(body.get("name", "")), limit))
     added = await _add(request, queue_id, raw)
     await send(gw, CommitQueue(new_id(), _now(), queue_id))
     return JSONResponse({"queue_id": queue_id, **added}, status_code=201)
@@ -263,7 +274,7 @@ async def rerun(request: Request) -> JSONResponse:
         raise CommandRejected("412.7", f"queue {old_id} has no task that did not succeed")
     require_agents(request, sorted({r.task.agent_id for r in planned}))
     name = str(body.get("name") or f"rerun of {state.name or old_id}")
-    await send(gw, CreateQueue(new_id(), _now(), queue_id, state.app, name))
+    await send(gw, CreateQueue(new_id(), _now(), queue_id, state.app, name, state.max_parallel))
     commands = [_rerun_add(queue_id, r) for r in planned]
     answers: list[Event | CommandRejected] = []
     for start in range(0, len(commands), MAX_BATCH):  # in order: dependencies come first
