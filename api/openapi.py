@@ -181,9 +181,10 @@ _MORE: dict[str, dict[str, Any]] = {
     },
     "/api/v1/queues": {
         "post": _op(
-            "Create a queue for an app (max_parallel: at most that many tasks at once)",
+            "Create a queue for an app (max_parallel: at most that many tasks at once; "
+            "max_failures: that many failed tasks cancel the rest)",
             400,
-            body={"app": _S, "name": _S, "max_parallel": _I},
+            body={"app": _S, "name": _S, "max_parallel": _I, "max_failures": _I},
         ),
         "get": _op(
             "Queues created since `since` (default a day ago), newest first, of the apps in "
@@ -196,7 +197,7 @@ _MORE: dict[str, dict[str, Any]] = {
             "Create a queue, add one task, commit (ELVES qksqueue)",
             400,
             403,
-            body={**_TASK, "app": _S, "name": _S, "max_parallel": _I},
+            body={**_TASK, "app": _S, "name": _S, "max_parallel": _I, "max_failures": _I},
         )
     },
     "/api/v1/queues/{queue_id}": {

@@ -63,18 +63,20 @@ async def create_queue(request: Request) -> JSONResponse:
         raise MissingField("missing field: app", field="app")
     name = body.get("name", "")
     queue_id = random_id()
-    await send(gw, CreateQueue(new_id(), _now(), queue_id, app, str(name), _limit(body)))
+    await send(gw, CreateQueue(new_id(), _now(), queue_id, app, str(name), *_limits(body)))
     return JSONResponse({"queue_id": queue_id}, status_code=201)
 
 
-def _limit(body: dict[str, Any]) -> int:
-    """`max_parallel`: at most this many of the queue's tasks at once (0, the default: any)."""
-    limit = body.get("max_parallel", 0)
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-        raise WrongType(
-            "max_parallel must be a whole number, 0 (no limit) or more", field="max_parallel"
-        )
-    return limit
+def _limits(body: dict[str, Any]) -> tuple[int, int]:
+    """(`max_parallel`, `max_failures`): at most this many of the queue's tasks at once, and
+    the failed tasks that stop the rest (0, the default: no limit)."""
+    limits = []
+    for name in ("max_parallel", "max_failures"):
+        limit = body.get(name, 0)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise WrongType(f"{name} must be a whole number, 0 (no limit) or more", field=name)
+        limits.append(limit)
+    return limits[0], limits[1]
 
 
 async def add_task(request: Request) -> JSONResponse:
@@ -191,9 +193,10 @@ async def quick(request: Request) -> JSONResponse:
     app = body.get("app")
     if not isinstance(app, str) or not app:
         raise MissingField("missing field: app", field="app")
-    limit = _limit(body)  # checked before anything is sent, as the task is by `_add`
+    limits = _limits(body)  # checked before anything is sent, as the task is by `_add`
     queue_id = random_id()
-    await send(gw, CreateQueue(new_id(), _now(), queue_id, app, str(body.get("name", "")), limit))
+    name = str(body.get("name", ""))
+    await send(gw, CreateQueue(new_id(), _now(), queue_id, app, name, *limits))
     added = await _add(request, queue_id, raw)
     await send(gw, CommitQueue(new_id(), _now(), queue_id))
     return JSONResponse({"queue_id": queue_id, **added}, status_code=201)
@@ -274,7 +277,8 @@ async def rerun(request: Request) -> JSONResponse:
         raise CommandRejected("412.7", f"queue {old_id} has no task that did not succeed")
     require_agents(request, sorted({r.task.agent_id for r in planned}))
     name = str(body.get("name") or f"rerun of {state.name or old_id}")
-    await send(gw, CreateQueue(new_id(), _now(), queue_id, state.app, name, state.max_parallel))
+    limits = (state.max_parallel, state.max_failures)
+    await send(gw, CreateQueue(new_id(), _now(), queue_id, state.app, name, *limits))
     commands = [_rerun_add(queue_id, r) for r in planned]
     answers: list[Event | CommandRejected] = []
     for start in range(0, len(commands), MAX_BATCH):  # in order: dependencies come first

@@ -45,7 +45,7 @@ def _task_body(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, An
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
-    body = {"app": args.app, "name": args.name, "max_parallel": args.max_parallel}
+    body = {"app": args.app, "name": args.name, **_limits(args)}
     data = call(settings, "POST", "/api/v1/queues", json=body)
     if data is None:
         return 1
@@ -88,7 +88,7 @@ def cmd_add_many(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_quick(args: argparse.Namespace, settings: Settings) -> int:
     body = {
         "app": args.app,
-        "max_parallel": args.max_parallel,
+        **_limits(args),
         **_task_body(args, params_of(args.param)),
     }
     data = call(settings, "POST", "/api/v1/queues/quick", json=body)
@@ -184,7 +184,9 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _print_queue(data: dict[str, Any], note: str = "") -> None:
-    limit = data.get("max_parallel")
+    limit, failures = data.get("max_parallel"), data.get("max_failures")
+    if failures:
+        note = f", stops after {failures} failed task{'s' if failures > 1 else ''}{note}"
     if limit:
         note = f", at most {limit} task{'s' if limit > 1 else ''} at once{note}"
     out(f"queue {data['queue_id']} ({data['app']}): {data['status']}{note}")
@@ -226,7 +228,7 @@ def _task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backoff", type=int, default=0, help="seconds before the first retry")
 
 
-def _limit_option(p: argparse.ArgumentParser) -> None:
+def _limit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-parallel",
         type=int,
@@ -235,6 +237,18 @@ def _limit_option(p: argparse.ArgumentParser) -> None:
         help="at most N of the queue's tasks at once, in the order added (a rolling run: "
         "quick with --selector); 0, the default: no limit",
     )
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=0,
+        metavar="N",
+        help="once N tasks failed or timed out, cancel the rest (kill what runs) and end the "
+        "queue failed; 0, the default: never",
+    )
+
+
+def _limits(args: argparse.Namespace) -> dict[str, int]:
+    return {"max_parallel": args.max_parallel, "max_failures": args.max_failures}
 
 
 def _wait_options(p: argparse.ArgumentParser) -> None:
@@ -256,7 +270,7 @@ def register(sub: Any) -> None:
     create = qsub.add_parser("create", help="create a queue for an app; prints its id")
     create.add_argument("app")
     create.add_argument("--name", default="")
-    _limit_option(create)
+    _limit_options(create)
     create.set_defaults(handler=cmd_create)
     add = qsub.add_parser("add", help="add a task to an open queue; prints its id")
     add.add_argument("queue_id")
@@ -271,7 +285,7 @@ def register(sub: Any) -> None:
     quick = qsub.add_parser("quick", help="create, add one task and commit")
     quick.add_argument("app")
     _task_options(quick)
-    _limit_option(quick)
+    _limit_options(quick)
     _wait_options(quick)
     quick.set_defaults(handler=cmd_quick)
     commit = qsub.add_parser("commit", help="commit a queue: its roots start")

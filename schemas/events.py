@@ -334,6 +334,8 @@ class CreateQueue:
     name: str = ""
     # Since v2: at most this many tasks hold a slot (ready, running, retrying) at once; 0: any.
     max_parallel: int = 0
+    # Since v2: once this many tasks failed or timed out, the rest are cancelled; 0: never.
+    max_failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -385,6 +387,7 @@ class QueueCreated:
     app: str
     name: str = ""
     max_parallel: int = 0  # since v2, as `CreateQueue`'s
+    max_failures: int = 0  # since v2, as `CreateQueue`'s
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ from elves.schemas.events import (
 )
 from elves.streams.queues.state import (
     _ENDED,
+    FAILED,
     LIVE,
     MODES,
     NO_TASKS,
@@ -168,11 +169,15 @@ def decide_create(state: QueueState | None, cmd: CreateQueue, now: int) -> list[
     for name in ("queue_id", "app"):
         if not getattr(cmd, name):
             return _reject(cmd, "403.1", f"missing field: {name}", now)
-    if cmd.max_parallel < 0:
-        return _reject(
-            cmd, "403.2", f"max_parallel must be 0 (no limit) or more, not {cmd.max_parallel}", now
+    for name in ("max_parallel", "max_failures"):
+        if getattr(cmd, name) < 0:
+            value = getattr(cmd, name)
+            return _reject(cmd, "403.2", f"{name} must be 0 (no limit) or more, not {value}", now)
+    return [
+        QueueCreated(
+            created, now, cmd.queue_id, cmd.app, cmd.name, cmd.max_parallel, cmd.max_failures
         )
-    return [QueueCreated(created, now, cmd.queue_id, cmd.app, cmd.name, cmd.max_parallel)]
+    ]
 
 
 def field_error(state: QueueState, cmd: AddQueueTask, limits: Limits) -> tuple[str, str] | None:
@@ -354,9 +359,17 @@ def decide_stop(state: QueueState | None, cmd: StopQueue, now: int) -> list[Even
         return []
     if state.final:
         return _reject(cmd, "412.2", f"queue {state.queue_id} already ended {state.status}", now)
-    cancelled: list[Event] = [
+    return [
+        *_cancel_all(state, cmd.event_id, now),
+        QueueFinished(finished, now, state.queue_id, "stopped"),
+    ]
+
+
+def _cancel_all(state: QueueState, source_id: str, now: int) -> list[Event]:
+    """Cancel every task that has not ended; a live one (`was_running`) gets a kill."""
+    return [
         QueueTaskCancelled(
-            event_id=derived_id(cmd.event_id, f"cancelled:{t.task_id}"),
+            event_id=derived_id(source_id, f"cancelled:{t.task_id}"),
             occurred_at=now,
             queue_id=state.queue_id,
             task_id=t.task_id,
@@ -366,7 +379,6 @@ def decide_stop(state: QueueState | None, cmd: StopQueue, now: int) -> list[Even
         for t in state.tasks.values()
         if not t.final
     ]
-    return [*cancelled, QueueFinished(finished, now, state.queue_id, "stopped")]
 
 
 # --- Outcomes and retries ---
@@ -406,7 +418,16 @@ def decide_outcome(state: QueueState | None, outcome: Outcome) -> list[Event]:
                 )
             )
         return events
+    if after.failed_enough and after.tasks[task.task_id].status in FAILED:
+        return _halt(after, outcome.event_id, now)
     return _settle(after, task.task_id, outcome.event_id, now)
+
+
+def _halt(state: QueueState, source_id: str, now: int) -> list[Event]:
+    """The failure that reached the queue's `max_failures`: every task that has not ended is
+    cancelled (one that runs is killed, as by a stop), and the queue ends failed."""
+    finished = QueueFinished(derived_id(source_id, "finished"), now, state.queue_id, "failed")
+    return [*_cancel_all(state, source_id, now), finished]
 
 
 def due_retries(state: QueueState | None, now: int) -> list[RetryDue]:

@@ -25,6 +25,7 @@ HEADER_FIELDS = (
     "committed_id",
     "finished_id",
     "max_parallel",
+    "max_failures",
 )
 TASK_FIELDS = tuple(f.name for f in fields(QueueTask) if f.name not in ("waiting", "dependents"))
 

@@ -63,6 +63,9 @@ LIVE: frozenset[str] = frozenset({"ready", "running"})  # dispatched, or about t
 # What holds one of a queue's `max_parallel` slots: a retrying task keeps its slot for its next
 # attempt, so a limit of n never has more than n tasks between their first start and their end.
 SLOT: frozenset[str] = frozenset({"ready", "running", "retrying"})
+# What counts towards a queue's `max_failures`: a task's own failure, not a skip or a cancel
+# that follows from another's.
+FAILED: frozenset[str] = frozenset({"failed", "timed_out"})
 MODES = ("NP", "P")
 RUN_IF = ("all_succeeded", "all_done")
 NO_TASKS: Mapping[str, str] = MappingProxyType({})
@@ -153,16 +156,23 @@ class QueueState:
     committed_id: str = ""
     finished_id: str = ""
     max_parallel: int = 0  # at most this many tasks in a `SLOT` status at once; 0: no limit
+    max_failures: int = 0  # once this many tasks are `FAILED`, the rest are cancelled; 0: never
     # Derived, like the tasks' `waiting` and `dependents`:
     unfinished: int = 0  # tasks that have not ended
     unsucceeded: int = 0  # tasks that ended otherwise than succeeded
     busy: int = 0  # tasks in a `SLOT` status
+    failures: int = 0  # tasks that ended in a `FAILED` status
     # A selector task's id -> the ids of its tasks (one per agent), in the order added.
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def final(self) -> bool:
         return self.status in QUEUE_FINAL
+
+    @property
+    def failed_enough(self) -> bool:
+        """Whether the queue has had the failures its `max_failures` allows, or more."""
+        return 0 < self.max_failures <= self.failures
 
     @property
     def free_slots(self) -> int | None:
@@ -235,6 +245,7 @@ def _counted(
         tasks=tasks,
         unfinished=state.unfinished + added - ended,
         unsucceeded=state.unsucceeded + ended * (task.status != "succeeded"),
+        failures=state.failures + (task.status in FAILED),
         busy=busy,
     )
 
@@ -303,6 +314,7 @@ def _step(state: QueueState | None, event: Event) -> QueueState | None:
             event.name,
             created_id=event.event_id,
             max_parallel=event.max_parallel,
+            max_failures=event.max_failures,
         )
     return None
 
@@ -349,7 +361,10 @@ def _apply(state: QueueState, event: Event) -> QueueState:
         case QueueTaskSkipped() if task is not None and task.status == "pending":
             return _with_task(state, replace(task, status="skipped", cause=event.cause))
         case QueueTaskCancelled() if task is not None and not task.final:
-            return _with_task(state, replace(task, status="cancelled", cause="queue stopped"))
+            cause = "queue stopped"
+            if state.failed_enough:  # the queue stopped itself: `max_failures`
+                cause = f"queue stopped: {state.failures} failed, its max_failures"
+            return _with_task(state, replace(task, status="cancelled", cause=cause))
         case QueueFinished() if not state.final and event.status in _QUEUE_ENDS:
             return replace(state, status=_QUEUE_ENDS[event.status], finished_id=event.event_id)
     return state

@@ -1,6 +1,9 @@
-"""A queue's limit on its parallel tasks (`max_parallel`), on the real broker."""
+"""A queue's limits on the real broker: its parallel tasks (`max_parallel`) and the failed
+tasks that stop the rest (`max_failures`)."""
 
 from __future__ import annotations
+
+import time
 
 from elves.errors import WrongType
 from elves.local import Stack, wait_for
@@ -67,3 +70,43 @@ def test_the_cli_makes_a_rolling_queue(stack: Stack) -> None:
 def _whole(log: list[list[str]], tasks: int) -> list[list[str]] | None:
     """The log once it holds every task's outcome (the audit writes in batches)."""
     return log if sum(kind == "TaskSucceeded" for kind, _ in log) == tasks else None
+
+
+def test_a_rolling_queue_stops_at_its_first_failure(stack: Stack) -> None:
+    limits = {"max_parallel": 1, "max_failures": 1}
+    reply = stack.client.post("/api/v1/queues", json={"app": "crasher", **limits})
+    assert reply.status_code == 201, reply.text
+    q = reply.json()["queue_id"]
+    ids = [f"{q[:8]}-{n}" for n in range(4)]
+    for task_id, func in zip(ids, ("noisy", "falsy", "noisy", "noisy"), strict=True):
+        add(stack, q, task_id, func)
+    commit(stack, q)
+    ended = final(stack, q)
+    assert ended["status"] == "failed" and ended["max_failures"] == 1
+    tasks = {t["task_id"]: t for t in ended["tasks"]}
+    assert [tasks[t]["status"] for t in ids] == ["succeeded", "failed", "cancelled", "cancelled"]
+    assert tasks[ids[2]]["cause"] == "queue stopped: 1 failed, its max_failures"
+    # What was cancelled never ran.
+    sql = (
+        f"SELECT count() FROM events WHERE task_id IN ('{ids[2]}', '{ids[3]}') "
+        "AND type = 'TaskDispatched'"
+    )
+    assert stack.audit(sql) == [[0]]
+
+
+def test_the_failure_limit_kills_what_still_runs(stack: Stack) -> None:
+    reply = stack.client.post("/api/v1/queues", json={"app": "sleeper", "max_failures": 1})
+    q = reply.json()["queue_id"]
+    long, short = f"{q[:8]}-long", f"{q[:8]}-short"
+    add(stack, q, long, "sleep", params={"seconds": 30}, timeout=60)
+    add(stack, q, short, "sleep", params={"seconds": 30}, timeout=1)  # times out: a failure
+    started = time.monotonic()
+    commit(stack, q)
+    ended = final(stack, q, timeout=25)
+    tasks = {t["task_id"]: t for t in ended["tasks"]}
+    assert ended["status"] == "failed"
+    assert (tasks[short]["status"], tasks[long]["status"]) == ("timed_out", "cancelled")
+    # The 30 s sleeper was killed on its agent: its attempt ended long before 30 s.
+    assert time.monotonic() - started < 20
+    sql = f"SELECT count() FROM events WHERE task_id = '{long}' AND type = 'TaskCancelRequested'"
+    assert wait_for("the kill in the audit", lambda: stack.audit(sql) == [[1]] or None, 15)

@@ -1,17 +1,28 @@
-"""A queue's `max_parallel`: at most that many of its tasks hold a slot at once (no Kafka)."""
+"""A queue's limits, without Kafka: `max_parallel` (at most that many of its tasks hold a slot at
+once) and `max_failures` (that many failed tasks stop the rest)."""
 
 from __future__ import annotations
 
-from elves.schemas.events import AddQueueTask, CreateQueue, QueueFinished, QueueTaskAdded
+from elves.schemas.events import (
+    AddQueueTask,
+    CreateQueue,
+    QueueFinished,
+    QueueTaskAdded,
+    QueueTaskCancelled,
+    TaskTimedOut,
+)
 from elves.streams.queues import rows
 
 from .test_queues_model import NOW, Run, add, commit, fail, ok, ready, rejection
 
 
-def limited(limit: int, *adds: AddQueueTask) -> tuple[Run, list[tuple[str, int]]]:
+def limited(
+    limit: int, *adds: AddQueueTask, max_failures: int = 0
+) -> tuple[Run, list[tuple[str, int]]]:
     """A committed queue with `max_parallel=limit`, and what its commit readied."""
     run = Run()
-    run.command(CreateQueue("create-q1", NOW, "q1", "apptest", "rolling", max_parallel=limit))
+    create = CreateQueue("create-q1", NOW, "q1", "apptest", "rolling", limit, max_failures)
+    run.command(create)
     for cmd in adds:
         [added] = run.command(cmd)
         assert isinstance(added, QueueTaskAdded), added
@@ -69,8 +80,9 @@ def test_without_a_limit_every_root_is_ready_at_once() -> None:
 
 def test_a_negative_limit_is_rejected() -> None:
     run = Run()
-    cmd = CreateQueue("create-q1", NOW, "q1", "apptest", "", max_parallel=-1)
-    assert rejection(run.command(cmd)) == "403.2"
+    for limits in ({"max_parallel": -1}, {"max_failures": -1}):
+        cmd = CreateQueue("create-q1", NOW, "q1", "apptest", "", **limits)
+        assert rejection(run.command(cmd)) == "403.2"
 
 
 def test_the_limit_and_the_slots_survive_the_rows() -> None:
@@ -81,3 +93,30 @@ def test_the_limit_and_the_slots_survive_the_rows() -> None:
     stored += [rows.task_row("q1", t) for t in run.state.tasks.values()]
     restored = rows.restore(stored)["q1"]
     assert (restored.max_parallel, restored.busy, restored.free_slots) == (2, 2, 0)
+
+
+def test_the_failure_that_reaches_max_failures_cancels_the_rest_and_fails_the_queue() -> None:
+    run, _ = limited(2, add("a"), add("b"), add("c"), add("d", "c"), max_failures=2)
+    assert ready(run.outcome(fail("a", NOW + 10))) == [("c", 1)]  # one failure: goes on
+    events = run.outcome(fail("b", NOW + 20))
+    cancelled = {e.task_id: e.was_running for e in events if isinstance(e, QueueTaskCancelled)}
+    assert cancelled == {"c": True, "d": False}  # c runs: it is killed, as by a stop
+    assert isinstance(events[-1], QueueFinished) and events[-1].status == "failed"
+    assert run.task("d").cause == "queue stopped: 2 failed, its max_failures"
+    assert run.state is not None and run.state.failures == 2
+
+
+def test_skips_and_retries_do_not_count_as_failures() -> None:
+    run, _ = limited(0, add("a", max_attempts=2), add("b", "a"), add("c"), max_failures=1)
+    timed_out = TaskTimedOut("to-a-1", NOW + 10, "a", 1, "a1", deadline_at=NOW + 10)
+    assert ready(run.outcome(timed_out)) == [("a", 2)]  # a retry, not yet a failure
+    assert run.state is not None and run.state.failures == 0
+    events = run.outcome(fail("a", NOW + 20, attempt=2))  # now it is: c is cancelled
+    assert [e.task_id for e in events if isinstance(e, QueueTaskCancelled)] == ["b", "c"]
+
+
+def test_without_max_failures_a_failure_stops_nothing() -> None:
+    run, _ = limited(0, add("a"), add("b"))
+    events = run.outcome(fail("a", NOW + 10))
+    assert not any(isinstance(e, QueueTaskCancelled) for e in events)
+    assert run.task("b").status == "ready"
