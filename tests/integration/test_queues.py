@@ -184,11 +184,19 @@ def test_a_task_that_fails_once_succeeds_on_its_second_attempt(
     task = by_task(queue)[t]
     assert queue["status"] == "succeeded"
     assert task["attempt"] == 2 and task["worker_message"] == "second try works"
-    rows = stack.audit(
+    sql = (
         f"SELECT type, count() FROM events WHERE task_id = '{t}' AND type IN "
         "('TaskDispatched', 'TaskFailed', 'TaskSucceeded') GROUP BY type ORDER BY type"
     )
+    # The queue's end (on `queues`) may reach the audit before the task's own events (on
+    # `tasks`): wait until the audit holds as many as expected, then compare them.
+    rows = wait_for("the attempts in the audit", lambda: _at_least(stack.audit(sql), 4), 15)
     assert rows == [["TaskDispatched", 2], ["TaskFailed", 1], ["TaskSucceeded", 1]]
+
+
+def _at_least(rows: list[list[Any]], events: int) -> list[list[Any]] | None:
+    """`rows` of (type, count) once their counts add up to `events` or more."""
+    return rows if sum(int(n) for _, n in rows) >= events else None
 
 
 def test_bad_graphs_and_late_commands_are_rejected_with_stable_codes(stack: Stack) -> None:
