@@ -67,19 +67,28 @@ def test_the_queue_completes_after_the_streams_worker_is_killed(
     # Each attempt ran exactly once on its agent.
     assert {t: len(logs[t].read_text().splitlines()) for t in ids} == {t: 1 for t in ids}
     # No transition lost or doubled: one event of each kind per task, in the audit.
-    rows = stack.audit(
-        "SELECT task_id, type, count() FROM events WHERE task_id IN "
-        f"({', '.join(repr(t) for t in ids)}) GROUP BY task_id, type"
+    kinds = (
+        "TaskSubmitted",
+        "TaskAccepted",
+        "TaskDispatched",
+        "TaskResultReported",
+        "TaskSucceeded",
     )
+    sql = (
+        "SELECT task_id, type, count() FROM events WHERE task_id IN "
+        f"({', '.join(repr(t) for t in ids)}) AND type IN {kinds!r} GROUP BY task_id, type"
+    )
+
+    # The queue's end (on `queues`) may reach the audit before the last task's own events (on
+    # `tasks`): wait until every kind of every task is there, then count them.
+    def every_kind() -> list[list[Any]] | None:
+        found = stack.audit(sql)
+        return found if len(found) == len(ids) * len(kinds) else None
+
+    rows = wait_for("every task's events in the audit", every_kind, 15)
     counts = {(t, kind): int(n) for t, kind, n in rows}
     for t in ids:
-        for kind in (
-            "TaskSubmitted",
-            "TaskAccepted",
-            "TaskDispatched",
-            "TaskResultReported",
-            "TaskSucceeded",
-        ):
+        for kind in kinds:
             assert counts.get((t, kind)) == 1, (t, kind, counts.get((t, kind)))
     [[finished]] = stack.audit(
         f"SELECT count() FROM events WHERE queue_id = '{q}' AND type = 'QueueFinished'"
