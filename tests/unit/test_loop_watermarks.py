@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from elves.config import Settings
-from elves.streams.loop import Loop
+from elves.streams.loop import UNKNOWN_END, Loop
 
 TP = TopicPartition("t", 0)
 
@@ -46,3 +46,26 @@ def test_a_stopping_loop_gives_up_at_once() -> None:
     stopping.stop()
     with pytest.raises(KafkaException):
         stopping._watermarks(Flaky(failures=1), TP)  # type: ignore[arg-type]
+
+
+def test_an_assignment_gives_up_on_ends_it_cannot_learn_and_the_clocks_wait_for_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As after a broker restart: "Unknown partition" every time, for 90 s in the outage test.
+    monkeypatch.setattr("elves.streams.loop.ENDS_WAIT_S", 0.3)
+    monkeypatch.setattr("elves.streams.loop.time.sleep", lambda _s: None)
+    never = Flaky(failures=10**9)
+    answers = Flaky(failures=0)
+    starts = [TopicPartition("t", 0, 0), TopicPartition("u", 1, 0)]
+
+    class Client:
+        def get_watermark_offsets(
+            self, tp: TopicPartition, timeout: float, cached: bool
+        ) -> tuple[int, int]:
+            return (never if tp.topic == "t" else answers).get_watermark_offsets(
+                tp, timeout, cached
+            )
+
+    ends = loop()._ends(Client(), starts)  # type: ignore[arg-type]
+    assert ends == {("t", 0): UNKNOWN_END, ("u", 1): 7}  # the other is still asked, once
+    assert answers.asked == 1
