@@ -13,6 +13,7 @@ from typing import Any, get_args
 from elves.client import client
 from elves.config import Settings
 from elves.errors import NotFound
+from elves.streams.queues.rerun import ONLY
 from elves.streams.queues.state import QUEUE_FINAL, TaskStatus
 from elves.table import QUEUE_TASK_HEADERS, call, out, params_of, queue_task_row, render, when
 
@@ -304,7 +305,7 @@ def register(sub: Any) -> None:
     rerun.add_argument(
         "--only",
         default="all",
-        choices=["all", "unsuccessful"],
+        choices=ONLY,
         help="unsuccessful: only the tasks that did not succeed (failed, timed out, skipped, "
         "cancelled); a dependency on a task that succeeded counts as met",
     )
