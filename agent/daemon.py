@@ -50,6 +50,7 @@ from elves.agent.identity import agent_id as load_agent_id
 from elves.agent.identity import agent_key
 from elves.agent.install import packages_dir
 from elves.agent.outbox import Outbox, Row, default_path
+from elves.agent.output import OutputParts, OutputStream, Part
 from elves.agent.rollout import Rollout, gateway_fetch
 from elves.agent.runner import FLAG_ERROR, STOPPING, Runner, RunResult, TaskSpec
 from elves.config import Settings
@@ -62,6 +63,7 @@ from elves.schemas.events import (
     AgentCronSet,
     TaskCancelRequested,
     TaskDispatched,
+    TaskOutput,
     TaskResultReported,
     TaskStarted,
     derived_id,
@@ -110,6 +112,7 @@ class Agent:
         self.workers = workers
         self.stop_grace_s = stop_grace_s
         self.results_topic = settings.topic("results")
+        self.output_topic = settings.topic("output")
         self.origin = f"agent:{self.agent_id}"
         self.outbox = Outbox(settings, default_path(settings, self.agent_id))
         self.key = agent_key(settings, self.agent_id)
@@ -474,6 +477,7 @@ class Agent:
                 cancel=cancel,
                 still_running=still_running,
                 still_running_after_s=START_REPORT_S,
+                output=self._output(*key),
             )
         except Exception as exc:  # noqa: BLE001 - an agent bug must still end in a result
             log.exception("task %s: the agent failed to run it", key[0])
@@ -485,6 +489,32 @@ class Agent:
         finally:
             with self._cancel_lock:
                 self._cancels.pop(key, None)
+
+    def _output(self, task_id: str, attempt: int) -> OutputStream | None:
+        """Where what an attempt prints goes as it runs: `TaskOutput`s on the output topic,
+        through the outbox, so that they keep their order and survive a broker outage. Not
+        fsynced: output informs, the result decides (and its commit makes them durable too)."""
+        if self.settings.stream_output_bytes <= 0:
+            return None
+
+        def send(parts: list[Part]) -> None:
+            with self.outbox.transaction(durable=False) as txn:
+                for part in parts:
+                    event = TaskOutput(
+                        # Made once, kept in the outbox: a redelivery sends the same id.
+                        event_id=new_id(),
+                        occurred_at=_now_ms(),
+                        task_id=task_id,
+                        attempt=attempt,
+                        agent_id=self.agent_id,
+                        seq=part.seq,
+                        stream=part.stream,
+                        data=part.data,
+                        dropped_bytes=part.dropped_bytes,
+                    )
+                    txn.put(self.output_topic, task_id.encode(), CODEC.encode(event))
+
+        return OutputStream(OutputParts(self.settings.stream_output_bytes), send)
 
     def _execute_cron(
         self,

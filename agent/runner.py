@@ -34,6 +34,7 @@ from typing import Protocol
 
 from elves.agent.forkclient import ForkServer, ForkServerUnavailable
 from elves.agent.install import CURRENT, entry_of, proxy_of
+from elves.agent.output import OutputStream
 from elves.packages import MANIFEST
 
 log = logging.getLogger(__name__)
@@ -195,12 +196,14 @@ class Runner:
         cancel: threading.Event | None = None,
         still_running: Callable[[], None] | None = None,
         still_running_after_s: float = 0.0,
+        output: OutputStream | None = None,
     ) -> RunResult:
         """Run one task to its end, its timeout or `cancel`; never raises for a task's failure.
 
         `on_start(pid)` is called once the process exists, and `still_running()` once it has
-        run `still_running_after_s` without ending: not at all if it ends before. Both are
-        called on the caller's thread, before this returns."""
+        run `still_running_after_s` without ending: not at all if it ends before. `output` is
+        given what the process prints as it comes, and its end once the pipes are closed. All
+        are called on the caller's thread, before this returns."""
         started = time.monotonic()
         if not _APP_NAME.match(spec.app):
             return RunResult(FLAG_ERROR, f"bad app name {spec.app!r}", _ms(started))
@@ -231,7 +234,7 @@ class Runner:
             report = None
             if still_running is not None:
                 report = (started + still_running_after_s, still_running)
-            return self._collect(spec, proc, forked, out_r, err_r, started, cancel, report)
+            return self._collect(spec, proc, forked, out_r, err_r, started, cancel, report, output)
         finally:
             proc.close()
 
@@ -264,11 +267,13 @@ class Runner:
         started: float,
         cancel: threading.Event | None,
         report: tuple[float, Callable[[], None]] | None,
+        output: OutputStream | None,
     ) -> RunResult:
         """`report`: (when, what) to call if the process is still running by then."""
         out = _Capture(self.max_output_bytes, STDOUT_TAIL)
         err = _Capture(0, STDERR_TAIL)
         pipes = {out_r: out, err_r: err}
+        streams = {out_r: "stdout", err_r: "stderr"}
         deadline = started + spec.timeout_s
         killed: str | None = None  # why the group was killed
         timed_out = False
@@ -299,11 +304,16 @@ class Runner:
                     report[1]()
                     report = None
                     continue
+                if output is not None and now >= output.due():
+                    output.flush()
+                    continue
                 wait = deadline - now
                 if cancel is not None and killed is None:
                     wait = min(wait, CANCEL_POLL_S)
                 if report is not None and not exited and killed is None:
                     wait = min(wait, report[0] - now)
+                if output is not None:
+                    wait = min(wait, output.due() - now)
                 # Any event counts as readable (a hang-up too), as selectors counts it.
                 for fd, _ in poller.poll(max(0, math.ceil(wait * 1000))):
                     if fd == proc.exit_fd:
@@ -315,12 +325,16 @@ class Runner:
                     chunk = os.read(fd, 65536)
                     if chunk:
                         pipes[fd].add(chunk)
+                        if output is not None:
+                            output.add(streams[fd], chunk, time.monotonic())
                     else:
                         poller.unregister(fd)
                         watched.discard(fd)
         finally:
             os.close(out_r)
             os.close(err_r)
+        if output is not None:
+            output.finish()  # before the result is made: its parts go out first
         code: int | None = None
         if exited:
             try:

@@ -111,6 +111,12 @@ class Settings:
     max_output_bytes: int = _setting(
         "ELVES_MAX_OUTPUT", 1024 * 1024, "Cap on a worker's captured stdout; the rest is dropped."
     )
+    stream_output_bytes: int = _setting(
+        "ELVES_STREAM_OUTPUT",
+        1024 * 1024,
+        "Cap on what an attempt's output (stdout and stderr) streams to the center while it "
+        "runs; 0 streams none.",
+    )
     key_file: str = _setting(
         "ELVES_KEY_FILE",
         "",

@@ -27,6 +27,9 @@ CORE_TOPICS = (
     TopicSpec("commands", partitions=4),
     TopicSpec("tasks", partitions=4),
     TopicSpec("results", partitions=4),
+    # What tasks print while they run (TaskOutput), keyed by task id: read by the audit, folded by
+    # nothing, so that a chatty task costs the task lifecycle nothing.
+    TopicSpec("output", partitions=4),
     TopicSpec("queues", partitions=4),
     # What the queue flow folds, keyed by queue id: queue commands (forwarded from `commands`),
     # its tasks' outcomes (copied from `tasks`) and its clock's retry facts. Apart from `queues`

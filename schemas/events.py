@@ -183,6 +183,23 @@ class TaskStarted:
 
 
 @dataclass(frozen=True)
+class TaskOutput:
+    """A part of what an attempt's process printed (stdout or stderr), sent while it runs, in
+    order (`seq` from 0 for each attempt). Its result block is not part of it: that is the
+    result. On its own topic: output is for reading, no fold depends on it."""
+
+    event_id: str
+    occurred_at: int
+    task_id: str
+    attempt: int
+    agent_id: str
+    seq: int
+    stream: str  # "stdout" or "stderr"
+    data: str
+    dropped_bytes: int = 0  # printed past the agent's cap and not sent, up to this part
+
+
+@dataclass(frozen=True)
 class TaskResultReported:
     """What an agent reports after a run (ELVES' worker_flag, worker_message, worker_costtime)."""
 
@@ -898,6 +915,7 @@ Event = (
     | TaskDispatched
     | TaskCancelRequested
     | TaskStarted
+    | TaskOutput
     | TaskResultReported
     | TaskSucceeded
     | TaskFailed
@@ -959,6 +977,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TaskDispatched,
         TaskCancelRequested,
         TaskStarted,
+        TaskOutput,
         TaskResultReported,
         TaskSucceeded,
         TaskFailed,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -160,6 +161,10 @@ def main(argv: list[str] | None = None) -> None:
     # os.path, not pathlib: in a task forked from the agent's warm server every object the
     # child touches costs a page copy, and pathlib touched twice as many.
     app_dir = HOMES.get(args[0]) or os.path.dirname(os.path.realpath(args[0]))
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A line printed reaches the agent as it is printed, not at exit: the agent streams the
+        # task's output to the center while it runs (a pipe is block-buffered otherwise).
+        sys.stdout.reconfigure(line_buffering=True)
     flag, result = call(app_dir, args[1], args[2], args[3] if len(args) > 3 else "")
     sys.stdout.write(render(flag, result))
     sys.stdout.flush()

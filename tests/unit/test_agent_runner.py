@@ -16,6 +16,7 @@ import pytest
 
 from elves.agent.forkclient import ForkServer
 from elves.agent.forkserver import recv, send
+from elves.agent.output import OutputParts, OutputStream, Part
 from elves.agent.runner import STOPPING, Runner, TaskSpec, parse_output
 
 SAMPLES = Path(__file__).resolve().parents[2] / "apps" / "samples"
@@ -164,6 +165,44 @@ def test_still_running_is_called_once_a_task_has_run_that_long(runner: Runner) -
         still_running_after_s=5,
     )
     assert (done.worker_flag, quick) == (1, [])
+
+
+@pytest.mark.parametrize("how", ["plain", "forked"])
+def test_what_a_task_prints_is_handed_on_while_it_runs_without_its_result(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's stdout is line-buffered, so each line reaches the runner as it is printed, and
+    a quiet spell sends what waits: parts arrive a tick apart, before the process ends."""
+    # Without PYTHONUNBUFFERED (set on some machines, never on an agent's by us): a pipe is
+    # block-buffered then, unless the SDK says otherwise.
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
+    server = ForkServer() if how == "forked" else None
+    if server is not None:
+        server.start()  # it inherits the environment above
+    runner = Runner(SAMPLES, max_output_bytes=1000, forkserver=server)
+    got: list[tuple[float, Part]] = []
+    stream = OutputStream(
+        OutputParts(1 << 20, wait_s=0.1),
+        lambda parts: got.extend((time.monotonic(), p) for p in parts),
+    )
+    try:
+        result = runner.run(spec("sleeper", "tick", {"n": 4, "every": 0.4}), output=stream)
+        ended = time.monotonic()
+    finally:
+        if server is not None:
+            server.close()
+    assert result.forked == (how == "forked")
+    assert (result.worker_flag, result.worker_message) == (1, "ticked 4 times")
+    printed = [(p.stream, p.data) for _, p in got]
+    assert "".join(d for s, d in printed if s == "stdout") == "".join(
+        f"tick {i}\n" for i in range(1, 5)
+    )
+    assert ("stderr", "half way\n") in printed
+    assert [p.seq for _, p in got] == list(range(len(got)))
+    # 'tick 1' came alone, about 1.1 s before the end (the ticks after it take 1.2 s).
+    first_at, first = next((at, p) for at, p in got if p.stream == "stdout")
+    assert first.data == "tick 1\n"
+    assert ended - first_at > 0.6
 
 
 def test_proxy_interp_and_file_overrides_the_entry(runner: Runner) -> None:

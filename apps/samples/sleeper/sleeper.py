@@ -2,10 +2,14 @@
 
 `sleep` params: {"seconds": N, "pidfile": optional path where the child's pid is written,
 "log": optional path of a file that gets one line per run (to count runs)}.
+`tick` params: {"n": N, "every": seconds}: prints `tick i` N times, one each `every` seconds,
+and `half way` on stderr half way: output that the agent streams while the task runs.
 """
 
 import os
 import subprocess
+import sys
+import time
 
 
 class sleeper:  # noqa: N801 - the contract: the class is named as the app
@@ -23,3 +27,13 @@ class sleeper:  # noqa: N801 - the contract: the class is named as the app
             os.replace(tmp, pidfile)  # the reader never sees a half-written pid
         child.wait()
         return "true", f"slept {seconds:g}s"
+
+    def tick(self, param: dict) -> tuple[str, str]:
+        n, every = int(param.get("n", 3)), float(param.get("every", 1))
+        for i in range(1, n + 1):
+            print(f"tick {i}")
+            if i == n // 2:
+                print("half way", file=sys.stderr)
+            if i < n:
+                time.sleep(every)
+        return "true", f"ticked {n} times"
