@@ -98,6 +98,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/tasks/instant"): Rule("exec", body=_run),
     ("GET", "/api/v1/tasks"): Rule("read"),  # the list shows the tasks in scope only
     ("GET", "/api/v1/tasks/{task_id}"): Rule("read"),
+    ("GET", "/api/v1/tasks/{task_id}/output"): Rule("read"),
     ("GET", "/api/v1/agents"): Rule("read"),  # the list shows the agents in scope only
     ("GET", "/api/v1/agents/{agent_id}"): Rule("read"),
     # Enrolment is the fleet's trust, and admin tags move agents into other keys' selectors:

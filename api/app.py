@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from elves.api import agents, apps, crons, keys, permissions, queues, tasks
+from elves.api import agents, apps, crons, keys, output, permissions, queues, tasks
 from elves.api.access import Target, allowed, guard, require_agents, who
 from elves.api.audit import AuditStore
 from elves.api.auth import Authenticator
@@ -274,6 +274,7 @@ ROUTES = [
     Route("/api/v1/tasks/instant", exec_instant, methods=["POST"]),
     Route("/api/v1/tasks", tasks.list_tasks, methods=["GET"]),
     Route("/api/v1/tasks/{task_id}", tasks.get_task),
+    Route("/api/v1/tasks/{task_id}/output", output.task_output),
     Route("/api/v1/agents", list_agents),
     Route("/api/v1/agents/{agent_id}", get_agent),
     Route("/api/v1/agents/{agent_id}/accept", agents.accept, methods=["POST"]),

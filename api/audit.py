@@ -91,6 +91,22 @@ _MIGRATIONS = (
 )
 
 TASK_ID = COLUMNS.index("task_id")
+NOT_OUTPUT = "type != 'TaskOutput'"  # a task's state is folded from its other events
+
+
+@dataclass(frozen=True)
+class OutputRow:
+    """One part of a task's output, as the audit has it (`TaskOutput`)."""
+
+    offset: int  # on the output topic: the reader's cursor
+    at: str  # ISO time the agent read it
+    attempt: int
+    seq: int
+    agent_id: str
+    stream: str
+    data: str
+    dropped_bytes: int
+
 
 # Lifecycle order, for events of one task in the same millisecond.
 TYPE_ORDER = {
@@ -290,14 +306,44 @@ class AuditStore:
         return list(result.column_names), [tuple(row) for row in result.result_rows]
 
     def task_events(self, task_id: str) -> list[dict[str, Any]]:
-        """Every event of a task in the order it happened, JSON-ready (payload parsed)."""
-        return self._events_where("task_id", task_id, TYPE_ORDER)
+        """Every event of a task in the order it happened, JSON-ready (payload parsed); not its
+        output (`task_output`), which may be many and tells nothing of its state."""
+        rows = self._select(f"task_id = {{v:String}} AND {NOT_OUTPUT}", task_id)
+        return _in_order(rows, TYPE_ORDER)
+
+    def task_output(self, task_id: str, after: int = -1, limit: int = 1000) -> list[OutputRow]:
+        """A task's output parts (`TaskOutput`) after the offset `after`, in order. All of a
+        task's parts are on one partition of the output topic (its key is the task id), so
+        their offsets order them, retries included, and one is a reader's cursor."""
+        try:
+            result = self._reader.query(
+                f"SELECT event_id, offset, occurred_at, payload FROM {self.table} "
+                "WHERE task_id = {v:String} AND type = 'TaskOutput' AND offset > {after:Int64} "
+                "ORDER BY offset LIMIT {limit:UInt32}",
+                parameters={"v": task_id, "after": after, "limit": limit},
+            )
+        except ClickHouseError as exc:
+            raise Unavailable(f"audit lookup failed: {exc}") from exc
+        parts: dict[str, OutputRow] = {}  # by event id: a copy two writers left counts once
+        for event_id, offset, occurred_at, payload in result.result_rows:
+            fields = json.loads(payload)
+            parts[event_id] = OutputRow(
+                offset=int(offset),
+                at=_iso(occurred_at),
+                attempt=int(fields["attempt"]),
+                seq=int(fields["seq"]),
+                agent_id=str(fields["agent_id"]),
+                stream=str(fields["stream"]),
+                data=str(fields["data"]),
+                dropped_bytes=int(fields.get("dropped_bytes") or 0),
+            )
+        return sorted(parts.values(), key=lambda part: part.offset)
 
     def queue_events(self, queue_id: str) -> list[dict[str, Any]]:
         """Every event naming a queue (its own, its tasks' outcomes, its commands), by time. The
         queue view folds them in the queue's log order instead (`api/queues.py`): times do not
         order cause and effect across the agents' clocks."""
-        return self._events_where("queue_id", queue_id, {})
+        return _in_order(self._select("queue_id = {v:String}", queue_id), {})
 
     def queues(
         self,
@@ -406,17 +452,11 @@ class AuditStore:
         """`task_events` of each of these tasks, in one query."""
         if not task_ids:
             return {}
-        rows = self._select("task_id IN {v:Array(String)}", list(task_ids))
+        rows = self._select(f"task_id IN {{v:Array(String)}} AND {NOT_OUTPUT}", list(task_ids))
         by_task: dict[str, list[tuple[Any, ...]]] = {t: [] for t in task_ids}
         for row in rows:
             by_task.setdefault(row[TASK_ID], []).append(row)
         return {t: _in_order(found, TYPE_ORDER) for t, found in by_task.items()}
-
-    def _events_where(
-        self, column: str, value: str, order: Mapping[str, int]
-    ) -> list[dict[str, Any]]:
-        assert column in ("task_id", "queue_id")
-        return _in_order(self._select(f"{column} = {{v:String}}", value), order)
 
     def _select(self, condition: str, value: object) -> list[tuple[Any, ...]]:
         try:

@@ -114,6 +114,25 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": _ok({"type": "object"}), **_errors(404)},
             }
         },
+        "/api/v1/tasks/{task_id}/output": {
+            "get": {
+                "summary": "What a task printed (stdout and stderr, streamed by its agent while "
+                "it ran; the result block left out), from the audit: the parts after `after` "
+                "(an offset from a reply's `next`), or with `follow=true` an NDJSON stream of "
+                "parts as they come, ending with a line of the task's end",
+                "parameters": [
+                    {
+                        "name": "task_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    {"name": "after", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "follow", "in": "query", "schema": {"type": "boolean"}},
+                ],
+                "responses": {"200": _ok({"type": "object"}), **_errors(400, 404)},
+            }
+        },
         "/api/v1/agents": {
             "get": {
                 "summary": "Agents with liveness, enrolment, last heartbeat, tags and apps",

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from elves import agent_cli, app_cli, cron_cli, key_cli, queue_cli
+from elves import agent_cli, app_cli, cron_cli, key_cli, output_cli, queue_cli
 from elves.client import client
 from elves.config import Settings
 from elves.errors import MissingSignature
@@ -246,6 +246,7 @@ def parser() -> argparse.ArgumentParser:
     agent_cli.register(sub, run=cmd_agent, listing=cmd_agents)
 
     queue_cli.register(sub)
+    output_cli.register(sub)
     cron_cli.register(sub)
     app_cli.register(sub)
     key_cli.register(sub)

@@ -175,6 +175,8 @@ def test_an_app_scoped_key_cannot_touch_another_apps_queue_task_or_cron(
             a.post(f"/api/v1/queues/{queue_b}/stop"),
             a.post(f"/api/v1/queues/{queue_b}/rerun"),
             a.get(f"/api/v1/tasks/{task_b}"),
+            a.get(f"/api/v1/tasks/{task_b}/output"),
+            a.get(f"/api/v1/tasks/{task_b}/output", params={"follow": "true"}),
             a.get(f"/api/v1/crons/{cron_b_id}"),
             a.post(f"/api/v1/crons/{cron_b_id}/pause"),
             a.delete(f"/api/v1/crons/{cron_b_id}"),

@@ -1,0 +1,128 @@
+"""What tasks print, streamed while they run: agent -> output topic -> audit -> REST and CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from elves.local import Stack, wait_for
+
+from .conftest import AGENT
+from .test_cli import elves
+
+TICKS = 8
+EVERY_S = 0.5  # a tick task runs TICKS * EVERY_S, about 3.5 s
+
+
+def tick_task(stack: Stack) -> str:
+    """A queue task that prints a line every half second (and one on stderr half way)."""
+    reply = stack.client.post(
+        "/api/v1/queues/quick",
+        json={
+            "app": "sleeper",
+            "agent": AGENT,
+            "func": "tick",
+            "params": {"n": TICKS, "every": EVERY_S},
+        },
+    )
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["task_id"])
+
+
+def follow(stack: Stack, task_id: str) -> list[tuple[int, dict[str, Any]]]:
+    """The follow stream's lines, each with the Unix ms it was read at; from the moment the
+    task is in the audit (before that it is 404)."""
+    path = f"/api/v1/tasks/{task_id}/output"
+    wait_for("the task in the audit", lambda: stack.client.get(path).status_code == 200, 15)
+    lines = []
+    with stack.client.stream("GET", path, params={"follow": "true"}, timeout=60) as reply:
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("application/x-ndjson")
+        for line in reply.iter_lines():
+            if line.strip():
+                lines.append((int(time.time() * 1000), json.loads(line)))
+    return lines
+
+
+def ended_at(stack: Stack, task_id: str) -> int:
+    """When the agent reported the task's end (Unix ms, its clock: this machine's)."""
+    task = stack.client.get(f"/api/v1/tasks/{task_id}").json()
+    [result] = [e for e in task["lifecycle"] if e["type"] == "TaskResultReported"]
+    return int(result["payload"]["occurred_at"])
+
+
+def test_a_running_task_s_output_is_read_as_it_prints_and_the_follow_ends_with_it(
+    stack: Stack,
+) -> None:
+    task_id = tick_task(stack)
+    lines = follow(stack, task_id)
+
+    *parts, end = [record for _, record in lines]
+    assert end == {"task_id": task_id, "status": "succeeded", "ended": True, "next": end["next"]}
+    stdout = "".join(p["data"] for p in parts if p["stream"] == "stdout")
+    assert stdout == "".join(f"tick {i}\n" for i in range(1, TICKS + 1))  # no result block
+    assert [p["data"] for p in parts if p["stream"] == "stderr"] == ["half way\n"]
+    assert [p["seq"] for p in parts] == list(range(len(parts)))
+    assert {(p["attempt"], p["agent_id"]) for p in parts} == {(1, AGENT)}
+    offsets = [p["offset"] for p in parts]
+    assert offsets == sorted(offsets) and end["next"] == offsets[-1]
+    # Streamed, not sent at the end: the first line was read before the task had ended, and
+    # the lines came in several parts.
+    first_read_at = lines[0][0]
+    assert first_read_at < ended_at(stack, task_id)
+    assert sum(p["stream"] == "stdout" for p in parts) >= 3
+
+    # The output is not part of the task's lifecycle.
+    task = stack.client.get(f"/api/v1/tasks/{task_id}").json()
+    assert "TaskOutput" not in {e["type"] for e in task["lifecycle"]}
+    assert task["state"]["status"] == "succeeded"
+
+    # Read again later: all of it, or what comes after a cursor.
+    whole = stack.client.get(f"/api/v1/tasks/{task_id}/output").json()
+    assert [p["data"] for p in whole["parts"]] == [p["data"] for p in parts]
+    assert (whole["ended"], whole["status"], whole["more"]) == (True, "succeeded", False)
+    rest = stack.client.get(f"/api/v1/tasks/{task_id}/output", params={"after": offsets[1]}).json()
+    assert [p["seq"] for p in rest["parts"]] == [p["seq"] for p in parts[2:]]
+
+
+def test_a_task_that_prints_only_its_result_has_no_output(stack: Stack) -> None:
+    data = stack.exec(AGENT, "apptest", "helloword", {"my": "quiet"}).json()
+    path = f"/api/v1/tasks/{data['task_id']}/output"
+    reply = wait_for("the task in the audit", lambda: _ok(stack.client.get(path)), 15)
+    assert reply.json()["parts"] == []
+    assert reply.json()["next"] == -1  # the cursor to start from
+
+
+def test_bad_asks_get_stable_codes(stack: Stack) -> None:
+    missing = stack.client.get("/api/v1/tasks/no-such-task/output")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "404.1")
+    data = stack.exec(AGENT, "apptest", "helloword", {"my": "x"}).json()
+    path = f"/api/v1/tasks/{data['task_id']}/output"
+    wait_for("the task in the audit", lambda: _ok(stack.client.get(path)), 15)
+    for params in ({"after": "soon"}, {"follow": "maybe"}):
+        bad = stack.client.get(path, params=params)
+        assert (bad.status_code, bad.json()["error"]["code"]) == (400, "403.2"), params
+        assert bad.json()["error"]["field"] in params
+
+
+def test_the_cli_follows_a_task_s_output_to_its_end(stack: Stack) -> None:
+    task_id = tick_task(stack)
+    followed = elves(stack, "output", task_id, "--follow")
+    assert followed.returncode == 0, followed.stdout + followed.stderr
+    assert followed.stdout == "".join(f"tick {i}\n" for i in range(1, TICKS + 1))
+    assert followed.stderr == "half way\n"
+
+    again = elves(stack, "output", task_id)
+    assert (again.returncode, again.stdout, again.stderr) == (0, followed.stdout, "half way\n")
+
+    failed = stack.exec(AGENT, "crasher", "crash", {"stdout": "before the crash\n"}).json()
+    assert failed["status"] == "failed"
+    crashed = elves(stack, "output", failed["task_id"], "--follow")
+    assert crashed.returncode == 2  # as `elves exec` for a failed task
+    assert crashed.stdout == "before the crash\n"
+    assert crashed.stderr == "crasher: going down\n"
+
+
+def _ok(reply: Any) -> Any:
+    return reply if reply.status_code == 200 else None
