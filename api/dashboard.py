@@ -131,6 +131,7 @@ table { border-collapse: collapse; } td, th { padding: .2em .8em .2em 0; text-al
 th { border-bottom: 1px solid #ccc; } td { border-bottom: 1px solid #eee; vertical-align: top; }
 .good { color: #1a7f37; } .bad { color: #cf222e; font-weight: bold; } .plain { color: #666; }
 .error { color: #cf222e; } a { color: #0550ae; text-decoration: none; }
+pre { background: #f6f8fa; padding: .6em; white-space: pre-wrap; max-width: 100em; }
 """
 
 
@@ -251,7 +252,9 @@ def overview_page(parts: dict[str, Part]) -> str:
     return page("overview", body, REFRESH_S)
 
 
-def task_page(task_id: str, part: Part) -> str:
+def task_page(task_id: str, part: Part, output: Part | None = None) -> str:
+    """A task's state, lifecycle and output; the page reloads itself until the task ends."""
+
     def render(data: dict[str, Any]) -> Markup:
         state = data.get("state") or {}
         fields = table(["field", "value"], [[k, v] for k, v in sorted(state.items())])
@@ -262,7 +265,24 @@ def task_page(task_id: str, part: Part) -> str:
         status = badge(state.get("status", "no outcome yet"))
         return Markup(f"<p>status {status}</p>{fields}<h2>Lifecycle</h2>{events}")
 
-    return page(f"task {task_id}", [_shown(part, render)])
+    body = [_shown(part, render)]
+    if output is not None:
+        body.append(section("Output", _shown(output, _output)))
+    ended = output is None or output.error or output.data.get("ended")
+    return page(f"task {task_id}", body, None if ended else REFRESH_S)
+
+
+def _output(data: dict[str, Any]) -> Markup:
+    """What the task printed, stderr in red; the first page of it (the CLI reads it all)."""
+    if not data["parts"]:
+        return Markup('<p class="plain">nothing printed (its result is above)</p>')
+    text = "".join(_printed(p["stream"], p["data"]) for p in data["parts"])
+    more = '<p class="plain">more: <code>elves output</code> has it all</p>' if data["more"] else ""
+    return Markup(f"<pre>{text}</pre>{more}")
+
+
+def _printed(stream: str, data: str) -> str:
+    return f'<span class="error">{esc(data)}</span>' if stream == "stderr" else esc(data)
 
 
 def queue_page(queue_id: str, part: Part) -> str:
@@ -354,6 +374,14 @@ def create_app(settings: Settings) -> Starlette:
         )
         return HTMLResponse(overview_page(dict(zip(names, parts, strict=True))))
 
+    async def task_detail(request: Request) -> HTMLResponse:
+        path = f"/api/v1/tasks/{quote(request.path_params['id'], safe='')}"
+        part, output = await asyncio.gather(
+            fetch(gateway, "GET", path), fetch(gateway, "GET", f"{path}/output")
+        )
+        shown = output if part.status == 200 else None
+        return HTMLResponse(task_page(request.path_params["id"], part, shown), part.status)
+
     def detail(api: str, render: Callable[[str, Part], str]) -> Endpoint:
         """The page of one task, queue or cron: the gateway's `api/<id>`, with its status."""
 
@@ -376,7 +404,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/", overview),
             # `path`: an id may hold a slash (the links quote it; the path arrives unquoted).
-            Route("/tasks/{id:path}", detail("/api/v1/tasks", task_page)),
+            Route("/tasks/{id:path}", task_detail),
             Route("/queues/{id:path}", detail("/api/v1/queues", queue_page)),
             Route("/crons/{id:path}", detail("/api/v1/crons", cron_page)),
             Route("/health", health),

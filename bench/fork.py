@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from elves.agent.forkclient import ForkServer
+from elves.agent.output import OutputParts, OutputStream, Part
 from elves.agent.runner import Runner, TaskSpec
 
 APPS = Path(__file__).resolve().parent.parent / "apps" / "samples"
@@ -67,9 +68,17 @@ def main() -> None:
         result = warm.run(NOOP)
         assert result.forked and result.worker_flag == 1, result
         assert server.pid is not None
+        sent: list[Part] = []
+
+        def as_the_agent_runs_it() -> None:
+            # With its output streamed, as the agent does: the noop prints only its result,
+            # so nothing is sent, but every chunk goes through the output rules.
+            warm.run(NOOP, output=OutputStream(OutputParts(1 << 20), sent.extend))
+
         own, server_before = _own_cpu_s(), _ticks(server.pid)
-        _stats("runner, forked from the warm server", _time(lambda: warm.run(NOOP), runs))
+        _stats("runner, forked from the warm server", _time(as_the_agent_runs_it, runs))
         own, server_after = _own_cpu_s() - own, _ticks(server.pid)
+        print(f"  output parts sent: {len(sent)}")
         tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
         server_ms, child_ms = (
             (after - before) * tick_ms / runs

@@ -69,6 +69,20 @@ def test_the_overview_shows_the_agent_and_a_task_that_just_ran(
     assert "TaskSucceeded" in task.text and "toryzen" in task.text
 
 
+def test_a_task_page_shows_what_the_task_printed(stack: Stack, dashboard: str) -> None:
+    printed = "step 1 <done>\n"
+    data = stack.exec(AGENT, "crasher", "crash", {"stdout": printed}).json()
+    assert data["status"] == "failed"
+    shown = "<pre>step 1 &lt;done&gt;\n" + '<span class="error">crasher: going down\n</span></pre>'
+
+    def page_with_output() -> str | None:
+        page = httpx.get(f"{dashboard}/tasks/{data['task_id']}", timeout=10)
+        return page.text if shown in page.text else None
+
+    html = wait_for("the output on the task's page", page_with_output, 15)
+    assert 'http-equiv="refresh"' not in html  # it ended: nothing more to come
+
+
 def test_an_unknown_task_is_the_gateways_404_with_its_code(dashboard: str) -> None:
     missing = httpx.get(f"{dashboard}/tasks/no-such-task", timeout=10)
     assert missing.status_code == 404

@@ -118,6 +118,21 @@ def test_a_task_page_shows_its_state_and_lifecycle() -> None:
     assert "[404.1] no task nope" in missing
 
 
+def test_a_task_page_shows_its_output_and_reloads_until_the_task_ends() -> None:
+    data = {"task_id": "t1", "state": {"status": "dispatched"}, "lifecycle": []}
+    parts = [
+        {"stream": "stdout", "data": "tick 1\n"},
+        {"stream": "stderr", "data": HOSTILE},
+        {"stream": "stdout", "data": "tick 2\n"},
+    ]
+    running = task_page("t1", Part(data), Part({"parts": parts, "more": False, "ended": False}))
+    assert '<pre>tick 1\n<span class="error">' in running and HOSTILE not in running
+    assert running.index("tick 1") < running.index("tick 2")
+    assert 'http-equiv="refresh"' in running
+    ended = task_page("t1", Part(data), Part({"parts": [], "more": False, "ended": True}))
+    assert "nothing printed" in ended and 'http-equiv="refresh"' not in ended
+
+
 def test_a_queue_page_links_its_tasks_and_shows_causes() -> None:
     task = {
         "task_id": "b",
