@@ -185,6 +185,7 @@ _S, _I, _O, _L = {"type": "string"}, {"type": "integer"}, {"type": "object"}, {"
 _TASK = {"agent": _S, "selector": _S, "func": _S, "params": _O, "timeout": _I, "mode": _S,
          "depends_on": _L, "run_if": _S, "max_attempts": _I, "backoff_s": _I, "task_id": _S,
          "proxy": _S}  # fmt: skip
+_LIMITS = {"max_parallel": _I, "max_failures": _I, "max_failure_percent": _I}
 _CRON = {"agent": _S, "selector": _S, "app": _S, "func": _S, "params": _O, "rule": _S,
          "timezone": _S, "timeout": _I, "mode": _S, "misfire": _S, "overlap": _S,
          "name": _S}  # fmt: skip
@@ -201,9 +202,10 @@ _MORE: dict[str, dict[str, Any]] = {
     "/api/v1/queues": {
         "post": _op(
             "Create a queue for an app (max_parallel: at most that many tasks at once; "
-            "max_failures: that many failed tasks cancel the rest)",
+            "max_failures: that many failed tasks cancel the rest; max_failure_percent: more "
+            "than that percent of its tasks failed cancels the rest)",
             400,
-            body={"app": _S, "name": _S, "max_parallel": _I, "max_failures": _I},
+            body={**_LIMITS, "app": _S, "name": _S},
         ),
         "get": _op(
             "Queues created since `since` (default a day ago), newest first, of the apps in "
@@ -216,7 +218,7 @@ _MORE: dict[str, dict[str, Any]] = {
             "Create a queue, add one task, commit (ELVES qksqueue)",
             400,
             403,
-            body={**_TASK, "app": _S, "name": _S, "max_parallel": _I, "max_failures": _I},
+            body={**_TASK, **_LIMITS, "app": _S, "name": _S},
         )
     },
     "/api/v1/queues/{queue_id}": {

@@ -67,16 +67,19 @@ async def create_queue(request: Request) -> JSONResponse:
     return JSONResponse({"queue_id": queue_id}, status_code=201)
 
 
-def _limits(body: dict[str, Any]) -> tuple[int, int]:
-    """(`max_parallel`, `max_failures`): at most this many of the queue's tasks at once, and
-    the failed tasks that stop the rest (0, the default: no limit)."""
+def _limits(body: dict[str, Any]) -> tuple[int, int, int]:
+    """(`max_parallel`, `max_failures`, `max_failure_percent`): at most this many of the queue's
+    tasks at once; the failed tasks that stop the rest; the percent of its tasks that, failed,
+    stop the rest once exceeded (0, the default of each: no limit)."""
     limits = []
-    for name in ("max_parallel", "max_failures"):
+    for name, most in (("max_parallel", None), ("max_failures", None), ("max_failure_percent", 99)):
         limit = body.get(name, 0)
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
             raise WrongType(f"{name} must be a whole number, 0 (no limit) or more", field=name)
+        if most is not None and limit > most:
+            raise WrongType(f"{name} must be 0 (no limit) to {most}", field=name)
         limits.append(limit)
-    return limits[0], limits[1]
+    return limits[0], limits[1], limits[2]
 
 
 async def add_task(request: Request) -> JSONResponse:
@@ -277,7 +280,7 @@ async def rerun(request: Request) -> JSONResponse:
         raise CommandRejected("412.7", f"queue {old_id} has no task that did not succeed")
     require_agents(request, sorted({r.task.agent_id for r in planned}))
     name = str(body.get("name") or f"rerun of {state.name or old_id}")
-    limits = (state.max_parallel, state.max_failures)
+    limits = (state.max_parallel, state.max_failures, state.max_failure_percent)
     await send(gw, CreateQueue(new_id(), _now(), queue_id, state.app, name, *limits))
     commands = [_rerun_add(queue_id, r) for r in planned]
     answers: list[Event | CommandRejected] = []

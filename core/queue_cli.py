@@ -186,6 +186,8 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def _print_queue(data: dict[str, Any], note: str = "") -> None:
     limit, failures = data.get("max_parallel"), data.get("max_failures")
+    if data.get("max_failure_percent"):
+        note = f", stops once over {data['max_failure_percent']}% of its tasks failed{note}"
     if failures:
         note = f", stops after {failures} failed task{'s' if failures > 1 else ''}{note}"
     if limit:
@@ -240,16 +242,31 @@ def _limit_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-failures",
-        type=int,
-        default=0,
-        metavar="N",
-        help="once N tasks failed or timed out, cancel the rest (kill what runs) and end the "
-        "queue failed; 0, the default: never",
+        type=failure_limit,
+        default=(0, 0),
+        metavar="N|P%",
+        help="once N tasks failed or timed out (or more than P%% of the queue's tasks), cancel "
+        "the rest (kill what runs) and end the queue failed; 0, the default: never",
     )
 
 
+def failure_limit(text: str) -> tuple[int, int]:
+    """`--max-failures`: "N" a count, "P%" a percent of the queue's tasks: (count, percent)."""
+    number, percent = (text[:-1], True) if text.endswith("%") else (text, False)
+    if not number.isdigit() or (percent and not 0 < int(number) < 100):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a whole number of tasks (3) or a percent from 1 to 99 (10%)"
+        )
+    return (0, int(number)) if percent else (int(number), 0)
+
+
 def _limits(args: argparse.Namespace) -> dict[str, int]:
-    return {"max_parallel": args.max_parallel, "max_failures": args.max_failures}
+    count, percent = args.max_failures
+    return {
+        "max_parallel": args.max_parallel,
+        "max_failures": count,
+        "max_failure_percent": percent,
+    }
 
 
 def _wait_options(p: argparse.ArgumentParser) -> None:

@@ -353,6 +353,8 @@ class CreateQueue:
     max_parallel: int = 0
     # Since v2: once this many tasks failed or timed out, the rest are cancelled; 0: never.
     max_failures: int = 0
+    # Since v3: once more than this percent of its tasks failed or timed out, the same; 0: never.
+    max_failure_percent: int = 0
 
 
 @dataclass(frozen=True)
@@ -405,6 +407,7 @@ class QueueCreated:
     name: str = ""
     max_parallel: int = 0  # since v2, as `CreateQueue`'s
     max_failures: int = 0  # since v2, as `CreateQueue`'s
+    max_failure_percent: int = 0  # since v3, as `CreateQueue`'s
 
 
 @dataclass(frozen=True)

@@ -173,9 +173,19 @@ def decide_create(state: QueueState | None, cmd: CreateQueue, now: int) -> list[
         if getattr(cmd, name) < 0:
             value = getattr(cmd, name)
             return _reject(cmd, "403.2", f"{name} must be 0 (no limit) or more, not {value}", now)
+    if not 0 <= cmd.max_failure_percent < 100:
+        reason = f"max_failure_percent must be 0 (no limit) to 99, not {cmd.max_failure_percent}"
+        return _reject(cmd, "403.2", reason, now)
     return [
         QueueCreated(
-            created, now, cmd.queue_id, cmd.app, cmd.name, cmd.max_parallel, cmd.max_failures
+            created,
+            now,
+            cmd.queue_id,
+            cmd.app,
+            cmd.name,
+            cmd.max_parallel,
+            cmd.max_failures,
+            cmd.max_failure_percent,
         )
     ]
 

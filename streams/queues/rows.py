@@ -26,6 +26,7 @@ HEADER_FIELDS = (
     "finished_id",
     "max_parallel",
     "max_failures",
+    "max_failure_percent",
 )
 TASK_FIELDS = tuple(f.name for f in fields(QueueTask) if f.name not in ("waiting", "dependents"))
 

@@ -157,6 +157,8 @@ class QueueState:
     finished_id: str = ""
     max_parallel: int = 0  # at most this many tasks in a `SLOT` status at once; 0: no limit
     max_failures: int = 0  # once this many tasks are `FAILED`, the rest are cancelled; 0: never
+    # Once more than this percent of the tasks are `FAILED`, the same; 0: never.
+    max_failure_percent: int = 0
     # Derived, like the tasks' `waiting` and `dependents`:
     unfinished: int = 0  # tasks that have not ended
     unsucceeded: int = 0  # tasks that ended otherwise than succeeded
@@ -171,8 +173,13 @@ class QueueState:
 
     @property
     def failed_enough(self) -> bool:
-        """Whether the queue has had the failures its `max_failures` allows, or more."""
-        return 0 < self.max_failures <= self.failures
+        """Whether the queue has had the failures its `max_failures` allows, or more, or more
+        than its `max_failure_percent` of its tasks (as Ansible's `max_fail_percentage`: 10% of
+        20 tasks stops at the third failure)."""
+        if 0 < self.max_failures <= self.failures:
+            return True
+        percent = self.max_failure_percent
+        return percent > 0 and self.failures * 100 > percent * len(self.tasks)
 
     @property
     def free_slots(self) -> int | None:
@@ -315,6 +322,7 @@ def _step(state: QueueState | None, event: Event) -> QueueState | None:
             created_id=event.event_id,
             max_parallel=event.max_parallel,
             max_failures=event.max_failures,
+            max_failure_percent=event.max_failure_percent,
         )
     return None
 
@@ -362,8 +370,8 @@ def _apply(state: QueueState, event: Event) -> QueueState:
             return _with_task(state, replace(task, status="skipped", cause=event.cause))
         case QueueTaskCancelled() if task is not None and not task.final:
             cause = "queue stopped"
-            if state.failed_enough:  # the queue stopped itself: `max_failures`
-                cause = f"queue stopped: {state.failures} failed, its max_failures"
+            if state.failed_enough:  # the queue stopped itself: `max_failures` or its percent
+                cause = f"queue stopped: {state.failures} failed, {_limit_reached(state)}"
             return _with_task(state, replace(task, status="cancelled", cause=cause))
         case QueueFinished() if not state.final and event.status in _QUEUE_ENDS:
             return replace(state, status=_QUEUE_ENDS[event.status], finished_id=event.event_id)
@@ -383,3 +391,10 @@ def fold_until(events: Iterable[Event], as_of_ms: int) -> QueueState | None:
     agent's), so an event the log holds out of time order is left out, not reordered.
     """
     return fold(e for e in events if e.occurred_at <= as_of_ms)
+
+
+def _limit_reached(state: QueueState) -> str:
+    """Which failure limit stopped the queue, for its cancelled tasks' cause."""
+    if 0 < state.max_failures <= state.failures:
+        return "its max_failures"
+    return f"over its max_failure_percent ({state.max_failure_percent}% of {len(state.tasks)})"

@@ -110,3 +110,33 @@ def test_the_failure_limit_kills_what_still_runs(stack: Stack) -> None:
     assert time.monotonic() - started < 20
     sql = f"SELECT count() FROM events WHERE task_id = '{long}' AND type = 'TaskCancelRequested'"
     assert wait_for("the kill in the audit", lambda: stack.audit(sql) == [[1]] or None, 15)
+
+
+def test_a_queue_stops_once_over_its_max_failure_percent(stack: Stack) -> None:
+    for percent in (100, -1, "10%"):
+        bad = stack.client.post(
+            "/api/v1/queues", json={"app": "crasher", "max_failure_percent": percent}
+        )
+        assert code(bad) == (400, WrongType.code), bad.text
+    refused = elves(stack, "queue", "create", "crasher", "--max-failures", "150%")
+    assert refused.returncode == 2 and "a percent from 1 to 99" in refused.stderr
+
+    rolling = ("--max-parallel", "1", "--max-failures", "40%")
+    made = elves(stack, "queue", "create", "crasher", *rolling)
+    assert made.returncode == 0, made.stdout + made.stderr
+    q = made.stdout.strip()
+    ids = [f"{q[:8]}-{n}" for n in range(5)]
+    # 40% of 5: the second failure is 40%, not over it; the third is 60%, and stops the queue.
+    for task_id, func in zip(ids, ("falsy", "falsy", "noisy", "falsy", "noisy"), strict=True):
+        add(stack, q, task_id, func)
+    commit(stack, q)
+    ended = final(stack, q)
+    tasks = {t["task_id"]: t for t in ended["tasks"]}
+    statuses = [tasks[t]["status"] for t in ids]
+    assert statuses == ["failed", "failed", "succeeded", "failed", "cancelled"]
+    cause = "queue stopped: 3 failed, over its max_failure_percent (40% of 5)"
+    assert (ended["status"], tasks[ids[4]]["cause"]) == ("failed", cause)
+    shown = elves(stack, "queue", "show", q)
+    assert f"queue {q} (crasher): failed, at most 1 task at once, stops once over 40%" in (
+        shown.stdout
+    )

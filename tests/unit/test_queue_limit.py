@@ -1,5 +1,6 @@
 """A queue's limits, without Kafka: `max_parallel` (at most that many of its tasks hold a slot at
-once) and `max_failures` (that many failed tasks stop the rest)."""
+once), `max_failures` (that many failed tasks stop the rest) and `max_failure_percent` (more than
+that share of its tasks failed stops the rest)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from .test_queues_model import NOW, Run, add, commit, fail, ok, ready, rejection
 
 
 def limited(
-    limit: int, *adds: AddQueueTask, max_failures: int = 0
+    limit: int, *adds: AddQueueTask, max_failures: int = 0, percent: int = 0
 ) -> tuple[Run, list[tuple[str, int]]]:
     """A committed queue with `max_parallel=limit`, and what its commit readied."""
     run = Run()
-    create = CreateQueue("create-q1", NOW, "q1", "apptest", "rolling", limit, max_failures)
+    create = CreateQueue("create-q1", NOW, "q1", "apptest", "rolling", limit, max_failures, percent)
     run.command(create)
     for cmd in adds:
         [added] = run.command(cmd)
@@ -80,9 +81,15 @@ def test_without_a_limit_every_root_is_ready_at_once() -> None:
 
 def test_a_negative_limit_is_rejected() -> None:
     run = Run()
-    for limits in ({"max_parallel": -1}, {"max_failures": -1}):
+    bad: list[dict[str, int]] = [
+        {"max_parallel": -1},
+        {"max_failures": -1},
+        {"max_failure_percent": -1},
+        {"max_failure_percent": 100},  # would never stop anything: a mistake, said so
+    ]
+    for limits in bad:
         cmd = CreateQueue("create-q1", NOW, "q1", "apptest", "", **limits)
-        assert rejection(run.command(cmd)) == "403.2"
+        assert rejection(run.command(cmd)) == "403.2", limits
 
 
 def test_the_limit_and_the_slots_survive_the_rows() -> None:
@@ -120,3 +127,29 @@ def test_without_max_failures_a_failure_stops_nothing() -> None:
     events = run.outcome(fail("a", NOW + 10))
     assert not any(isinstance(e, QueueTaskCancelled) for e in events)
     assert run.task("b").status == "ready"
+
+
+def test_more_than_max_failure_percent_of_the_tasks_failed_stops_the_rest() -> None:
+    # 20% of 10 tasks: the second failure is 20%, not more; the third is 30%, and stops it.
+    ids = [f"t{i}" for i in range(10)]
+    run, _ = limited(1, *(add(t) for t in ids), percent=20)
+    assert ready(run.outcome(fail("t0", NOW + 10))) == [("t1", 1)]
+    assert ready(run.outcome(fail("t1", NOW + 20))) == [("t2", 1)]
+    events = run.outcome(fail("t2", NOW + 30))
+    cancelled = [e.task_id for e in events if isinstance(e, QueueTaskCancelled)]
+    assert cancelled == ids[3:]
+    assert isinstance(events[-1], QueueFinished) and events[-1].status == "failed"
+    cause = "queue stopped: 3 failed, over its max_failure_percent (20% of 10)"
+    assert run.task("t9").cause == cause
+    assert run.state is not None
+    restored = rows.restore(
+        [rows.header_row(run.state)] + [rows.task_row("q1", t) for t in run.state.tasks.values()]
+    )["q1"]
+    assert (restored.max_failure_percent, restored.failed_enough) == (20, True)
+
+
+def test_either_failure_limit_stops_the_queue_whichever_comes_first() -> None:
+    run, _ = limited(0, add("a"), add("b"), add("c"), add("d"), max_failures=3, percent=30)
+    run.outcome(fail("a", NOW + 10))  # 25%
+    events = run.outcome(fail("b", NOW + 20))  # 50%: over 30, before the count of 3
+    assert [e.task_id for e in events if isinstance(e, QueueTaskCancelled)] == ["c", "d"]
