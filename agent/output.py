@@ -1,14 +1,17 @@
 """What a task prints, cut into parts to send while it runs: the rules, without a clock or Kafka.
 
 The runner hands every chunk it reads from the worker's pipes to `add`, with the time; the
-agent sends each `Part` it gets back as a `TaskOutput`. A part goes out when a stream has
-`PART_BYTES` waiting, or when output has waited `WAIT_S` (`due` says when: the runner wakes then
-even if the worker prints nothing more), and the rest at the end (`finish`). So a task that
-prints a line a second is read a line a second, and a chatty one costs a message per 32 KB.
+agent sends each `Part` it gets back as a `TaskOutput`. Parts go out at most once each `WAIT_S`
+(a stream with `PART_BYTES` waiting goes at once): output that comes after a quiet spell goes
+out as it comes, and what comes sooner waits for the spell's end (`due` says when: the runner
+wakes then even if the worker prints nothing more). So a task that prints a line a second is
+read a line a second, with no wait, and a chatty one costs two messages a second, or one per
+32 KB. The rest goes at the end (`finish`).
 
-At the end the worker's result block (`<ElvesWFlag>`...`</ElvesWResult>`, which the SDK writes
-last, in one write) is left out of stdout: it is the result, not output. A task that prints
-nothing else, as most short tasks, sends no output at all.
+The worker's result block (`<ElvesWFlag>`...`</ElvesWResult>`, which the SDK writes last, in one
+write) is the result, not output: stdout from its last `<ElvesWFlag>` on is held back, and left
+out at the end. A task that prints nothing else, as most short tasks, sends no output at all. (A
+worker that prints that tag before more output has the rest held back until it ends.)
 
 At most `max_bytes` are sent an attempt; past that, bytes are counted, not kept, and the last part
 says how many were dropped.
@@ -21,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 PART_BYTES = 32 * 1024  # a stream's waiting output that goes out at once
-WAIT_S = 0.5  # the longest output waits while the task runs
+WAIT_S = 0.5  # parts go out at most this often (size aside)
 STREAMS = ("stdout", "stderr")
 _FLAG_OPEN = b"<ElvesWFlag>"
 _RESULT_CLOSE = b"</ElvesWResult>"
@@ -47,7 +50,9 @@ class OutputParts:
         self.sent_bytes = 0  # bytes taken for parts (counted before decoding)
         self.dropped_bytes = 0
         self._waiting: list[tuple[str, bytearray]] = []  # (stream, bytes): runs of one stream
+        self._held = bytearray()  # stdout from a result tag on: sent only if more comes
         self._since: float | None = None  # when the oldest waiting byte came
+        self._sent_at = float("-inf")  # when parts last went out
         self._seq = 0
         self._decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in STREAMS}
 
@@ -59,6 +64,9 @@ class OutputParts:
             chunk = chunk[: max(room, 0)]
         if not chunk:
             return []
+        if stream == "stdout" and self._held:
+            chunk = bytes(self._held) + chunk  # more came after the tag: it was not the end
+            self._held.clear()
         if self._waiting and self._waiting[-1][0] == stream:
             self._waiting[-1][1].extend(chunk)
         else:
@@ -66,39 +74,53 @@ class OutputParts:
         if self._since is None:
             self._since = now
         if len(self._waiting[-1][1]) >= self.part_bytes or now >= self.due():
-            return self.flush()
+            return self.flush(now)
         return []
 
     def due(self) -> float:
         """When what waits must go out though nothing more comes (infinity if nothing waits):
         the runner sleeps no longer than this."""
-        return float("inf") if self._since is None else self._since + self.wait_s
+        if self._since is None:
+            return float("inf")
+        return max(self._since, self._sent_at + self.wait_s)
 
-    def flush(self) -> list[Part]:
-        """Everything waiting, as parts (one per run of a stream)."""
-        parts = [self._part(stream, bytes(data), final=False) for stream, data in self._waiting]
-        self._waiting.clear()
-        self._since = None
-        return [p for p in parts if p.data]
+    def flush(self, now: float) -> list[Part]:
+        """What waits, as parts (one per run of a stream), but a result block."""
+        if self._waiting and self._waiting[-1][0] == "stdout":
+            run = self._waiting[-1][1]
+            tag = run.rfind(_FLAG_OPEN)
+            if tag >= 0:
+                self._held = run[tag:]
+                del run[tag:]
+        parts = self._parts(final=False)
+        if parts:
+            self._sent_at = now
+        return parts
 
     def finish(self) -> list[Part]:
         """The rest, once the worker's pipes are closed: without the result block, and with the
         count of dropped bytes on the last part."""
+        if self._held:
+            self._waiting.append(("stdout", self._held))
         for i in range(len(self._waiting) - 1, -1, -1):
             stream, data = self._waiting[i]
             if stream == "stdout":
                 self._waiting[i] = (stream, bytearray(without_result(bytes(data))))
                 break
-        parts = [self._part(stream, bytes(data), final=True) for stream, data in self._waiting]
-        self._waiting.clear()
-        self._since = None
-        parts = [p for p in parts if p.data]
+        parts = self._parts(final=True)
         if self.dropped_bytes:
             last = parts.pop() if parts else Part(self._next_seq(), "stdout", "")
             parts.append(replace(last, dropped_bytes=self.dropped_bytes))
         return parts
 
-    def _part(self, stream: str, data: bytes, *, final: bool) -> Part:
+    def _parts(self, *, final: bool) -> list[Part]:
+        """Everything waiting as parts; nothing waits after."""
+        parts = [self._part(stream, bytes(data), final) for stream, data in self._waiting if data]
+        self._waiting.clear()
+        self._since = None
+        return [p for p in parts if p.data]
+
+    def _part(self, stream: str, data: bytes, final: bool) -> Part:
         self.sent_bytes += len(data)
         text = self._decoders[stream].decode(data, final)  # a character split across chunks waits
         if not text:
@@ -110,7 +132,7 @@ class OutputParts:
         return self._seq - 1
 
     def _waiting_bytes(self) -> int:
-        return sum(len(data) for _, data in self._waiting)
+        return len(self._held) + sum(len(data) for _, data in self._waiting)
 
 
 def without_result(stdout: bytes) -> bytes:
@@ -137,8 +159,8 @@ class OutputStream:
     def due(self) -> float:
         return self.parts.due()
 
-    def flush(self) -> None:
-        self._send(self.parts.flush())
+    def flush(self, now: float) -> None:
+        self._send(self.parts.flush(now))
 
     def finish(self) -> None:
         self._send(self.parts.finish())

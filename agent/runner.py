@@ -305,7 +305,7 @@ class Runner:
                     report = None
                     continue
                 if output is not None and now >= output.due():
-                    output.flush()
+                    output.flush(now)
                     continue
                 wait = deadline - now
                 if cancel is not None and killed is None:

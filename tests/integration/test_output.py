@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from elves.local import Stack, wait_for
 
 from .conftest import AGENT
+from .test_agent_cron import CronAgent, entry, write_crons
 from .test_cli import elves
 
 TICKS = 8
@@ -122,6 +124,29 @@ def test_the_cli_follows_a_task_s_output_to_its_end(stack: Stack) -> None:
     assert crashed.returncode == 2  # as `elves exec` for a failed task
     assert crashed.stdout == "before the crash\n"
     assert crashed.stderr == "crasher: going down\n"
+
+
+def test_an_agent_cron_run_s_output_reaches_the_center(stack: Stack, tmp_path: Path) -> None:
+    """An agent's own cron (AANP) runs its tasks through the same runner: their output is
+    streamed as a dispatched task's is."""
+    agent = CronAgent(stack, tmp_path)
+    ticks = entry("ticks", app="sleeper", func="tick", params={"n": 2, "every": 0.1})
+    write_crons(agent.cron_file, ticks)
+    agent.start()
+    try:
+        task_id, _ = agent.wait_runs(agent.cron_id("ticks"), 1)[0]
+    finally:
+        agent.stop()
+    path = f"/api/v1/tasks/{task_id}/output"
+
+    def whole() -> list[dict[str, Any]] | None:
+        reply = stack.client.get(path)
+        parts: list[dict[str, Any]] = reply.json().get("parts", [])
+        return parts if "".join(p["data"] for p in parts).count("tick") == 2 else None
+
+    parts = wait_for("the cron run's output in the audit", whole, 15)
+    assert "".join(p["data"] for p in parts if p["stream"] == "stdout") == "tick 1\ntick 2\n"
+    assert {(p["attempt"], p["agent_id"]) for p in parts} == {(1, agent.agent_id)}
 
 
 def _ok(reply: Any) -> Any:

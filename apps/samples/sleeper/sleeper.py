@@ -2,8 +2,9 @@
 
 `sleep` params: {"seconds": N, "pidfile": optional path where the child's pid is written,
 "log": optional path of a file that gets one line per run (to count runs)}.
-`tick` params: {"n": N, "every": seconds}: prints `tick i` N times, one each `every` seconds,
-and `half way` on stderr half way: output that the agent streams while the task runs.
+`tick` params: {"n": N, "every": seconds, "stamp": false}: prints `tick i` N times, one each
+`every` seconds (with `stamp`, followed by the Unix time it was printed at), and `half way` on
+stderr half way: output that the agent streams while the task runs.
 """
 
 import os
@@ -30,8 +31,9 @@ class sleeper:  # noqa: N801 - the contract: the class is named as the app
 
     def tick(self, param: dict) -> tuple[str, str]:
         n, every = int(param.get("n", 3)), float(param.get("every", 1))
+        stamp = bool(param.get("stamp"))
         for i in range(1, n + 1):
-            print(f"tick {i}")
+            print(f"tick {i} {time.time():.6f}" if stamp else f"tick {i}")
             if i == n // 2:
                 print("half way", file=sys.stderr)
             if i < n:
