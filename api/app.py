@@ -363,4 +363,7 @@ def run(settings: Settings) -> None:
         # the client drops an idle connection first: when the server closed it at the moment a
         # client reused it, the request failed with a read error (bench/instant.py, once).
         timeout_keep_alive=30,
+        # An open follow of a task's output (`api/output.py`) lasts until the task ends: at a
+        # stop, the gateway waits for open requests this long, then closes them.
+        timeout_graceful_shutdown=5,
     )

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from elves.local import Stack, wait_for
+import httpx
 
-from .conftest import AGENT
+from elves.client import client
+from elves.local import Stack, wait_for
+from elves.topics import ensure_topics
+
+from .conftest import AGENT, stack_settings
 from .test_agent_cron import CronAgent, entry, write_crons
 from .test_cli import elves
 
@@ -151,3 +158,39 @@ def test_an_agent_cron_run_s_output_reaches_the_center(stack: Stack, tmp_path: P
 
 def _ok(reply: Any) -> Any:
     return reply if reply.status_code == 200 else None
+
+
+def test_a_gateway_with_an_open_follow_still_stops_promptly(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A follow lasts until its task ends; a gateway asked to stop closes it after a grace of 5 s
+    rather than wait for the task (it waited until it was killed, 30 s here, before)."""
+    settings = stack_settings(kafka_bootstrap, "gwstop", tmp_path)
+    ensure_topics(settings)
+    own = Stack(settings, client(settings, timeout=30))
+    agent = "gwstop-agent-1"
+    try:
+        own.start([agent])
+        reply = own.client.post(
+            "/api/v1/queues/quick",
+            json={"app": "sleeper", "agent": agent, "func": "tick", "params": {"n": 60}},
+        )
+        path = f"/api/v1/tasks/{reply.json()['task_id']}/output"
+        wait_for("the task in the audit", lambda: own.client.get(path).status_code == 200, 15)
+        read: list[str] = []
+
+        def follow() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # the gateway closes it: expected
+                with own.client.stream("GET", path, params={"follow": "true"}) as stream:
+                    read.extend(stream.iter_lines())
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        wait_for("the follow to read a line", lambda: read, 15)
+        gateway = next(p for p in own.processes if p.name == "gateway")
+        asked = time.monotonic()
+        gateway.stop(timeout=30)
+        took = time.monotonic() - asked
+        assert gateway.popen.returncode != -signal.SIGKILL and took < 15, took
+    finally:
+        own.close()
