@@ -185,7 +185,8 @@ _S, _I, _O, _L = {"type": "string"}, {"type": "integer"}, {"type": "object"}, {"
 _TASK = {"agent": _S, "selector": _S, "func": _S, "params": _O, "timeout": _I, "mode": _S,
          "depends_on": _L, "run_if": _S, "max_attempts": _I, "backoff_s": _I, "task_id": _S,
          "proxy": _S}  # fmt: skip
-_LIMITS = {"max_parallel": _I, "max_failures": _I, "max_failure_percent": _I}
+_LIMITS = {"max_parallel": _I, "max_failures": _I, "max_failure_percent": _I,
+           "max_parallel_percent": _I}  # fmt: skip
 _CRON = {"agent": _S, "selector": _S, "app": _S, "func": _S, "params": _O, "rule": _S,
          "timezone": _S, "timeout": _I, "mode": _S, "misfire": _S, "overlap": _S,
          "name": _S}  # fmt: skip
@@ -203,7 +204,8 @@ _MORE: dict[str, dict[str, Any]] = {
         "post": _op(
             "Create a queue for an app (max_parallel: at most that many tasks at once; "
             "max_failures: that many failed tasks cancel the rest; max_failure_percent: more "
-            "than that percent of its tasks failed cancels the rest)",
+            "than that percent of its tasks failed cancels the rest; max_parallel_percent: at "
+            "most that percent of its tasks at once)",
             400,
             body={**_LIMITS, "app": _S, "name": _S},
         ),

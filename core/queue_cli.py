@@ -185,15 +185,24 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _print_queue(data: dict[str, Any], note: str = "") -> None:
-    limit, failures = data.get("max_parallel"), data.get("max_failures")
-    if data.get("max_failure_percent"):
-        note = f", stops once over {data['max_failure_percent']}% of its tasks failed{note}"
-    if failures:
-        note = f", stops after {failures} failed task{'s' if failures > 1 else ''}{note}"
-    if limit:
-        note = f", at most {limit} task{'s' if limit > 1 else ''} at once{note}"
-    out(f"queue {data['queue_id']} ({data['app']}): {data['status']}{note}")
+    out(f"queue {data['queue_id']} ({data['app']}): {data['status']}{_limits_said(data)}{note}")
     out(render(QUEUE_TASK_HEADERS, [queue_task_row(t) for t in data["tasks"]]))
+
+
+def _limits_said(data: dict[str, Any]) -> str:
+    """A queue's limits as `show` prints them after its status, or nothing."""
+    said = []
+    if limit := data.get("max_parallel"):
+        said.append(f"at most {limit} task{'s' if limit > 1 else ''} at once")
+    if percent := data.get("max_parallel_percent"):
+        tasks = len(data["tasks"])
+        share = f" ({max(1, percent * tasks // 100)} of {tasks})" if tasks else ""
+        said.append(f"at most {percent}% of its tasks at once{share}")
+    if failures := data.get("max_failures"):
+        said.append(f"stops after {failures} failed task{'s' if failures > 1 else ''}")
+    if percent := data.get("max_failure_percent"):
+        said.append(f"stops once over {percent}% of its tasks failed")
+    return "".join(f", {s}" for s in said)
 
 
 LIST_HEADERS = ["queue", "app", "name", "status", "tasks", "created (UTC)", "finished (UTC)"]
@@ -234,11 +243,11 @@ def _task_options(p: argparse.ArgumentParser) -> None:
 def _limit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-parallel",
-        type=int,
-        default=0,
-        metavar="N",
-        help="at most N of the queue's tasks at once, in the order added (a rolling run: "
-        "quick with --selector); 0, the default: no limit",
+        type=parallel_limit,
+        default=(0, 0),
+        metavar="N|P%",
+        help="at most N of the queue's tasks at once (or P%% of them, at least 1), in the order "
+        "added (a rolling run: quick with --selector); 0, the default: no limit",
     )
     p.add_argument(
         "--max-failures",
@@ -250,22 +259,34 @@ def _limit_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def failure_limit(text: str) -> tuple[int, int]:
-    """`--max-failures`: "N" a count, "P%" a percent of the queue's tasks: (count, percent)."""
+def _count_or_percent(text: str, most_percent: int) -> tuple[int, int]:
+    """ "N" a count, "P%" a percent of the queue's tasks: (count, percent)."""
     number, percent = (text[:-1], True) if text.endswith("%") else (text, False)
-    if not number.isdigit() or (percent and not 0 < int(number) < 100):
+    if not number.isdigit() or (percent and not 0 < int(number) <= most_percent):
         raise argparse.ArgumentTypeError(
-            f"{text!r}: a whole number of tasks (3) or a percent from 1 to 99 (10%)"
+            f"{text!r}: a whole number of tasks (3) or a percent from 1 to {most_percent} (10%)"
         )
     return (0, int(number)) if percent else (int(number), 0)
 
 
+def parallel_limit(text: str) -> tuple[int, int]:
+    """`--max-parallel`: (count, percent)."""
+    return _count_or_percent(text, 100)
+
+
+def failure_limit(text: str) -> tuple[int, int]:
+    """`--max-failures`: (count, percent); 100% could never stop a queue."""
+    return _count_or_percent(text, 99)
+
+
 def _limits(args: argparse.Namespace) -> dict[str, int]:
-    count, percent = args.max_failures
+    parallel, parallel_percent = args.max_parallel
+    failures, failure_percent = args.max_failures
     return {
-        "max_parallel": args.max_parallel,
-        "max_failures": count,
-        "max_failure_percent": percent,
+        "max_parallel": parallel,
+        "max_failures": failures,
+        "max_failure_percent": failure_percent,
+        "max_parallel_percent": parallel_percent,
     }
 
 

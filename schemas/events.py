@@ -355,6 +355,8 @@ class CreateQueue:
     max_failures: int = 0
     # Since v3: once more than this percent of its tasks failed or timed out, the same; 0: never.
     max_failure_percent: int = 0
+    # Since v3: at most this percent of its tasks at once (rounded down, at least 1); 0: any.
+    max_parallel_percent: int = 0
 
 
 @dataclass(frozen=True)
@@ -408,6 +410,7 @@ class QueueCreated:
     max_parallel: int = 0  # since v2, as `CreateQueue`'s
     max_failures: int = 0  # since v2, as `CreateQueue`'s
     max_failure_percent: int = 0  # since v3, as `CreateQueue`'s
+    max_parallel_percent: int = 0  # since v3, as `CreateQueue`'s
 
 
 @dataclass(frozen=True)

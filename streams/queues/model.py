@@ -176,6 +176,9 @@ def decide_create(state: QueueState | None, cmd: CreateQueue, now: int) -> list[
     if not 0 <= cmd.max_failure_percent < 100:
         reason = f"max_failure_percent must be 0 (no limit) to 99, not {cmd.max_failure_percent}"
         return _reject(cmd, "403.2", reason, now)
+    if not 0 <= cmd.max_parallel_percent <= 100:
+        reason = f"max_parallel_percent must be 0 (no limit) to 100, not {cmd.max_parallel_percent}"
+        return _reject(cmd, "403.2", reason, now)
     return [
         QueueCreated(
             created,
@@ -186,6 +189,7 @@ def decide_create(state: QueueState | None, cmd: CreateQueue, now: int) -> list[
             cmd.max_parallel,
             cmd.max_failures,
             cmd.max_failure_percent,
+            cmd.max_parallel_percent,
         )
     ]
 

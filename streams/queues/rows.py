@@ -27,6 +27,7 @@ HEADER_FIELDS = (
     "max_parallel",
     "max_failures",
     "max_failure_percent",
+    "max_parallel_percent",
 )
 TASK_FIELDS = tuple(f.name for f in fields(QueueTask) if f.name not in ("waiting", "dependents"))
 

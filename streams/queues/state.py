@@ -159,6 +159,8 @@ class QueueState:
     max_failures: int = 0  # once this many tasks are `FAILED`, the rest are cancelled; 0: never
     # Once more than this percent of the tasks are `FAILED`, the same; 0: never.
     max_failure_percent: int = 0
+    # At most this percent of the tasks in a `SLOT` status at once (at least 1); 0: no limit.
+    max_parallel_percent: int = 0
     # Derived, like the tasks' `waiting` and `dependents`:
     unfinished: int = 0  # tasks that have not ended
     unsucceeded: int = 0  # tasks that ended otherwise than succeeded
@@ -182,9 +184,20 @@ class QueueState:
         return percent > 0 and self.failures * 100 > percent * len(self.tasks)
 
     @property
+    def parallel_limit(self) -> int | None:
+        """How many tasks may hold a slot at once: the lower of `max_parallel` and
+        `max_parallel_percent` of the tasks (rounded down, at least 1, as Ansible's `serial`:
+        25% of 10 is 2); None: no limit. Its tasks are fixed once the queue is committed."""
+        limits = [self.max_parallel] if self.max_parallel > 0 else []
+        if self.max_parallel_percent > 0:
+            limits.append(max(1, self.max_parallel_percent * len(self.tasks) // 100))
+        return min(limits) if limits else None
+
+    @property
     def free_slots(self) -> int | None:
         """How many more tasks may be made ready now; None: no limit."""
-        return None if self.max_parallel <= 0 else max(0, self.max_parallel - self.busy)
+        limit = self.parallel_limit
+        return None if limit is None else max(0, limit - self.busy)
 
     @classmethod
     def restore(cls, header: QueueState, tasks: Iterable[QueueTask]) -> QueueState:
@@ -323,6 +336,7 @@ def _step(state: QueueState | None, event: Event) -> QueueState | None:
             max_parallel=event.max_parallel,
             max_failures=event.max_failures,
             max_failure_percent=event.max_failure_percent,
+            max_parallel_percent=event.max_parallel_percent,
         )
     return None
 

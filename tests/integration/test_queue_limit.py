@@ -30,19 +30,7 @@ def test_a_queue_with_a_limit_runs_at_most_that_many_tasks_at_once(stack: Stack)
     ended = final(stack, q)
     assert ended["status"] == "succeeded" and ended["max_parallel"] == 2
 
-    # The queue's own log, in its order: a slot is taken by a ready and freed by an outcome.
-    sql = (
-        f"SELECT type, task_id FROM events WHERE queue_id = '{q}' "
-        f"AND topic = '{stack.settings.topic('queues')}' ORDER BY offset"
-    )
-    log = wait_for("the queue's log", lambda: _whole(stack.audit(sql), len(ids)), 15)
-    held, most, order = 0, 0, []
-    for kind, task_id in log:
-        if kind == "QueueTaskReady":
-            held, most = held + 1, max(most, held + 1)
-            order.append(task_id)
-        elif kind == "TaskSucceeded":
-            held -= 1
+    most, order = _slots(stack, q, len(ids))
     assert most == 2 and order == ids  # two at a time, in the order they were added
 
     # A rerun keeps the limit, and the CLI shows it.
@@ -64,7 +52,41 @@ def test_the_cli_makes_a_rolling_queue(stack: Stack) -> None:
 
     assert f"queue {q} (sleeper): open, at most 1 task at once" in wait_for("it", shown, 15)
     refused = elves(stack, "queue", "create", "sleeper", "--max-parallel", "-1")
-    assert refused.returncode == 1 and "max_parallel" in refused.stdout
+    assert refused.returncode == 2 and "--max-parallel" in refused.stderr  # argparse's refusal
+
+
+def _slots(stack: Stack, q: str, tasks: int) -> tuple[int, list[str]]:
+    """From the queue's own log, in its order (a slot is taken by a ready and freed by an
+    outcome): the most slots held at once, and the tasks in the order they were readied."""
+    sql = (
+        f"SELECT type, task_id FROM events WHERE queue_id = '{q}' "
+        f"AND topic = '{stack.settings.topic('queues')}' ORDER BY offset"
+    )
+    log = wait_for("the queue's log", lambda: _whole(stack.audit(sql), tasks), 15)
+    held, most, order = 0, 0, []
+    for kind, task_id in log:
+        if kind == "QueueTaskReady":
+            held, most = held + 1, max(most, held + 1)
+            order.append(task_id)
+        elif kind == "TaskSucceeded":
+            held -= 1
+    return most, order
+
+
+def test_a_queue_runs_at_most_its_max_parallel_percent_of_its_tasks_at_once(stack: Stack) -> None:
+    bad = stack.client.post("/api/v1/queues", json={"app": "sleeper", "max_parallel_percent": 101})
+    assert code(bad) == (400, WrongType.code), bad.text
+    made = elves(stack, "queue", "create", "sleeper", "--max-parallel", "50%")
+    assert made.returncode == 0, made.stdout + made.stderr
+    q = made.stdout.strip()
+    ids = [f"{q[:8]}-{n}" for n in range(4)]
+    for task_id in ids:
+        add(stack, q, task_id, "sleep", params={"seconds": 0.5})
+    commit(stack, q)
+    assert final(stack, q)["status"] == "succeeded"
+    assert _slots(stack, q, len(ids)) == (2, ids)  # 50% of 4
+    shown = elves(stack, "queue", "show", q)
+    assert "succeeded, at most 50% of its tasks at once (2 of 4)" in shown.stdout
 
 
 def _whole(log: list[list[str]], tasks: int) -> list[list[str]] | None:

@@ -18,11 +18,16 @@ from .test_queues_model import NOW, Run, add, commit, fail, ok, ready, rejection
 
 
 def limited(
-    limit: int, *adds: AddQueueTask, max_failures: int = 0, percent: int = 0
+    limit: int,
+    *adds: AddQueueTask,
+    max_failures: int = 0,
+    percent: int = 0,
+    parallel_percent: int = 0,
 ) -> tuple[Run, list[tuple[str, int]]]:
     """A committed queue with `max_parallel=limit`, and what its commit readied."""
     run = Run()
-    create = CreateQueue("create-q1", NOW, "q1", "apptest", "rolling", limit, max_failures, percent)
+    limits = (limit, max_failures, percent, parallel_percent)
+    create = CreateQueue("create-q1", NOW, "q1", "apptest", "rolling", *limits)
     run.command(create)
     for cmd in adds:
         [added] = run.command(cmd)
@@ -86,6 +91,8 @@ def test_a_negative_limit_is_rejected() -> None:
         {"max_failures": -1},
         {"max_failure_percent": -1},
         {"max_failure_percent": 100},  # would never stop anything: a mistake, said so
+        {"max_parallel_percent": -1},
+        {"max_parallel_percent": 101},
     ]
     for limits in bad:
         cmd = CreateQueue("create-q1", NOW, "q1", "apptest", "", **limits)
@@ -153,3 +160,19 @@ def test_either_failure_limit_stops_the_queue_whichever_comes_first() -> None:
     run.outcome(fail("a", NOW + 10))  # 25%
     events = run.outcome(fail("b", NOW + 20))  # 50%: over 30, before the count of 3
     assert [e.task_id for e in events if isinstance(e, QueueTaskCancelled)] == ["c", "d"]
+
+
+def test_max_parallel_percent_is_a_share_of_the_tasks_rounded_down_and_at_least_one() -> None:
+    ids = [f"t{i}" for i in range(10)]
+    run, first = limited(0, *(add(t) for t in ids), parallel_percent=25)
+    assert first == [("t0", 1), ("t1", 1)]  # 25% of 10: 2
+    assert ready(run.outcome(ok("t0", NOW + 10))) == [("t2", 1)]
+    assert run.state is not None and run.state.parallel_limit == 2
+    _, one = limited(0, add("a"), add("b"), add("c"), parallel_percent=10)  # 0.3: still 1
+    assert one == [("a", 1)]
+    _, lower = limited(3, *(add(t) for t in ids), parallel_percent=50)  # 3 against 5
+    assert lower == [("t0", 1), ("t1", 1), ("t2", 1)]
+    restored = rows.restore(
+        [rows.header_row(run.state)] + [rows.task_row("q1", t) for t in run.state.tasks.values()]
+    )["q1"]
+    assert (restored.parallel_limit, restored.free_slots) == (2, 0)
