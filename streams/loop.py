@@ -215,6 +215,8 @@ class Loop:
         self._folds: Folds | None = None
         self._behind: dict[tuple[str, int], int] = {}  # input partition -> end to read up to
         self._behind_since = 0.0
+        self._looks_left = 0  # times the ends are to be taken again once reached (`_caught_up`)
+        self._starts_at: dict[tuple[str, int], int] = {}  # where the assignment began reading
 
     def send(
         self,
@@ -309,6 +311,8 @@ class Loop:
                     committing = time.perf_counter()
                     if not self.commit():
                         self._rewind(c)
+                    elif self._looks_left and not self._behind:
+                        self._look_again(c)
                     stats.committed(time.perf_counter() - committing)
                     last_commit = now
                 if now - stats.since >= STATS_EVERY_S:
@@ -411,8 +415,7 @@ class Loop:
         self._restore(self.owned)
         starts = self._starts(c.assignment())
         c.assign(starts)
-        self._behind = self._ends(c, starts)
-        self._behind_since = time.monotonic()
+        self._behind_from(c, starts)
         self._folds.on_assigned(set(self.owned))
 
     def _on_assign(self, c: Consumer, partitions: list[TopicPartition]) -> None:
@@ -433,9 +436,31 @@ class Loop:
         )
         starts = self._starts(partitions)
         c.assign(starts)
+        self._behind_from(c, starts)
+        self._folds.on_assigned(set(owned))
+
+    def _behind_from(self, c: Consumer, starts: list[TopicPartition]) -> None:
+        """The clocks wait until the inputs are read to `ends`, then to their ends once more:
+        reading what was behind may send to the loop's own inputs (a replayed result's outcome
+        is copied to `crons`), which it reads only after its next commit. Without that second
+        look a cron whose last run ended just before a crash still looked busy to the clocks,
+        and its catch-up fire was skipped as an overlap (the misfire test, once)."""
+        self._starts_at = {(tp.topic, tp.partition): tp.offset for tp in starts}
         self._behind = self._ends(c, starts)
         self._behind_since = time.monotonic()
-        self._folds.on_assigned(set(owned))
+        self._looks_left = 1 if self._behind else 0
+
+    def _look_again(self, c: Consumer) -> None:
+        """After a commit: the inputs' ends now, which hold what the catch-up sent itself, from
+        where each partition has been read to (where it began, if nothing was read there)."""
+        self._looks_left -= 1
+        read_to = []
+        for tp in c.position(c.assignment()):
+            if tp.offset < 0:  # nothing consumed there yet
+                tp.offset = self._starts_at.get((tp.topic, tp.partition), tp.offset)
+            read_to.append(tp)
+        self._behind = self._ends(c, read_to)
+        self._behind_since = time.monotonic()
 
     def _ends(self, c: Consumer, starts: list[TopicPartition]) -> dict[tuple[str, int], int]:
         """The end of each input partition that has something to read from its start: what
@@ -463,16 +488,15 @@ class Loop:
         """Whether the inputs were read up to their ends as of the assignment. Until then the
         clocks wait: a fire's outcome still unread would make its cron look busy, and its
         next fire would be skipped as an overlap (found by the misfire test)."""
-        if not self._behind:
-            return True
-        positions = c.position([TopicPartition(t, p) for t, p in self._behind])
-        for tp in positions:
-            if tp.offset >= self._behind[(tp.topic, tp.partition)]:
-                del self._behind[(tp.topic, tp.partition)]
+        if self._behind:
+            positions = c.position([TopicPartition(t, p) for t, p in self._behind])
+            for tp in positions:
+                if tp.offset >= self._behind[(tp.topic, tp.partition)]:
+                    del self._behind[(tp.topic, tp.partition)]
         if self._behind and time.monotonic() - self._behind_since > CATCH_UP_LIMIT_S:
             log.warning("inputs not read to their ends in time: %s; the clocks go on", self._behind)
-            self._behind = {}
-        return not self._behind
+            self._behind, self._looks_left = {}, 0
+        return not self._behind and not self._looks_left  # the second look: `_behind_from`
 
     def _on_revoke(self, _c: Consumer, _partitions: list[TopicPartition]) -> None:
         # Eager rebalancing revokes everything; the rows stay in memory, and only the partitions

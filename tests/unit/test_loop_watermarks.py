@@ -69,3 +69,50 @@ def test_an_assignment_gives_up_on_ends_it_cannot_learn_and_the_clocks_wait_for_
     ends = loop()._ends(Client(), starts)  # type: ignore[arg-type]
     assert ends == {("t", 0): UNKNOWN_END, ("u", 1): 7}  # the other is still asked, once
     assert answers.asked == 1
+
+
+class Inputs:
+    """A consumer's view of its inputs: each partition's end (`high`) and read position."""
+
+    def __init__(self, high: dict[tuple[str, int], int], read: dict[tuple[str, int], int]):
+        self.high, self.read = high, read
+
+    def get_watermark_offsets(
+        self, tp: TopicPartition, timeout: float, cached: bool
+    ) -> tuple[int, int]:
+        return 0, self.high[(tp.topic, tp.partition)]
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t, p in self.high]
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [
+            TopicPartition(tp.topic, tp.partition, self.read.get((tp.topic, tp.partition), -1001))
+            for tp in partitions
+        ]
+
+
+def test_the_clocks_wait_for_what_the_catch_up_sent_to_the_loop_s_own_inputs() -> None:
+    """A result read while catching up is copied to `crons`, which the loop reads after its next
+    commit: the clocks wait for that too, or a cron whose run had ended looked busy."""
+    results, crons = ("results", 0), ("crons", 0)
+    inputs = Inputs(high={results: 5, crons: 3}, read={})
+    looping = loop()
+    looping._behind_from(inputs, [TopicPartition(*results, 2), TopicPartition(*crons, 3)])  # type: ignore[arg-type]
+    assert looping._behind == {results: 5}  # crons had nothing to read
+    assert not looping._caught_up(inputs)  # type: ignore[arg-type]
+    inputs.read[results] = 5  # read to the end as of the assignment; its copy went to crons:
+    inputs.high[crons] = 4
+    assert not looping._caught_up(inputs)  # type: ignore[arg-type]
+    looping._look_again(inputs)  # type: ignore[arg-type]  # after the next commit
+    assert looping._behind == {crons: 4}  # from where crons began: nothing was read there
+    assert not looping._caught_up(inputs)  # type: ignore[arg-type]
+    inputs.read[crons] = 4
+    assert looping._caught_up(inputs)  # type: ignore[arg-type]
+
+
+def test_nothing_behind_at_the_assignment_lets_the_clocks_go_at_once() -> None:
+    inputs = Inputs(high={("results", 0): 5}, read={})
+    looping = loop()
+    looping._behind_from(inputs, [TopicPartition("results", 0, 5)])  # type: ignore[arg-type]
+    assert looping._caught_up(inputs)  # type: ignore[arg-type]
