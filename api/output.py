@@ -74,6 +74,7 @@ def _end(task_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def _follow(gw: Gateway, task_id: str, after: int) -> AsyncIterator[bytes]:
     ended_at: float | None = None
+    end: dict[str, Any] = {}  # the task's end, once the audit has it (an end does not change)
     while True:
         parts: list[OutputRow] = await asyncio.to_thread(gw.store.task_output, task_id, after, PAGE)
         for part in parts:
@@ -82,12 +83,11 @@ async def _follow(gw: Gateway, task_id: str, after: int) -> AsyncIterator[bytes]
         if len(parts) == PAGE:
             continue  # more waits already
         if ended_at is not None and time.monotonic() >= ended_at + SETTLE_S:
-            rows = await asyncio.to_thread(gw.store.task_events, task_id)
-            yield _line({**_end(task_id, rows), "next": after})
+            yield _line({**end, "next": after})
             return
         if ended_at is None:
-            rows = await asyncio.to_thread(gw.store.task_events, task_id)
-            if _end(task_id, rows)["ended"]:
+            end = _end(task_id, await asyncio.to_thread(gw.store.task_events, task_id))
+            if end["ended"]:
                 ended_at = time.monotonic()
         await asyncio.sleep(POLL_S)
 

@@ -67,27 +67,19 @@ async def create_queue(request: Request) -> JSONResponse:
     return JSONResponse({"queue_id": queue_id}, status_code=201)
 
 
-LIMITS = (  # a queue's limits, in `CreateQueue`'s order, each with its most (None: any)
-    ("max_parallel", None),
-    ("max_failures", None),
-    ("max_failure_percent", 99),
-    ("max_parallel_percent", 100),
-)
-
-
-def _limits(body: dict[str, Any]) -> tuple[int, int, int, int]:
-    """`LIMITS` from a body: at most this many of the queue's tasks at once; the failed tasks
-    that stop the rest; the percent of its tasks that, failed, stop the rest once exceeded; the
-    percent of its tasks at once (0, the default of each: no limit)."""
+def _limits(body: dict[str, Any]) -> list[int]:
+    """The queue's `LIMITS` from a body, in `CreateQueue`'s order, checked before anything is
+    sent as the queue fold checks them (0, the default of each: no limit)."""
     limits = []
-    for name, most in LIMITS:
+    for name, _ in queues.LIMITS:
         limit = body.get(name, 0)
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        if not isinstance(limit, int) or isinstance(limit, bool):
             raise WrongType(f"{name} must be a whole number, 0 (no limit) or more", field=name)
-        if most is not None and limit > most:
-            raise WrongType(f"{name} must be 0 (no limit) to {most}", field=name)
+        reason = queues.limit_error(name, limit)
+        if reason is not None:
+            raise WrongType(reason, field=name)
         limits.append(limit)
-    return limits[0], limits[1], limits[2], limits[3]
+    return limits
 
 
 async def add_task(request: Request) -> JSONResponse:
@@ -258,6 +250,7 @@ async def get_queue(request: Request) -> JSONResponse:
         raise NotFound(f"no queue {queue_id}" + ("" if as_of is None else " at that time"))
     data: dict[str, Any] = asdict(state)
     data["tasks"] = list(data["tasks"].values())
+    data["parallel_limit"] = state.parallel_limit  # derived: the lower of the two limits
     data["as_of"] = as_of
     return JSONResponse(data)
 
@@ -288,7 +281,7 @@ async def rerun(request: Request) -> JSONResponse:
         raise CommandRejected("412.7", f"queue {old_id} has no task that did not succeed")
     require_agents(request, sorted({r.task.agent_id for r in planned}))
     name = str(body.get("name") or f"rerun of {state.name or old_id}")
-    limits = tuple(getattr(state, name) for name, _ in LIMITS)
+    limits = [getattr(state, name) for name, _ in queues.LIMITS]
     await send(gw, CreateQueue(new_id(), _now(), queue_id, state.app, name, *limits))
     commands = [_rerun_add(queue_id, r) for r in planned]
     answers: list[Event | CommandRejected] = []

@@ -18,6 +18,7 @@ from elves.client import client
 from elves.config import Settings
 from elves.errors import NotFound
 from elves.queue_cli import AUDIT_LAG_S
+from elves.table import say_error
 
 RETRY_S = 0.5  # between asks for a task not in the audit yet
 
@@ -67,9 +68,7 @@ def cmd_output(args: argparse.Namespace, settings: Settings) -> int:
                 if reply.status_code == 200:
                     return _page(signing, path, reply.json(), printer)
             if reply.status_code != NotFound.status or time.monotonic() - started > AUDIT_LAG_S:
-                error = reply.json().get("error", {})
-                sys.stdout.write(f"error [{error.get('code')}]: {error.get('message')}\n")
-                return 1
+                return say_error(reply.json())
             time.sleep(RETRY_S)
 
 
@@ -94,9 +93,7 @@ def _page(signing: Any, path: str, data: dict[str, Any], printer: Printer) -> in
         reply = signing.get(path, params={"after": data["next"]})
         data = reply.json()
         if reply.status_code != 200:
-            error = data.get("error", {})
-            sys.stdout.write(f"error [{error.get('code')}]: {error.get('message')}\n")
-            return 1
+            return say_error(data)
 
 
 def register(sub: Any) -> None:

@@ -15,7 +15,16 @@ from elves.config import Settings
 from elves.errors import NotFound
 from elves.streams.queues.rerun import ONLY
 from elves.streams.queues.state import QUEUE_FINAL, TaskStatus
-from elves.table import QUEUE_TASK_HEADERS, call, out, params_of, queue_task_row, render, when
+from elves.table import (
+    QUEUE_TASK_HEADERS,
+    call,
+    out,
+    params_of,
+    queue_task_row,
+    render,
+    say_error,
+    when,
+)
 
 # `--wait`'s exit codes, beside 0 (the queue succeeded) and 1 (a call failed).
 ENDED_UNSUCCESSFUL = 2  # the queue ended failed or stopped, as `elves exec` for a task
@@ -142,9 +151,7 @@ def wait(settings: Settings, queue_id: str, timeout_s: float | None) -> int:
             if response.status_code == NotFound.status and waited < lag_s:
                 data = {"status": "not in the audit yet", "tasks": []}
             elif response.status_code >= 400:
-                error = data.get("error", {})
-                out(f"error [{error.get('code')}]: {error.get('message')}")
-                return 1
+                return say_error(data)
             line = progress(data)
             if line != said:
                 out(f"{waited:6.1f} s  {line}")
@@ -196,7 +203,7 @@ def _limits_said(data: dict[str, Any]) -> str:
         said.append(f"at most {limit} task{'s' if limit > 1 else ''} at once")
     if percent := data.get("max_parallel_percent"):
         tasks = len(data["tasks"])
-        share = f" ({max(1, percent * tasks // 100)} of {tasks})" if tasks else ""
+        share = f" ({data['parallel_limit']} of {tasks})" if tasks else ""
         said.append(f"at most {percent}% of its tasks at once{share}")
     if failures := data.get("max_failures"):
         said.append(f"stops after {failures} failed task{'s' if failures > 1 else ''}")

@@ -59,10 +59,16 @@ def call(settings: Settings, method: str, path: str, **kwargs: Any) -> dict[str,
         response = signing.request(method, path, **kwargs)
     data: dict[str, Any] = response.json()
     if response.status_code >= 400:
-        error = data.get("error", {})
-        out(f"error [{error.get('code')}]: {error.get('message')}")
+        say_error(data)
         return None
     return data
+
+
+def say_error(data: dict[str, Any]) -> int:
+    """Print a gateway's error reply with its code; the CLI's exit code for it (1)."""
+    error = data.get("error", {})
+    out(f"error [{error.get('code')}]: {error.get('message')}")
+    return 1
 
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int = 60) -> str:

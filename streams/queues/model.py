@@ -169,29 +169,31 @@ def decide_create(state: QueueState | None, cmd: CreateQueue, now: int) -> list[
     for name in ("queue_id", "app"):
         if not getattr(cmd, name):
             return _reject(cmd, "403.1", f"missing field: {name}", now)
-    for name in ("max_parallel", "max_failures"):
-        if getattr(cmd, name) < 0:
-            value = getattr(cmd, name)
-            return _reject(cmd, "403.2", f"{name} must be 0 (no limit) or more, not {value}", now)
-    if not 0 <= cmd.max_failure_percent < 100:
-        reason = f"max_failure_percent must be 0 (no limit) to 99, not {cmd.max_failure_percent}"
-        return _reject(cmd, "403.2", reason, now)
-    if not 0 <= cmd.max_parallel_percent <= 100:
-        reason = f"max_parallel_percent must be 0 (no limit) to 100, not {cmd.max_parallel_percent}"
-        return _reject(cmd, "403.2", reason, now)
-    return [
-        QueueCreated(
-            created,
-            now,
-            cmd.queue_id,
-            cmd.app,
-            cmd.name,
-            cmd.max_parallel,
-            cmd.max_failures,
-            cmd.max_failure_percent,
-            cmd.max_parallel_percent,
-        )
-    ]
+    for name, _ in LIMITS:
+        reason = limit_error(name, getattr(cmd, name))
+        if reason is not None:
+            return _reject(cmd, "403.2", reason, now)
+    limits = (getattr(cmd, name) for name, _ in LIMITS)
+    return [QueueCreated(created, now, cmd.queue_id, cmd.app, cmd.name, *limits)]
+
+
+# A queue's limits, in `CreateQueue`'s order, each with the most it may be (None: any count).
+# 100% of failures could never stop a queue: asking for it is a mistake.
+LIMITS = (
+    ("max_parallel", None),
+    ("max_failures", None),
+    ("max_failure_percent", 99),
+    ("max_parallel_percent", 100),
+)
+
+
+def limit_error(name: str, value: int) -> str | None:
+    """Why `value` is not a valid `name` (one of `LIMITS`), or None."""
+    most = dict(LIMITS)[name]
+    if value < 0 or (most is not None and value > most):
+        allowed = "or more" if most is None else f"to {most}"
+        return f"{name} must be 0 (no limit) {allowed}, not {value}"
+    return None
 
 
 def field_error(state: QueueState, cmd: AddQueueTask, limits: Limits) -> tuple[str, str] | None:
