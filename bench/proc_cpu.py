@@ -50,6 +50,19 @@ def _seconds(pid: int) -> float:
     return (utime + stime + cutime + cstime) / TICK
 
 
+def own_and_reaped(pid: int) -> tuple[float, float]:
+    """(a process's own CPU seconds, its reaped children's), 0 for one that is gone."""
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0, 0.0
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return (utime + stime) / TICK, (cutime + cstime) / TICK
+
+
+def children_of(pid: int) -> list[int]:
+    return _children().get(pid, [])
+
+
 def stack_parts(stack: Stack, settings: Settings) -> dict[str, list[int]]:
     """The parts of a benchmark's own stack (`elves.local.own_stack`) by their root processes."""
     broker = int((settings.state_dir / "kafka" / "broker.pid").read_text())

@@ -1,0 +1,141 @@
+"""One agent alone on a real broker: its CPU a task, by process, for the noop app.
+
+Signs noop dispatches as the streams would and writes them to the agent's dispatch topic at a
+steady rate (as a fleet's agent gets them in `bench/queues.py`: about 20 a second each), reads
+the results back, and prints the CPU a task of the agent daemon, of its fork server and of the
+forked app processes. No streams, gateway or watcher: what an agent costs, apart from the rest.
+
+    .venv/bin/python bench/agent.py [--tasks 600] [--rate 20] [--workers 4] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+from proc_cpu import children_of, own_and_reaped
+
+from elves.client import client
+from elves.kafka import consumer, producer
+from elves.local import Stack, bench_settings, kafka, term_as_exit, wait_for
+from elves.schemas.codec import CODEC
+from elves.schemas.events import TaskDispatched, TaskResultReported
+from elves.signing import sign_dispatch
+from elves.topics import ensure_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT = "bench-agent"
+IDLE_S = 10.0
+
+
+def cpu(agent_pid: int) -> dict[str, float]:
+    """The agent daemon's own CPU, its fork server's, and the apps' (reaped by the server)."""
+    daemon, _ = own_and_reaped(agent_pid)
+    server = apps = 0.0
+    for child in children_of(agent_pid):
+        own, reaped = own_and_reaped(child)
+        server += own
+        apps += reaped
+    return {"agent daemon": daemon, "fork server": server, "apps": apps}
+
+
+def dispatch(task_id: str) -> TaskDispatched:
+    now = int(time.time() * 1000)
+    return TaskDispatched(
+        event_id=str(uuid.uuid4()),
+        occurred_at=now,
+        task_id=task_id,
+        attempt=1,
+        agent_id=AGENT,
+        app="noop",
+        func="noop",
+        params=json.dumps({}),
+        timeout_s=30,
+        deadline_at=now + 600_000,
+    )
+
+
+def one_round(stack: Stack, agent_pid: int, args: argparse.Namespace) -> float:
+    settings = stack.settings
+    # From the beginning: results of earlier rounds are read and passed over.
+    results = consumer(settings, f"bench-{uuid.uuid4().hex[:8]}")
+    results.subscribe([settings.topic("results")])
+    prod = producer(settings)
+    topic = settings.dispatch_topic(AGENT)
+    ids = {uuid.uuid4().hex[:16] for _ in range(args.tasks)}
+    before = cpu(agent_pid)
+    start = time.monotonic()
+    for n, task_id in enumerate(sorted(ids)):
+        # A steady rate: each dispatch at its time, none in a burst.
+        time.sleep(max(0.0, start + n / args.rate - time.monotonic()))
+        prod.produce(topic, key=task_id.encode(), value=sign_dispatch(settings, dispatch(task_id)))
+        prod.poll(0)
+    prod.flush(10)
+    left = set(ids)
+    deadline = time.monotonic() + 60 + args.tasks / args.rate
+    while left and time.monotonic() < deadline:
+        msg = results.poll(0.2)
+        if msg is None or msg.error() is not None:
+            continue
+        event = CODEC.decode(msg.value())
+        if isinstance(event, TaskResultReported):
+            left.discard(event.task_id)
+    elapsed = time.monotonic() - start
+    after = cpu(agent_pid)
+    results.close()
+    if left:
+        raise SystemExit(f"{len(left)} of {args.tasks} results missing after {elapsed:.0f} s")
+    per_task = {part: (after[part] - before[part]) * 1000 / args.tasks for part in after}
+    total = sum(per_task.values())
+    print(f"{args.tasks} tasks at {args.rate}/s in {elapsed:.1f} s; CPU a task, ms:")
+    for part, ms in per_task.items():
+        print(f"  {part:<14} {ms:6.2f}")
+    print(f"  {'all':<14} {total:6.2f}")
+    return float(per_task["agent daemon"])
+
+
+def idle(agent_pid: int) -> str:
+    """What the agent costs a second with nothing to run (heartbeats, fetches, its cron)."""
+    before = cpu(agent_pid)
+    time.sleep(IDLE_S)
+    after = cpu(agent_pid)
+    return ", ".join(f"{part} {(after[part] - before[part]) * 1000 / IDLE_S:.1f}" for part in after)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    settings = bench_settings("bencha", ROOT)
+    with term_as_exit():
+        kafka("start", settings)
+        try:
+            ensure_topics(settings)
+            sign_dispatch(settings, dispatch("key"))  # makes the center's key the agent reads
+            stack = Stack(settings, client(settings, timeout=60))
+            try:
+                workers = str(args.workers)
+                agent = stack.spawn_agent(AGENT, accept=False, ELVES_AGENT_WORKERS=workers)
+                wait_for("the agent's consumer", lambda: "consuming" in agent.tail(), timeout=60)
+                time.sleep(3)  # its consumer joins its group
+                print(f"idle, CPU ms a second: {idle(agent.popen.pid)}")
+                daemon = [one_round(stack, agent.popen.pid, args) for _ in range(args.rounds)]
+                rounds = ", ".join(f"{ms:.2f}" for ms in daemon)
+                median = statistics.median(daemon)
+                print(f"agent daemon, ms a task, by round: {rounds}; median {median:.2f}")
+            finally:
+                stack.close()
+        finally:
+            kafka("stop", settings, check=False)
+
+
+if __name__ == "__main__":
+    main()
