@@ -60,10 +60,12 @@ def _result_rows(data: dict[str, Any]) -> list[list[Any]]:
     ]
 
 
-def _exec_many(data: dict[str, Any]) -> int:
+def _exec_many(data: dict[str, Any], output: httpx.Client | None) -> int:
     """One block per agent of a selector's run; 0 only if every one succeeded."""
     for result in data["results"]:
         _out(f"agent {result['agent_id']}")
+        if output is not None and result.get("status") != "waiting":
+            output_cli.print_before_result(output, result["task_id"])
         _out(render(["field", "value"], _result_rows(result), max_width=200))
         _out("")
     if data.get("not_allowed"):  # matched, but the app may not run there (its rule)
@@ -85,15 +87,22 @@ def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
     }
     with _client(settings, timeout=args.timeout + 15) as client:
         response = client.post("/api/v1/tasks/instant", json=body)
-    data = response.json()
-    if args.json:
-        _out(json.dumps(data, indent=2))
-    if "results" in data:  # a selector: results even when some failed
-        return (0 if response.status_code == 200 else 1) if args.json else _exec_many(data)
-    if response.status_code != 200:
-        return 1 if args.json else _fail(response)
-    if not args.json:
-        _out(render(["field", "value"], _result_rows(data), max_width=200))
+        data = response.json()
+        if args.json:
+            _out(json.dumps(data, indent=2))
+        # What the tasks printed, before each result: read from the audit, so about a second
+        # later than the result (the reason it is asked for, not the default).
+        output = client if args.output else None
+        if "results" in data:  # a selector: results even when some failed
+            if args.json:
+                return 0 if response.status_code == 200 else 1
+            return _exec_many(data, output)
+        if response.status_code != 200:
+            return 1 if args.json else _fail(response)
+        if not args.json:
+            if output is not None:
+                output_cli.print_before_result(output, data["task_id"])
+            _out(render(["field", "value"], _result_rows(data), max_width=200))
     return 0 if data["worker_flag"] == 1 else 2
 
 
@@ -266,7 +275,14 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("func")
     ex.add_argument("-p", "--param", action="append", default=[], help="key=value (repeat)")
     ex.add_argument("-t", "--timeout", type=int, default=90)
-    ex.add_argument("--json", action="store_true", help="print the raw JSON reply")
+    shown = ex.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print the raw JSON reply")
+    shown.add_argument(
+        "-o",
+        "--output",
+        action="store_true",
+        help="print what the task printed (stdout, stderr) before its result",
+    )
     ex.set_defaults(handler=cmd_exec)
 
     sub.add_parser("agents", help="list agents").set_defaults(handler=cmd_agents)

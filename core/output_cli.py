@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+import httpx
+
 from elves.client import client
 from elves.config import Settings
 from elves.errors import NotFound
@@ -30,6 +32,7 @@ class Printer:
     def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
         self.out, self.err = out, err
         self.attempt: int | None = None
+        self.mid_line = False  # stdout's last part did not end its line
 
     def part(self, part: dict[str, Any]) -> None:
         if part["attempt"] != self.attempt:
@@ -39,6 +42,8 @@ class Printer:
         target = self.err if part["stream"] == "stderr" else self.out
         target.write(part["data"])
         target.flush()
+        if target is self.out and part["data"]:
+            self.mid_line = not part["data"].endswith("\n")
         if part.get("dropped_bytes"):
             self._note(f"[{part['dropped_bytes']} bytes past the agent's output cap not sent]")
 
@@ -52,24 +57,40 @@ def exit_code(end: dict[str, Any]) -> int:
     return 0 if end.get("status") == "succeeded" else 2
 
 
-def cmd_output(args: argparse.Namespace, settings: Settings) -> int:
-    path = f"/api/v1/tasks/{args.task_id}/output"
+def print_before_result(signing: httpx.Client, task_id: str) -> None:
+    """What an ended task printed, as `elves exec --output` shows it above the result: ends
+    with a line break, so the result starts on a line of its own."""
     printer = Printer()
-    started = time.monotonic()
+    print_output(signing, task_id, follow=True, printer=printer)
+    if printer.mid_line:
+        printer.out.write("\n")
+
+
+def cmd_output(args: argparse.Namespace, settings: Settings) -> int:
     with client(settings, timeout=60) as signing:
-        while True:
-            if args.follow:
-                with signing.stream("GET", path, params={"follow": "true"}, timeout=None) as reply:
-                    if reply.status_code == 200:
-                        return _follow(reply.iter_lines(), printer)
-                    reply.read()
-            else:
-                reply = signing.get(path)
+        return print_output(signing, args.task_id, follow=args.follow)
+
+
+def print_output(
+    signing: httpx.Client, task_id: str, *, follow: bool, printer: Printer | None = None
+) -> int:
+    """Print a task's output (to its end, with `follow`); the exit code `elves output` gives."""
+    path = f"/api/v1/tasks/{task_id}/output"
+    printer = printer or Printer()
+    started = time.monotonic()
+    while True:
+        if follow:
+            with signing.stream("GET", path, params={"follow": "true"}, timeout=None) as reply:
                 if reply.status_code == 200:
-                    return _page(signing, path, reply.json(), printer)
-            if reply.status_code != NotFound.status or time.monotonic() - started > AUDIT_LAG_S:
-                return say_error(reply.json())
-            time.sleep(RETRY_S)
+                    return _follow(reply.iter_lines(), printer)
+                reply.read()
+        else:
+            reply = signing.get(path)
+            if reply.status_code == 200:
+                return _page(signing, path, reply.json(), printer)
+        if reply.status_code != NotFound.status or time.monotonic() - started > AUDIT_LAG_S:
+            return say_error(reply.json())
+        time.sleep(RETRY_S)
 
 
 def _follow(lines: Any, printer: Printer) -> int:

@@ -133,6 +133,29 @@ def test_the_cli_follows_a_task_s_output_to_its_end(stack: Stack) -> None:
     assert crashed.stderr == "crasher: going down\n"
 
 
+def test_exec_with_output_prints_what_the_task_printed_before_its_result(stack: Stack) -> None:
+    ran = elves(stack, "exec", AGENT, "sleeper", "tick", "-p", "n=3", "-p", "every=0.1", "-o")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    printed, _, table = ran.stdout.partition("tick 3\n")
+    assert printed == "tick 1\ntick 2\n"
+    assert "ticked 3 times" in table  # the result follows the output
+    assert ran.stderr == "half way\n"
+
+    failed = elves(stack, "exec", AGENT, "crasher", "crash", "-p", "stdout=last words", "-o")
+    assert failed.returncode == 2  # the result's exit code, as without -o
+    assert failed.stdout.startswith("last words\n")  # the result on a line of its own
+    assert "exit code 3" in failed.stdout
+    assert failed.stderr == "crasher: going down\n"
+
+    quiet = elves(stack, "exec", AGENT, "apptest", "helloword", "-p", "my=x", "--output")
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    assert quiet.stdout.startswith("field")  # no output: the result alone
+    assert quiet.stderr == ""
+
+    both = elves(stack, "exec", AGENT, "noop", "noop", "--json", "--output")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 def test_an_agent_cron_run_s_output_reaches_the_center(stack: Stack, tmp_path: Path) -> None:
     """An agent's own cron (AANP) runs its tasks through the same runner: their output is
     streamed as a dispatched task's is."""
