@@ -117,6 +117,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/queues/{queue_id}/tasks/batch"): Rule("queue", body=_queue_tasks),
     ("POST", "/api/v1/queues/{queue_id}/commit"): Rule("queue"),
     ("POST", "/api/v1/queues/{queue_id}/stop"): Rule("queue"),
+    ("POST", "/api/v1/queues/{queue_id}/limits"): Rule("queue"),
     # The old queue's app is checked by its id; its tasks' agents in the handler.
     ("POST", "/api/v1/queues/{queue_id}/rerun"): Rule("queue"),
     ("POST", "/api/v1/crons"): Rule("cron", body=_cron),

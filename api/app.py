@@ -290,6 +290,7 @@ ROUTES = [
     Route("/api/v1/queues/{queue_id}/commit", queues.commit, methods=["POST"]),
     Route("/api/v1/queues/{queue_id}/rerun", queues.rerun, methods=["POST"]),
     Route("/api/v1/queues/{queue_id}/stop", queues.stop, methods=["POST"]),
+    Route("/api/v1/queues/{queue_id}/limits", queues.set_limits, methods=["POST"]),
     Route("/api/v1/crons", crons.add_cron, methods=["POST"]),
     Route("/api/v1/crons", crons.list_crons, methods=["GET"]),
     Route("/api/v1/crons/{cron_id}", crons.get_cron, methods=["GET"]),

@@ -247,6 +247,17 @@ _MORE: dict[str, dict[str, Any]] = {
     },
     "/api/v1/queues/{queue_id}/commit": {"post": _op("Commit a queue", 404, 409)},
     "/api/v1/queues/{queue_id}/stop": {"post": _op("Stop a queue; kills what runs", 404, 409)},
+    "/api/v1/queues/{queue_id}/limits": {
+        "post": _op(
+            "Change the limits of a queue that has not ended, from now on (those given; 0: no "
+            "limit): a higher parallel limit readies waiting tasks at once, a lower one kills "
+            "none, a failure limit already reached stops the queue failed; the reply has all four",
+            400,
+            404,
+            409,
+            body=_LIMITS,
+        )
+    },
     "/api/v1/queues/{queue_id}/rerun": {
         "post": _op(
             "Run an ended queue again as a new one (only: all or unsuccessful); 201 committed, "

@@ -33,6 +33,8 @@ from elves.schemas.events import (
     CommitQueue,
     CreateQueue,
     Event,
+    QueueLimitsSet,
+    SetQueueLimits,
     StopQueue,
     new_id,
     random_id,
@@ -67,17 +69,18 @@ async def create_queue(request: Request) -> JSONResponse:
     return JSONResponse({"queue_id": queue_id}, status_code=201)
 
 
-def _limits(body: dict[str, Any]) -> list[int]:
+def _limits(body: dict[str, Any], default: int | None = 0) -> list[Any]:
     """The queue's `LIMITS` from a body, in `CreateQueue`'s order, checked before anything is
-    sent as the queue fold checks them (0, the default of each: no limit)."""
+    sent as the queue fold checks them; one the body leaves out is `default` (0: no limit)."""
     limits = []
     for name, _ in queues.LIMITS:
-        limit = body.get(name, 0)
-        if not isinstance(limit, int) or isinstance(limit, bool):
-            raise WrongType(f"{name} must be a whole number, 0 (no limit) or more", field=name)
-        reason = queues.limit_error(name, limit)
-        if reason is not None:
-            raise WrongType(reason, field=name)
+        limit = body.get(name, default)
+        if limit is not None:
+            if not isinstance(limit, int) or isinstance(limit, bool):
+                raise WrongType(f"{name} must be a whole number, 0 (no limit) or more", field=name)
+            reason = queues.limit_error(name, limit)
+            if reason is not None:
+                raise WrongType(reason, field=name)
         limits.append(limit)
     return limits
 
@@ -186,6 +189,21 @@ async def stop(request: Request) -> JSONResponse:
     queue_id = request.path_params["queue_id"]
     await send(gw, StopQueue(new_id(), _now(), queue_id))
     return JSONResponse({"queue_id": queue_id, "status": "stopped"})
+
+
+async def set_limits(request: Request) -> JSONResponse:
+    """Change the limits of a queue that has not ended (`streams.queues.model.decide_limits`):
+    the ones the body gives, the others stay. The reply has all four from now on."""
+    gw = gateway(request)
+    queue_id = request.path_params["queue_id"]
+    limits = _limits(parse_json_body(await request.body()), default=None)
+    if all(limit is None for limit in limits):
+        names = ", ".join(name for name, _ in queues.LIMITS)
+        raise MissingField(f"give one or more of: {names}", field="max_parallel")
+    answer = await send(gw, SetQueueLimits(new_id(), _now(), queue_id, *limits))
+    assert isinstance(answer, QueueLimitsSet)  # a rejection raises
+    now = {name: getattr(answer, name) for name, _ in queues.LIMITS}
+    return JSONResponse({"queue_id": queue_id, **now})
 
 
 async def quick(request: Request) -> JSONResponse:

@@ -247,11 +247,11 @@ def _task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backoff", type=int, default=0, help="seconds before the first retry")
 
 
-def _limit_options(p: argparse.ArgumentParser) -> None:
+def _limit_options(p: argparse.ArgumentParser, default: tuple[int, int] | None = (0, 0)) -> None:
     p.add_argument(
         "--max-parallel",
         type=parallel_limit,
-        default=(0, 0),
+        default=default,
         metavar="N|P%",
         help="at most N of the queue's tasks at once (or P%% of them, at least 1), in the order "
         "added (a rolling run: quick with --selector); 0, the default: no limit",
@@ -259,7 +259,7 @@ def _limit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-failures",
         type=failure_limit,
-        default=(0, 0),
+        default=default,
         metavar="N|P%",
         help="once N tasks failed or timed out (or more than P%% of the queue's tasks), cancel "
         "the rest (kill what runs) and end the queue failed; 0, the default: never",
@@ -287,14 +287,27 @@ def failure_limit(text: str) -> tuple[int, int]:
 
 
 def _limits(args: argparse.Namespace) -> dict[str, int]:
-    parallel, parallel_percent = args.max_parallel
-    failures, failure_percent = args.max_failures
-    return {
-        "max_parallel": parallel,
-        "max_failures": failures,
-        "max_failure_percent": failure_percent,
-        "max_parallel_percent": parallel_percent,
-    }
+    """The limits the options give; one left out (None) is not in the body. Each option sets
+    its count and its percent together: `--max-parallel 5` also takes away a percent."""
+    limits = {}
+    if args.max_parallel is not None:
+        limits["max_parallel"], limits["max_parallel_percent"] = args.max_parallel
+    if args.max_failures is not None:
+        limits["max_failures"], limits["max_failure_percent"] = args.max_failures
+    return limits
+
+
+def cmd_limits(args: argparse.Namespace, settings: Settings) -> int:
+    body = _limits(args)
+    if not body:
+        out("error: give --max-parallel, --max-failures or both (0: no limit)")
+        return 2
+    data = call(settings, "POST", f"/api/v1/queues/{args.queue_id}/limits", json=body)
+    if data is None:
+        return 1
+    said = _limits_said({**data, "tasks": []})
+    out(f"queue {args.queue_id}: {said[2:] if said else 'no limits'}")
+    return 0
 
 
 def _wait_options(p: argparse.ArgumentParser) -> None:
@@ -343,6 +356,13 @@ def register(sub: Any) -> None:
     )
     stop.add_argument("queue_id")
     stop.set_defaults(handler=cmd_stop)
+    limits = qsub.add_parser(
+        "limits",
+        help="change the limits of a queue that has not ended (those given; 0: no limit)",
+    )
+    limits.add_argument("queue_id")
+    _limit_options(limits, default=None)
+    limits.set_defaults(handler=cmd_limits)
     rerun = qsub.add_parser(
         "rerun", help="run an ended queue again as a new queue; prints the new queue's id"
     )

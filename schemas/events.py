@@ -401,6 +401,19 @@ class StopQueue:
 
 
 @dataclass(frozen=True)
+class SetQueueLimits:
+    """Each limit given (not None) replaces the queue's; the queue must not have ended."""
+
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    max_parallel: int | None = None
+    max_failures: int | None = None
+    max_failure_percent: int | None = None
+    max_parallel_percent: int | None = None
+
+
+@dataclass(frozen=True)
 class QueueCreated:
     event_id: str
     occurred_at: int
@@ -435,6 +448,19 @@ class QueueTaskAdded:
 
     def __post_init__(self) -> None:
         _as_tuple(self, "depends_on")
+
+
+@dataclass(frozen=True)
+class QueueLimitsSet:
+    """A queue's limits from now on, all four (a `SetQueueLimits` accepted)."""
+
+    event_id: str
+    occurred_at: int
+    queue_id: str
+    max_parallel: int
+    max_failures: int
+    max_failure_percent: int
+    max_parallel_percent: int
 
 
 @dataclass(frozen=True)
@@ -935,7 +961,9 @@ Event = (
     | AddQueueTask
     | CommitQueue
     | StopQueue
+    | SetQueueLimits
     | QueueCreated
+    | QueueLimitsSet
     | QueueTaskAdded
     | QueueCommitted
     | QueueCommandRejected
@@ -997,7 +1025,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AddQueueTask,
         CommitQueue,
         StopQueue,
+        SetQueueLimits,
         QueueCreated,
+        QueueLimitsSet,
         QueueTaskAdded,
         QueueCommitted,
         QueueCommandRejected,

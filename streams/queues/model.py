@@ -5,7 +5,8 @@ A task:  pending -> ready -> running -> succeeded | failed | timed_out
          (retrying between two attempts; skipped or cancelled without running)
 
 What arrives, and what decides on it:
-- the four commands (`CreateQueue`, `AddQueueTask`, `CommitQueue`, `StopQueue`): `decide`;
+- the five commands (`CreateQueue`, `AddQueueTask`, `CommitQueue`, `StopQueue`,
+  `SetQueueLimits`): `decide`;
 - a task's outcome from the task side (`TaskSucceeded`, `TaskFailed`, `TaskTimedOut`,
   `TaskRejected`), matched by task id and attempt: `decide_outcome`;
 - the clock's `RetryDue` facts (listed by `due_retries`): `retry_due`;
@@ -50,6 +51,7 @@ from elves.schemas.events import (
     QueueCommitted,
     QueueCreated,
     QueueFinished,
+    QueueLimitsSet,
     QueueTaskAdded,
     QueueTaskCancelled,
     QueueTaskReady,
@@ -57,6 +59,7 @@ from elves.schemas.events import (
     QueueTaskRunning,
     QueueTaskSkipped,
     RetryDue,
+    SetQueueLimits,
     StopQueue,
     TaskStarted,
     TaskSubmitted,
@@ -91,6 +94,7 @@ __all__ = [
     "members",
     "decide_commit",
     "decide_stop",
+    "decide_limits",
     "decide_outcome",
     "due_retries",
     "retry_due",
@@ -138,6 +142,8 @@ def decide(
             return decide_commit(state, command, now)
         case StopQueue():
             return decide_stop(state, command, now)
+        case SetQueueLimits():
+            return decide_limits(state, command, now)
         case _:
             assert_never(command)
 
@@ -381,6 +387,39 @@ def decide_stop(state: QueueState | None, cmd: StopQueue, now: int) -> list[Even
     ]
 
 
+def decide_limits(state: QueueState | None, cmd: SetQueueLimits, now: int) -> list[Event]:
+    """New limits for a queue that has not ended; the ones the command leaves out stay.
+
+    They hold from now on, for a queue that runs too: a higher or no parallel limit readies at
+    once the tasks that waited for a slot (in the order added, as a freed slot does); a lower
+    one readies nothing more until the tasks that hold slots end, and kills none. A failure
+    limit the queue has already reached stops it now, as the failure that reached it would
+    have (every task not ended is cancelled, and the queue ends failed)."""
+    if state is None:
+        return _not_found(cmd, now)
+    limits_id = derived_id(cmd.event_id, "limits")
+    if state.limits_id == limits_id:
+        return []
+    if state.final:
+        return _reject(cmd, "412.2", f"queue {state.queue_id} already ended {state.status}", now)
+    given = {name: getattr(cmd, name) for name, _ in LIMITS if getattr(cmd, name) is not None}
+    if not given:
+        names = ", ".join(name for name, _ in LIMITS)
+        return _reject(cmd, "403.1", f"no limit given: one or more of {names}", now)
+    for name, value in given.items():
+        reason = limit_error(name, value)
+        if reason is not None:
+            return _reject(cmd, "403.2", reason, now)
+    limits = (given.get(name, getattr(state, name)) for name, _ in LIMITS)
+    changed = QueueLimitsSet(limits_id, now, state.queue_id, *limits)
+    after = _apply(state, changed)
+    if after.status == "open":  # nothing runs before the commit, which applies them
+        return [changed]
+    if after.failed_enough:
+        return [changed, *_halt(after, cmd.event_id, now)]
+    return [changed, *_fill(after, cmd.event_id, now)]
+
+
 def _cancel_all(state: QueueState, source_id: str, now: int) -> list[Event]:
     """Cancel every task that has not ended; a live one (`was_running`) gets a kill."""
     return [
@@ -572,12 +611,12 @@ def _ready(state: QueueState, task_id: str, source_id: str, now: int) -> QueueTa
 def _fill(state: QueueState, source_id: str, now: int) -> list[QueueTaskReady]:
     """Ready the tasks that may run (pending, every dependency ended, none of them dooming it:
     a doomed task was skipped when its dependency ended) in the order they were added, as many
-    as the queue's limit leaves slots for. It reads the whole queue, but only for a queue with a
-    limit, and only when a task ended."""
-    free = state.free_slots or 0
+    as the queue's limit leaves slots for (all of them once it has none). It reads the whole
+    queue, but only for a queue with a limit, when a task ended, or when its limits change."""
+    free = state.free_slots
     ready: list[QueueTaskReady] = []
     for task in state.tasks.values():
-        if len(ready) >= free:
+        if free is not None and len(ready) >= free:
             break
         if task.status == "pending" and task.waiting == 0:
             ready.append(_ready(state, task.task_id, source_id, now))
@@ -589,6 +628,7 @@ _ANSWERS = {
     AddQueueTask: "added",
     CommitQueue: "committed",
     StopQueue: "finished",
+    SetQueueLimits: "limits",
 }
 
 

@@ -28,6 +28,7 @@ HEADER_FIELDS = (
     "max_failures",
     "max_failure_percent",
     "max_parallel_percent",
+    "limits_id",
 )
 TASK_FIELDS = tuple(f.name for f in fields(QueueTask) if f.name not in ("waiting", "dependents"))
 

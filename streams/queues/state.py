@@ -26,12 +26,14 @@ from elves.schemas.events import (
     QueueCommitted,
     QueueCreated,
     QueueFinished,
+    QueueLimitsSet,
     QueueTaskAdded,
     QueueTaskCancelled,
     QueueTaskReady,
     QueueTaskRetryScheduled,
     QueueTaskRunning,
     QueueTaskSkipped,
+    SetQueueLimits,
     StopQueue,
     TaskFailed,
     TaskRejected,
@@ -96,7 +98,7 @@ def _handed_out(state: QueueState | None) -> QueueState | None:
     return state
 
 
-Command = CreateQueue | AddQueueTask | CommitQueue | StopQueue
+Command = CreateQueue | AddQueueTask | CommitQueue | StopQueue | SetQueueLimits
 Outcome = TaskSucceeded | TaskFailed | TaskTimedOut | TaskRejected
 # Their type names, as the audit stores them.
 OUTCOME_NAMES: frozenset[str] = frozenset(t.__name__ for t in get_args(Outcome))
@@ -161,6 +163,7 @@ class QueueState:
     max_failure_percent: int = 0
     # At most this percent of the tasks in a `SLOT` status at once (at least 1); 0: no limit.
     max_parallel_percent: int = 0
+    limits_id: str = ""  # the last `QueueLimitsSet`'s id: its command redelivered is known
     # Derived, like the tasks' `waiting` and `dependents`:
     unfinished: int = 0  # tasks that have not ended
     unsucceeded: int = 0  # tasks that ended otherwise than succeeded
@@ -387,6 +390,15 @@ def _apply(state: QueueState, event: Event) -> QueueState:
             if state.failed_enough:  # the queue stopped itself: `max_failures` or its percent
                 cause = f"queue stopped: {state.failures} failed, {_limit_reached(state)}"
             return _with_task(state, replace(task, status="cancelled", cause=cause))
+        case QueueLimitsSet() if not state.final:
+            return replace(
+                state,
+                max_parallel=event.max_parallel,
+                max_failures=event.max_failures,
+                max_failure_percent=event.max_failure_percent,
+                max_parallel_percent=event.max_parallel_percent,
+                limits_id=event.event_id,
+            )
         case QueueFinished() if not state.final and event.status in _QUEUE_ENDS:
             return replace(state, status=_QUEUE_ENDS[event.status], finished_id=event.event_id)
     return state

@@ -34,6 +34,7 @@ from elves.schemas.events import (
     QueueTaskCancelled,
     QueueTaskReady,
     RetryDue,
+    SetQueueLimits,
     StopQueue,
     TaskCancelRequested,
     TaskFailed,
@@ -52,7 +53,7 @@ from elves.streams.tasks.model import Limits
 
 log = logging.getLogger("elves.streams.queues")
 
-QUEUE_COMMANDS = (CreateQueue, AddQueueTask, CommitQueue, StopQueue)
+QUEUE_COMMANDS = (CreateQueue, AddQueueTask, CommitQueue, StopQueue, SetQueueLimits)
 QUEUE_INPUTS = (TaskSucceeded, TaskFailed, TaskTimedOut, TaskRejected, TaskStarted, RetryDue)
 CLOCK_TICK_S = 0.2
 
@@ -199,7 +200,7 @@ def wire_queues(
         state = states.get(queue_id)
         out: list[Event]
         match decoded:
-            case CreateQueue() | AddQueueTask() | CommitQueue() | StopQueue():
+            case CreateQueue() | AddQueueTask() | CommitQueue() | StopQueue() | SetQueueLimits():
                 out = queues.decide(
                     state,
                     decoded,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from elves.errors import WrongType
+from elves.errors import MissingField, WrongType
 from elves.local import Stack, wait_for
 
 from .test_cli import elves
@@ -162,3 +162,46 @@ def test_a_queue_stops_once_over_its_max_failure_percent(stack: Stack) -> None:
     assert f"queue {q} (crasher): failed, at most 1 task at once, stops once over 40%" in (
         shown.stdout
     )
+
+
+def test_a_running_queue_s_limit_changes_from_now_on(stack: Stack) -> None:
+    reply = stack.client.post("/api/v1/queues", json={"app": "sleeper", "max_parallel": 1})
+    q = reply.json()["queue_id"]
+    ids = [f"{q[:8]}-{n}" for n in range(4)]
+    for task_id in ids:
+        add(stack, q, task_id, "sleep", params={"seconds": 2})
+    limits = f"/api/v1/queues/{q}/limits"
+    assert code(stack.client.post(limits, json={})) == (400, MissingField.code)
+    assert code(stack.client.post(limits, json={"max_parallel": -1})) == (400, WrongType.code)
+    commit(stack, q)
+    changed = stack.client.post(limits, json={"max_parallel": 4})  # while the first one runs
+    assert changed.status_code == 200, changed.text
+    assert changed.json() == {
+        "queue_id": q,
+        "max_parallel": 4,
+        "max_failures": 0,
+        "max_failure_percent": 0,
+        "max_parallel_percent": 0,
+    }
+    ended = final(stack, q)
+    assert ended["status"] == "succeeded" and ended["max_parallel"] == 4
+    assert _slots(stack, q, len(ids)) == (4, ids)  # the other three readied by the change
+
+    late = stack.client.post(limits, json={"max_parallel": 1})
+    assert code(late) == (409, "412.2")
+    missing = stack.client.post("/api/v1/queues/no-such-queue/limits", json={"max_parallel": 1})
+    assert code(missing)[1] == "412.1"
+
+
+def test_the_cli_changes_a_queue_s_limits(stack: Stack) -> None:
+    made = elves(stack, "queue", "create", "sleeper", "--max-parallel", "1")
+    q = made.stdout.strip()
+    changed = elves(stack, "queue", "limits", q, "--max-parallel", "25%", "--max-failures", "2")
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert changed.stdout == (
+        f"queue {q}: at most 25% of its tasks at once, stops after 2 failed tasks\n"
+    )
+    cleared = elves(stack, "queue", "limits", q, "--max-parallel", "0", "--max-failures", "0")
+    assert cleared.stdout == f"queue {q}: no limits\n"
+    nothing = elves(stack, "queue", "limits", q)
+    assert nothing.returncode == 2 and "give --max-parallel" in nothing.stdout

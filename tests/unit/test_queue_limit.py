@@ -8,11 +8,13 @@ from elves.schemas.events import (
     AddQueueTask,
     CreateQueue,
     QueueFinished,
+    QueueLimitsSet,
     QueueTaskAdded,
     QueueTaskCancelled,
+    SetQueueLimits,
     TaskTimedOut,
 )
-from elves.streams.queues import rows
+from elves.streams.queues import model, rows
 
 from .test_queues_model import NOW, Run, add, commit, fail, ok, ready, rejection
 
@@ -176,3 +178,92 @@ def test_max_parallel_percent_is_a_share_of_the_tasks_rounded_down_and_at_least_
         [rows.header_row(run.state)] + [rows.task_row("q1", t) for t in run.state.tasks.values()]
     )["q1"]
     assert (restored.parallel_limit, restored.free_slots) == (2, 0)
+
+
+def set_limits(event_id: str = "limits-1", **limits: int) -> SetQueueLimits:
+    return SetQueueLimits(event_id, NOW + 5, "q1", **limits)
+
+
+def test_a_higher_limit_readies_the_waiting_tasks_at_once_in_the_order_added() -> None:
+    run, first = limited(1, add("a"), add("b"), add("c"), add("d"))
+    assert first == [("a", 1)]
+    events = run.command(set_limits(max_parallel=3))
+    assert isinstance(events[0], QueueLimitsSet) and events[0].max_parallel == 3
+    assert ready(events) == [("b", 1), ("c", 1)]  # a holds one of the three slots
+    assert busy(run) == 3 and run.task("d").status == "pending"
+    assert ready(run.outcome(ok("a", NOW + 10))) == [("d", 1)]  # the new limit goes on
+
+
+def test_no_limit_any_more_readies_every_task_that_may_run() -> None:
+    run, _ = limited(1, add("a"), add("b"), add("c", "a"))
+    assert ready(run.command(set_limits(max_parallel=0))) == [("b", 1)]  # c waits for a
+    assert run.state is not None and run.state.free_slots is None
+    assert ready(run.outcome(ok("a", NOW + 10))) == [("c", 1)]  # as a queue without a limit
+
+
+def test_a_lower_limit_kills_nothing_and_readies_nothing_until_slots_free() -> None:
+    run, first = limited(3, add("a"), add("b"), add("c"), add("d"), add("e"))
+    assert first == [("a", 1), ("b", 1), ("c", 1)]
+    assert ready(run.command(set_limits(max_parallel=1))) == []
+    assert {run.task(t).status for t in "abc"} == {"ready"}  # nothing cancelled
+    assert ready(run.outcome(ok("a", NOW + 10))) == []  # two still hold slots: over the limit
+    assert ready(run.outcome(ok("b", NOW + 20))) == []
+    assert ready(run.outcome(ok("c", NOW + 30))) == [("d", 1)]  # one at a time from now on
+
+
+def test_only_the_limits_given_change_and_a_percent_counts_the_tasks() -> None:
+    run, _ = limited(2, add("a"), add("b"), add("c"), add("d"), max_failures=3)
+    run.command(set_limits(max_parallel_percent=75))  # 75% of 4 tasks: 3, the lower is 2
+    assert run.state is not None
+    assert (run.state.max_parallel, run.state.max_failures) == (2, 3)
+    assert run.state.parallel_limit == 2
+    assert ready(run.command(set_limits("limits-2", max_parallel=0))) == [("c", 1)]
+    assert run.state.parallel_limit == 3
+
+
+def test_a_failure_limit_already_reached_stops_the_queue_now() -> None:
+    run, _ = limited(1, add("a"), add("b"), add("c"))
+    run.outcome(fail("a", NOW + 10))  # b takes the slot
+    run.outcome(fail("b", NOW + 20))  # c takes it
+    events = run.command(set_limits(max_failures=2))
+    assert [type(e) for e in events] == [QueueLimitsSet, QueueTaskCancelled, QueueFinished]
+    assert isinstance(events[-1], QueueFinished) and events[-1].status == "failed"
+    assert run.task("c").cause == "queue stopped: 2 failed, its max_failures"
+
+
+def test_limits_of_an_open_queue_hold_from_its_commit() -> None:
+    run = Run()
+    run.command(CreateQueue("create-q1", NOW, "q1", "apptest", ""))
+    for cmd in (add("a"), add("b"), add("c")):
+        run.command(cmd)
+    assert ready(run.command(set_limits(max_parallel=1))) == []
+    assert ready(run.command(commit())) == [("a", 1)]
+
+
+def test_bad_limit_changes_are_rejected_and_a_redelivery_decides_nothing() -> None:
+    run, _ = limited(1, add("a"), add("b"))
+    assert rejection(run.command(set_limits("bad-1", max_parallel=-1))) == "403.2"
+    assert rejection(run.command(set_limits("bad-2", max_failure_percent=100))) == "403.2"
+    assert rejection(run.command(set_limits("none"))) == "403.1"
+    assert rejection(Run().command(SetQueueLimits("x", NOW, "q9", max_parallel=2))) == "412.1"
+    once = run.command(set_limits(max_parallel=2))
+    assert ready(once) == [("b", 1)]
+    assert run.command(set_limits(max_parallel=2)) == []  # the same command, delivered again
+    run.command(commit("c2"))
+    run.outcome(ok("a", NOW + 10))
+    run.outcome(ok("b", NOW + 20))
+    assert run.state is not None and run.state.status == "succeeded"
+    assert rejection(run.command(set_limits("late", max_parallel=5))) == "412.2"
+
+
+def test_changed_limits_survive_the_rows_and_the_as_of_view() -> None:
+    run, _ = limited(1, add("a"), add("b"), add("c"))
+    run.command(set_limits(max_parallel=2, max_failures=1), now=NOW + 5)
+    assert run.state is not None
+    stored = [rows.header_row(run.state)]
+    stored += [rows.task_row("q1", t) for t in run.state.tasks.values()]
+    restored = rows.restore(stored)["q1"]
+    assert (restored.max_parallel, restored.max_failures, restored.busy) == (2, 1, 2)
+    assert restored.limits_id == run.state.limits_id != ""
+    before = model.fold_until(run.log, NOW + 4)  # the change is at NOW + 5
+    assert before is not None and before.max_parallel == 1

@@ -21,6 +21,7 @@ from elves.schemas.events import (
     CommitQueue,
     CreateQueue,
     Event,
+    SetQueueLimits,
     StopQueue,
     TaskRejected,
 )
@@ -29,7 +30,7 @@ from elves.streams.queues import model
 from .test_queues_model import NOW, Run, add, diamond, ok, queue, stop
 
 QUEUES, COMMANDS, TASKS = "p.queues", "p.commands", "p.tasks"
-COMMANDS_OF_A_QUEUE = (CreateQueue, AddQueueTask, CommitQueue, StopQueue)
+COMMANDS_OF_A_QUEUE = (CreateQueue, AddQueueTask, CommitQueue, StopQueue, SetQueueLimits)
 OUTCOMES = ("TaskSucceeded", "TaskFailed", "TaskTimedOut", "TaskRejected")
 
 
