@@ -33,7 +33,14 @@ from starlette.routing import Route
 
 from elves.client import async_client
 from elves.config import Settings
-from elves.table import AGENT_HEADERS, QUEUE_TASK_HEADERS, agent_row, queue_task_row, when
+from elves.table import (
+    AGENT_HEADERS,
+    QUEUE_TASK_HEADERS,
+    agent_row,
+    limits_said,
+    queue_task_row,
+    when,
+)
 
 REFRESH_S = 5
 Endpoint = Callable[[Request], Awaitable[HTMLResponse]]
@@ -291,7 +298,8 @@ def queue_page(queue_id: str, part: Part) -> str:
         for t in data["tasks"]:
             task_id, status, *rest = queue_task_row(t)
             rows.append([page_link("tasks", task_id), badge(status), *rest])
-        head = Markup(f"<p>app {esc(data['app'])}, status {badge(data['status'])}</p>")
+        limits = esc(limits_said(data))
+        head = Markup(f"<p>app {esc(data['app'])}, status {badge(data['status'])}{limits}</p>")
         return Markup(head + table(QUEUE_TASK_HEADERS, rows, "no task"))
 
     return page(f"queue {queue_id}", [_shown(part, render)])

@@ -18,6 +18,7 @@ from elves.streams.queues.state import QUEUE_FINAL, TaskStatus
 from elves.table import (
     QUEUE_TASK_HEADERS,
     call,
+    limits_said,
     out,
     params_of,
     queue_task_row,
@@ -192,24 +193,8 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _print_queue(data: dict[str, Any], note: str = "") -> None:
-    out(f"queue {data['queue_id']} ({data['app']}): {data['status']}{_limits_said(data)}{note}")
+    out(f"queue {data['queue_id']} ({data['app']}): {data['status']}{limits_said(data)}{note}")
     out(render(QUEUE_TASK_HEADERS, [queue_task_row(t) for t in data["tasks"]]))
-
-
-def _limits_said(data: dict[str, Any]) -> str:
-    """A queue's limits as `show` prints them after its status, or nothing."""
-    said = []
-    if limit := data.get("max_parallel"):
-        said.append(f"at most {limit} task{'s' if limit > 1 else ''} at once")
-    if percent := data.get("max_parallel_percent"):
-        tasks = len(data["tasks"])
-        share = f" ({data['parallel_limit']} of {tasks})" if tasks else ""
-        said.append(f"at most {percent}% of its tasks at once{share}")
-    if failures := data.get("max_failures"):
-        said.append(f"stops after {failures} failed task{'s' if failures > 1 else ''}")
-    if percent := data.get("max_failure_percent"):
-        said.append(f"stops once over {percent}% of its tasks failed")
-    return "".join(f", {s}" for s in said)
 
 
 LIST_HEADERS = ["queue", "app", "name", "status", "tasks", "created (UTC)", "finished (UTC)"]
@@ -305,7 +290,7 @@ def cmd_limits(args: argparse.Namespace, settings: Settings) -> int:
     data = call(settings, "POST", f"/api/v1/queues/{args.queue_id}/limits", json=body)
     if data is None:
         return 1
-    said = _limits_said({**data, "tasks": []})
+    said = limits_said({**data, "tasks": []})
     out(f"queue {args.queue_id}: {said[2:] if said else 'no limits'}")
     return 0
 

@@ -97,3 +97,20 @@ def params_of(pairs: Sequence[str]) -> dict[str, Any]:
         except ValueError:
             params[key] = value
     return params
+
+
+def limits_said(data: dict[str, Any]) -> str:
+    """A queue's limits as `elves queue show` and the dashboard say them after its status
+    (", at most 2 tasks at once, ..."), or nothing."""
+    said = []
+    if limit := data.get("max_parallel"):
+        said.append(f"at most {limit} task{'s' if limit > 1 else ''} at once")
+    if percent := data.get("max_parallel_percent"):
+        tasks = len(data["tasks"])
+        share = f" ({data['parallel_limit']} of {tasks})" if tasks else ""
+        said.append(f"at most {percent}% of its tasks at once{share}")
+    if failures := data.get("max_failures"):
+        said.append(f"stops after {failures} failed task{'s' if failures > 1 else ''}")
+    if percent := data.get("max_failure_percent"):
+        said.append(f"stops once over {percent}% of its tasks failed")
+    return "".join(f", {s}" for s in said)

@@ -149,6 +149,14 @@ def test_a_queue_page_links_its_tasks_and_shows_causes() -> None:
     assert '<span class="bad">skipped</span>' in html
 
 
+def test_a_queue_page_says_the_queue_s_limits() -> None:
+    limited = {"app": "sleeper", "status": "running", "tasks": [], "max_parallel": 2}
+    html = queue_page("q1", Part({**limited, "max_failure_percent": 10}))
+    assert "at most 2 tasks at once, stops once over 10% of its tasks failed</p>" in html
+    plain = queue_page("q1", Part({**limited, "max_parallel": 0}))
+    assert "running</span></p>" in plain  # no limit: nothing after the status
+
+
 def answer(status: int, body: Any) -> httpx.AsyncClient:
     transport = httpx.MockTransport(lambda request: httpx.Response(status, json=body))
     return httpx.AsyncClient(transport=transport, base_url="http://gateway")
