@@ -267,3 +267,11 @@ def test_changed_limits_survive_the_rows_and_the_as_of_view() -> None:
     assert restored.limits_id == run.state.limits_id != ""
     before = model.fold_until(run.log, NOW + 4)  # the change is at NOW + 5
     assert before is not None and before.max_parallel == 1
+
+
+def test_a_failure_limit_on_a_queue_without_a_parallel_limit_readies_nothing() -> None:
+    run, first = limited(0, add("a"), add("b", "a"), add("c", "b", run_if="all_done"))
+    assert first == [("a", 1)]
+    events = run.command(set_limits(max_failures=1))
+    assert [type(e) for e in events] == [QueueLimitsSet]  # b and c still wait for theirs
+    assert run.statuses() == {"a": "ready", "b": "pending", "c": "pending"}
