@@ -124,6 +124,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/crons"): Rule("read"),  # the list shows the crons in scope only
     ("GET", "/api/v1/crons/{cron_id}"): Rule("read"),
     ("DELETE", "/api/v1/crons/{cron_id}"): Rule("cron"),
+    ("PATCH", "/api/v1/crons/{cron_id}"): Rule("cron"),
     ("POST", "/api/v1/crons/{cron_id}/pause"): Rule("cron"),
     ("POST", "/api/v1/crons/{cron_id}/resume"): Rule("cron"),
     ("GET", "/api/v1/apps"): Rule("read"),  # the list shows the apps in scope only

@@ -295,6 +295,7 @@ ROUTES = [
     Route("/api/v1/crons", crons.list_crons, methods=["GET"]),
     Route("/api/v1/crons/{cron_id}", crons.get_cron, methods=["GET"]),
     Route("/api/v1/crons/{cron_id}", crons.delete, methods=["DELETE"]),
+    Route("/api/v1/crons/{cron_id}", crons.update, methods=["PATCH"]),
     Route("/api/v1/crons/{cron_id}/pause", crons.pause, methods=["POST"]),
     Route("/api/v1/crons/{cron_id}/resume", crons.resume, methods=["POST"]),
     Route("/api/v1/apps", apps.list_apps, methods=["GET"]),

@@ -13,9 +13,17 @@ from starlette.responses import JSONResponse
 from elves.api import permissions
 from elves.api.access import Target, allowed, who
 from elves.api.gateway import ask, gateway
-from elves.api.requests import parse_cron, parse_json_body
+from elves.api.requests import parse_cron, parse_cron_update, parse_json_body
 from elves.errors import CronNotFound
-from elves.schemas.events import AddCron, DeleteCron, PauseCron, ResumeCron, new_id, random_id
+from elves.schemas.events import (
+    AddCron,
+    DeleteCron,
+    PauseCron,
+    ResumeCron,
+    UpdateCron,
+    new_id,
+    random_id,
+)
 from elves.streams.cron import model as crons
 
 UPCOMING = 5  # next fire times shown in a cron's detail
@@ -71,6 +79,17 @@ async def resume(request: Request) -> JSONResponse:
 
 async def delete(request: Request) -> JSONResponse:
     return await _order(request, DeleteCron)
+
+
+async def update(request: Request) -> JSONResponse:
+    """Change a cron in place (`streams.cron.model.decide_update`): the fields the body gives
+    (rule, timezone, params, timeout, misfire, overlap, name); the reply is the cron after."""
+    gw = gateway(request)
+    cron_id = request.path_params["cron_id"]
+    changes = parse_cron_update(parse_json_body(await request.body()), gw.settings)
+    command = UpdateCron(new_id(), _now(), cron_id, **changes)
+    await ask(gw, cron_id, command, crons.answer_ids(command))
+    return JSONResponse(_detail(_known(request, cron_id)))
 
 
 async def get_cron(request: Request) -> JSONResponse:

@@ -34,6 +34,7 @@ from elves.schemas.events import (
     CronDeleted,
     CronPaused,
     CronResumed,
+    CronUpdated,
     Event,
     Heartbeat,
     QueueCreated,
@@ -52,7 +53,7 @@ from elves.streams.cron import model as cron_model
 log = logging.getLogger("elves.api")
 
 OUTCOMES = (TaskRejected, TaskResultReported, TaskTimedOut)
-CRON_EVENTS = (CronAdded, CronPaused, CronResumed, CronDeleted)
+CRON_EVENTS = (CronAdded, CronPaused, CronResumed, CronDeleted, CronUpdated)
 AGENT_EVENTS = (Heartbeat, AgentUp, AgentDown)
 # What the views fold: decoded whatever else is waited for.
 FOLDED = frozenset(

@@ -276,6 +276,22 @@ _MORE: dict[str, dict[str, Any]] = {
     "/api/v1/crons/{cron_id}": {
         "get": _op("A cron: rule, next fires, last fire and result, counts", 404),
         "delete": _op("Delete a cron: no further fires", 404),
+        "patch": _op(
+            "Change a cron in place (rule, timezone, params, timeout, misfire, overlap, name): "
+            "it keeps its id and history, runs by its new rule from now on (no misfires of "
+            "it), and an agent cron's agent gets its new version; the reply is the cron",
+            400,
+            404,
+            body={
+                "rule": _S,
+                "timezone": _S,
+                "params": _O,
+                "timeout": _I,
+                "misfire": _S,
+                "overlap": _S,
+                "name": _S,
+            },
+        ),
     },
     "/api/v1/crons/{cron_id}/pause": {"post": _op("Pause a cron", 404)},
     "/api/v1/crons/{cron_id}/resume": {"post": _op("Resume a cron", 404)},

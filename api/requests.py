@@ -164,6 +164,47 @@ class CronRequest:
     selector: str | None = None
 
 
+# An update's body names and the `UpdateCron` field each sets; anything else is refused.
+CRON_CHANGES = {
+    "rule": "rule",
+    "timezone": "timezone",
+    "params": "params",
+    "timeout": "timeout_s",
+    "misfire": "misfire",
+    "overlap": "overlap",
+    "name": "name",
+}
+
+
+def parse_cron_update(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The `UpdateCron` fields a body gives (types only, as `parse_cron`). What runs where
+    (agent, selector, app, func, mode) cannot change: 403.2 names the field."""
+    for name in body:
+        if name not in CRON_CHANGES:
+            raise WrongType(
+                f"{name} cannot be changed: a cron's {', '.join(CRON_CHANGES)} can; for"
+                " another target, app, func or mode, delete it and add a new one",
+                field=name,
+            )
+    if not body:
+        raise MissingField(f"give one or more of: {', '.join(CRON_CHANGES)}", field="rule")
+    changes: dict[str, Any] = {}
+    for name, field in CRON_CHANGES.items():
+        if name not in body:
+            continue
+        if name == "params":
+            changes[field] = _params_text(body, settings)
+        elif name == "timeout":
+            changes[field] = _int(body, "timeout", 0, 1, MAX_TIMEOUT_S)
+        elif name == "name":  # may be emptied
+            if not isinstance(body[name], str):
+                raise WrongType("name must be a string", field=name)
+            changes[field] = body[name]
+        else:
+            changes[field] = _text(body, name)
+    return changes
+
+
 def parse_cron(body: dict[str, Any], settings: Settings) -> CronRequest:
     """Types only; the cron fold judges the rule, the time zone and the policies, with codes."""
     optional = {"timezone": "UTC", "mode": "CANP", "misfire": "run_once", "overlap": "skip"}

@@ -105,6 +105,33 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
+    """Change a cron in place: the options given; `-p` gives its params whole."""
+    body: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("rule", args.rule),
+            ("timezone", args.timezone),
+            ("timeout", args.timeout),
+            ("misfire", args.misfire),
+            ("overlap", args.overlap),
+            ("name", args.name),
+        )
+        if value is not None
+    }
+    if args.param:
+        body["params"] = params_of(args.param)
+    if not body:
+        out("error: give what to change (--rule, -p, -t, --timezone, --misfire, --overlap, --name)")
+        return 2
+    data = call(settings, "PATCH", f"/api/v1/crons/{args.cron_id}", json=body)
+    if data is None:
+        return 1
+    nxt = ", ".join(when(t) for t in data["next_fires"][:3]) or "none"
+    out(f"{data['cron_id']}: {data['status']}, {data['rule']} ({data['timezone']}); next {nxt}")
+    return 0
+
+
 def _order(method: str, suffix: str) -> Any:
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         data = call(settings, method, f"/api/v1/crons/{args.cron_id}{suffix}")
@@ -141,6 +168,20 @@ def register(sub: Any) -> None:
     show.add_argument("cron_id")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=cmd_show)
+    update = csub.add_parser(
+        "update", help="change a cron in place: its rule, params, timeout, policies or name"
+    )
+    update.add_argument("cron_id")
+    update.add_argument("--rule", help="the new rule; from now on (no misfires of it)")
+    update.add_argument(
+        "-p", "--param", action="append", default=[], help="key=value (repeat): the params, whole"
+    )
+    update.add_argument("-t", "--timeout", type=int)
+    update.add_argument("--timezone", help="IANA name, e.g. Asia/Shanghai")
+    update.add_argument("--misfire", choices=["run_once", "run_all", "skip"])
+    update.add_argument("--overlap", choices=["skip", "queue", "parallel"])
+    update.add_argument("--name")
+    update.set_defaults(handler=cmd_update)
     for name, method, suffix in (
         ("pause", "POST", "/pause"),
         ("resume", "POST", "/resume"),

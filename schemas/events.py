@@ -590,6 +590,39 @@ class AddCron:
 
 
 @dataclass(frozen=True)
+class UpdateCron:
+    """Each field given (not None) replaces the cron's. What runs where (its agent or selector,
+    app, func and mode) is what the cron is, and is not changed: that is another cron."""
+
+    event_id: str
+    occurred_at: int
+    cron_id: str
+    rule: str | None = None
+    timezone: str | None = None
+    params: str | None = None
+    timeout_s: int | None = None
+    misfire: str | None = None
+    overlap: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class CronUpdated:
+    """A cron's changeable fields from now on, all of them (an `UpdateCron` accepted)."""
+
+    event_id: str
+    occurred_at: int
+    cron_id: str
+    rule: str
+    timezone: str
+    params: str
+    timeout_s: int
+    misfire: str
+    overlap: str
+    name: str
+
+
+@dataclass(frozen=True)
 class PauseCron:
     event_id: str
     occurred_at: int
@@ -976,6 +1009,8 @@ Event = (
     | QueueFinished
     | AddCron
     | PauseCron
+    | UpdateCron
+    | CronUpdated
     | ResumeCron
     | DeleteCron
     | CronAdded
@@ -1040,6 +1075,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         QueueFinished,
         AddCron,
         PauseCron,
+        UpdateCron,
+        CronUpdated,
         ResumeCron,
         DeleteCron,
         CronAdded,

@@ -4,7 +4,8 @@ A cron: active <-> paused, -> deleted. Center crons (CANP/CAP) fire from here; a
 (AANP/AAP) are only kept here and pushed to their agent, which fires them itself.
 
 What arrives, and what decides on it:
-- the four commands (`AddCron`, `PauseCron`, `ResumeCron`, `DeleteCron`): `decide`;
+- the five commands (`AddCron`, `PauseCron`, `ResumeCron`, `DeleteCron`, `UpdateCron`):
+  `decide`;
 - the clock's reading (`now`): `decide_due`, for each cron whose next time has come;
 - a fire's outcome (`TaskSucceeded`, `TaskFailed`, `TaskTimedOut`, `TaskRejected` with the
   cron's id): `decide_outcome`, which may start a fire held by the overlap policy `queue`.
@@ -46,11 +47,13 @@ from elves.schemas.events import (
     CronFiresMissed,
     CronPaused,
     CronResumed,
+    CronUpdated,
     DeleteCron,
     Event,
     PauseCron,
     ResumeCron,
     TaskSubmitted,
+    UpdateCron,
     derived_id,
 )
 from elves.selectors import parse_selector
@@ -58,6 +61,7 @@ from elves.streams.cron import rules
 from elves.streams.cron.state import (
     AGENT_MODES,
     CENTER_MODES,
+    CHANGEABLE,
     GRACE_MS,
     MAX_MISSED_COUNTED,
     MAX_QUEUED,
@@ -146,6 +150,8 @@ def decide(
             return _if_exists(state, cmd) or [_derived(CronResumed, cmd)]
         case DeleteCron():
             return _if_exists(state, cmd) or [_derived(CronDeleted, cmd)]
+        case UpdateCron():
+            return decide_update(state, cmd, max_params_bytes)
         case _:
             assert_never(cmd)
 
@@ -241,6 +247,39 @@ def decide_add(
         return _reject(cmd, "413.5", f"app {cmd.app} may not run on agent {cmd.agent_id}")
     fields = {k: v for k, v in asdict(cmd).items() if k != "requested_by"}
     return [CronAdded(**{**fields, "event_id": derived_id(cmd.event_id, "added")})]
+
+
+def decide_update(state: CronState | None, cmd: UpdateCron, max_params_bytes: int) -> list[Event]:
+    """A cron changed in place: the fields given replace its own, checked as an add checks
+    them on the cron as it would be. It keeps its id, counts and history; from the change on,
+    it runs by its new rule (the times before the change count as decided, as on a resume),
+    and an agent cron's agent gets its new version."""
+    missing = _if_exists(state, cmd)
+    if missing or state is None:
+        return missing
+    given = {name: getattr(cmd, name) for name in CHANGEABLE if getattr(cmd, name) is not None}
+    if not given:
+        return _reject(
+            cmd, "403.1", f"nothing to change: give one or more of {', '.join(CHANGEABLE)}"
+        )
+    after = {name: given.get(name, getattr(state, name)) for name in CHANGEABLE}
+    candidate = AddCron(
+        event_id=cmd.event_id,
+        occurred_at=cmd.occurred_at,
+        cron_id=state.cron_id,
+        agent_id=state.agent_id,
+        app=state.app,
+        func=state.func,
+        mode=state.mode,
+        proxy=state.proxy,
+        selector=state.selector,
+        **after,
+    )
+    error = field_error(candidate, max_params_bytes)
+    if error is not None:
+        return _reject(cmd, *error)
+    updated = derived_id(cmd.event_id, "CronUpdated")
+    return [CronUpdated(updated, cmd.occurred_at, state.cron_id, **after)]
 
 
 # --- the clock ---
@@ -386,6 +425,7 @@ def answer_ids(cmd: Command) -> frozenset[str]:
         PauseCron: "CronPaused",
         ResumeCron: "CronResumed",
         DeleteCron: "CronDeleted",
+        UpdateCron: "CronUpdated",
     }
     return frozenset(
         {derived_id(cmd.event_id, names[type(cmd)]), derived_id(cmd.event_id, "rejected")}

@@ -22,6 +22,7 @@ from elves.schemas.events import (
     CronFiresMissed,
     CronPaused,
     CronResumed,
+    CronUpdated,
     DeleteCron,
     Event,
     PauseCron,
@@ -30,11 +31,14 @@ from elves.schemas.events import (
     TaskRejected,
     TaskSucceeded,
     TaskTimedOut,
+    UpdateCron,
 )
 from elves.streams.cron import rules
 
 Status = Literal["active", "paused", "deleted"]
-Command = AddCron | PauseCron | ResumeCron | DeleteCron
+Command = AddCron | PauseCron | ResumeCron | DeleteCron | UpdateCron
+# What an `UpdateCron` may change: how and when it runs, not what runs where.
+CHANGEABLE = ("rule", "timezone", "params", "timeout_s", "misfire", "overlap", "name")
 Outcome = TaskSucceeded | TaskFailed | TaskTimedOut | TaskRejected
 CENTER_MODES = ("CANP", "CAP")
 AGENT_MODES = ("AANP", "AAP")
@@ -133,6 +137,11 @@ def apply(state: CronState | None, event: Event) -> CronState | None:
             return _handled(state, event.occurred_at, status="active")
         case CronDeleted():
             return replace(state, status="deleted", next_at=0, queued=())
+        case CronUpdated() if state.status != "deleted":
+            # As a resume: the times up to the change count as decided, and the next one is the
+            # new rule's (a new rule's past times were never scheduled, so none is a misfire).
+            changes = {name: getattr(event, name) for name in CHANGEABLE}
+            return _handled(replace(state, **changes), event.occurred_at)
         # A fire is new once: its time not decided yet, or held by overlap `queue` until now.
         case CronFired() if (
             event.scheduled_at > state.handled_until or event.scheduled_at in state.queued

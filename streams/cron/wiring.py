@@ -38,6 +38,7 @@ from elves.schemas.events import (
     CronFired,
     CronPaused,
     CronResumed,
+    CronUpdated,
     DeleteCron,
     Event,
     PauseCron,
@@ -46,6 +47,7 @@ from elves.schemas.events import (
     TaskRejected,
     TaskSucceeded,
     TaskTimedOut,
+    UpdateCron,
     derived_id,
 )
 from elves.streams.agents.view import AgentView
@@ -55,7 +57,7 @@ from elves.streams.loop import Table
 
 log = logging.getLogger("elves.streams.cron")
 
-CRON_COMMANDS = (AddCron, PauseCron, ResumeCron, DeleteCron)
+CRON_COMMANDS = (AddCron, PauseCron, ResumeCron, DeleteCron, UpdateCron)
 # What the flow reads on `crons`, by record name: everything else is skipped undecoded.
 OUTCOME_NAMES = frozenset(
     cls.__name__ for cls in (TaskSucceeded, TaskFailed, TaskTimedOut, TaskRejected)
@@ -154,7 +156,7 @@ class Crons:
                 key = command.task_id.encode()
                 self.ctx.loop.send(self._commands_topic, key, CODEC.encode(command))
         elif not state.on_center and isinstance(
-            event, CronAdded | CronPaused | CronResumed | CronDeleted
+            event, CronAdded | CronPaused | CronResumed | CronDeleted | CronUpdated
         ):
             order = agent_cron_set(state, event)
             if order.status == "active" and not self.ctx.agent_view.accepted(state.agent_id):
@@ -199,7 +201,7 @@ class Crons:
             if refused:
                 self._fold(decoded.cron_id, decoded, lambda _state: refused)
                 return
-        if isinstance(decoded, AddCron | PauseCron | ResumeCron | DeleteCron):
+        if isinstance(decoded, CRON_COMMANDS):
             decide = partial(
                 _decide,
                 cmd=decoded,

@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from elves.local import Stack, wait_for
 
 from .conftest import AGENT
+from .test_cli import elves
 
 EVERY_SECOND = "* * * * * *"  # seconds first
 
@@ -169,4 +172,59 @@ def test_a_quartz_rule_in_a_time_zone_fires(stack: Stack) -> None:
     cron_id = add_cron(stack, rule="0/2 * * * * ?", timezone="Asia/Shanghai")
     fired = wait_for("two fires", lambda: len(f := fires(stack, cron_id)) >= 2 and f, 20)
     assert all(f["scheduled_at"] % 2000 == 0 for f in fired)
+    stack.client.delete(f"/api/v1/crons/{cron_id}")
+
+
+def results(stack: Stack, cron_id: str) -> list[tuple[int, str]]:
+    """(when the agent reported it, its message) of each of a cron's runs that succeeded."""
+    rows = stack.audit(
+        "SELECT toUnixTimestamp64Milli(occurred_at), JSONExtractString(payload, 'worker_message')"
+        f" FROM events WHERE cron_id = '{cron_id}' AND type = 'TaskSucceeded' ORDER BY 1"
+    )
+    return [(int(at), str(message)) for at, message in rows]
+
+
+@pytest.mark.parametrize("mode", ["CANP", "AANP"])
+def test_a_cron_changed_in_place_runs_its_new_rule_and_params_from_then(
+    stack: Stack, mode: str
+) -> None:
+    cron_id = add_cron(stack, mode=mode, params={"my": "before"})
+    wait_for("a run as added", lambda: any(m == "before" for _, m in results(stack, cron_id)), 30)
+    path = f"/api/v1/crons/{cron_id}"
+    for body, code in (({"agent": "x"}, "403.2"), ({}, "403.1"), ({"rule": "nope"}, "403.6")):
+        refused = stack.client.patch(path, json=body)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, code), body
+    every_2s = "*/2 * * * * *"
+    reply = stack.client.patch(path, json={"rule": every_2s, "params": {"my": "after"}})
+    changed_at = int(time.time() * 1000)
+    assert reply.status_code == 200, reply.text
+    assert (reply.json()["cron_id"], reply.json()["rule"]) == (cron_id, every_2s)
+    assert reply.json()["params"] == '{"my":"after"}'
+
+    def changed_runs() -> list[int] | None:
+        at = [at for at, m in results(stack, cron_id) if m == "after" and at > changed_at]
+        return at if len(at) >= 3 else None
+
+    # Once the first run as changed has ended, the definition in force is the new one (at the
+    # center, or pushed to the agent): what ends a second after it is the new one's only.
+    settled = wait_for("three runs as changed", changed_runs, 30)[0] + 1000
+    stack.client.delete(path)
+    assert {m for at, m in results(stack, cron_id) if at > settled} == {"after"}
+    kind = "CronFired" if mode == "CANP" else "AgentCronRan"  # who decided each time
+    since = [f["scheduled_at"] for f in fires(stack, cron_id, kind) if f["scheduled_at"] > settled]
+    assert since and all(t % 2000 == 0 for t in since), since  # the new rule's times only
+    assert detail(stack, cron_id)["counts"]["fires"] >= len(since) + 1  # one history, one id
+    missing = stack.client.patch("/api/v1/crons/nope", json={"rule": every_2s})
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "411.1")
+
+
+def test_the_cli_changes_a_cron_in_place(stack: Stack) -> None:
+    cron_id = add_cron(stack, rule="0 0 1 1 *")  # once a year
+    done = elves(stack, "cron", "update", cron_id, "--rule", "0 0 * * *", "-p", "my=cli", "-t", "5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith(f"{cron_id}: active, 0 0 * * * (UTC); next ")
+    data = detail(stack, cron_id)
+    assert (data["params"], data["timeout_s"], data["rule"]) == ('{"my":"cli"}', 5, "0 0 * * *")
+    nothing = elves(stack, "cron", "update", cron_id)
+    assert nothing.returncode == 2 and "give what to change" in nothing.stdout
     stack.client.delete(f"/api/v1/crons/{cron_id}")

@@ -14,6 +14,7 @@ from elves.schemas.events import (
     CronFiresMissed,
     CronPaused,
     CronResumed,
+    CronUpdated,
     DeleteCron,
     Event,
     PauseCron,
@@ -21,6 +22,7 @@ from elves.schemas.events import (
     TaskFailed,
     TaskRejected,
     TaskSucceeded,
+    UpdateCron,
 )
 from elves.streams.cron import model
 
@@ -411,3 +413,72 @@ def test_a_cron_for_an_agent_its_app_may_not_run_on_is_refused_413_5() -> None:
     # A selector cron is judged at each fire, on the agents that match then (the wiring's).
     [by_tags] = model.decide(None, by_selector(), permits=only_a2)
     assert not isinstance(by_tags, CronCommandRejected)
+
+
+def test_an_update_runs_by_the_new_rule_from_then_and_keeps_the_cron_s_history() -> None:
+    run = Run(add(overlap="parallel"))  # every second, whether the last run ended or not
+    for at in (T0 + S, T0 + 2 * S):
+        assert [f.scheduled_at for f in fired(run.tick(at + 10))] == [at]
+    out = run.command(UpdateCron("u", T0 + 2 * S + 300, "c1", rule="*/5 * * * * *", name="slow"))
+    assert isinstance(out[0], CronUpdated) and out[0].event_id in model.answer_ids(
+        UpdateCron("u", T0, "c1")
+    )
+    assert run.state is not None
+    assert (run.state.rule, run.state.name, run.state.fires) == ("*/5 * * * * *", "slow", 2)
+    assert run.state.next_at == T0 + 5 * S
+    out = [e for at in range(3, 12) for e in run.tick(T0 + at * S + 10)]  # a tick a second
+    assert [(f.scheduled_at, f.catch_up) for f in fired(out)] == [
+        (T0 + 5 * S, False),
+        (T0 + 10 * S, False),
+    ]  # the new rule's times only, on time
+    assert not [e for e in out if isinstance(e, CronFiresMissed)]
+    assert (run.state.params, run.state.timeout_s) == ("{}", 10)  # not given: unchanged
+
+
+def test_a_new_rule_s_past_times_are_not_misfires() -> None:
+    run = Run(add(rule="0 0 1 1 *"))  # once a year: nothing decided for months
+    run.command(UpdateCron("u", T0 + 90 * S + 500, "c1", rule="* * * * * *"))
+    assert run.state is not None and run.state.next_at == T0 + 91 * S
+    out = run.tick(T0 + 91 * S + 10)
+    assert [(f.scheduled_at, f.catch_up) for f in fired(out)] == [(T0 + 91 * S, False)]
+    assert not [e for e in out if isinstance(e, CronFiresMissed)]
+
+
+def test_updates_are_checked_as_adds_and_what_runs_where_stays() -> None:
+    run = Run(add())
+    bad = [
+        UpdateCron("u1", T0, "c1", rule="not a rule"),
+        UpdateCron("u2", T0, "c1", timezone="Mars/Olympus"),
+        UpdateCron("u3", T0, "c1", timeout_s=0),
+        UpdateCron("u4", T0, "c1", misfire="sometimes"),
+        UpdateCron("u5", T0, "c1", params="[1]"),
+    ]
+    for cmd in bad:
+        [refused] = run.command(cmd)
+        assert isinstance(refused, CronCommandRejected) and refused.code.startswith("403"), cmd
+    [empty] = run.command(UpdateCron("u6", T0, "c1"))
+    assert isinstance(empty, CronCommandRejected) and empty.code == "403.1"
+    [missing] = Run().command(UpdateCron("u7", T0, "nope", rule="* * * * *"))
+    assert isinstance(missing, CronCommandRejected) and missing.code == "411.1"
+    assert run.state is not None and run.state.rule == "* * * * * *"  # nothing changed
+
+
+def test_a_paused_cron_updated_stays_paused_and_a_deleted_one_is_gone() -> None:
+    run = Run(add())
+    run.command(PauseCron("p", T0 + 500, "c1"))
+    run.command(UpdateCron("u", T0 + S, "c1", rule="*/2 * * * * *"))
+    assert run.state is not None and (run.state.status, run.state.next_at) == ("paused", 0)
+    run.command(ResumeCron("r", T0 + 3 * S + 100, "c1"))
+    assert run.state.next_at == T0 + 4 * S  # the new rule's next time after the resume
+    run.command(DeleteCron("d", T0 + 5 * S, "c1"))
+    [gone] = run.command(UpdateCron("u2", T0 + 6 * S, "c1", rule="* * * * *"))
+    assert isinstance(gone, CronCommandRejected) and gone.code == "411.1"
+
+
+def test_an_updated_state_survives_its_json_row() -> None:
+    run = Run(add(mode="AANP"))
+    run.command(UpdateCron("u", T0 + S, "c1", params='{"n":1}', timeout_s=30, overlap="queue"))
+    assert run.state is not None
+    again = model.CronState.from_dict(run.state.to_dict())
+    assert again == run.state and (again.params, again.timeout_s) == ('{"n":1}', 30)
+    assert again.next_at == 0  # an agent cron still fires from its agent only

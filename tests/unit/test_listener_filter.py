@@ -11,6 +11,7 @@ from elves.schemas.codec import CODEC
 from elves.schemas.events import (
     AgentAccepted,
     CronPaused,
+    CronUpdated,
     Heartbeat,
     QueueCreated,
     QueueTaskReady,
@@ -36,6 +37,7 @@ def test_what_the_views_fold_is_always_decoded(tmp_path: Path) -> None:
     for event in (
         QueueCreated(new_id(T), T, "q-1", "demo", "q"),
         CronPaused(new_id(T), T, "c-1"),
+        CronUpdated(new_id(T), T, "c-1", "* * * * *", "UTC", "{}", 10, "skip", "skip", ""),
         Heartbeat(new_id(T), T, "agent-1", "host-1", 2.0, T),
         AgentAccepted(new_id(T), T, "agent-1", "key"),
     ):
