@@ -17,14 +17,16 @@ import time
 import uuid
 from pathlib import Path
 
+from confluent_kafka import Consumer
 from proc_cpu import children_of, own_and_reaped
 
 from elves.client import client
+from elves.config import Settings
 from elves.kafka import consumer, producer
-from elves.local import Stack, bench_settings, kafka, term_as_exit, wait_for
+from elves.local import Stack, bench_settings, kafka, term_as_exit
 from elves.schemas.codec import CODEC
 from elves.schemas.events import TaskDispatched, TaskResultReported
-from elves.signing import sign_dispatch
+from elves.signing import Signer, center_signer
 from elves.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,24 +61,24 @@ def dispatch(task_id: str) -> TaskDispatched:
     )
 
 
-def one_round(stack: Stack, agent_pid: int, args: argparse.Namespace) -> float:
-    settings = stack.settings
-    # From the beginning: results of earlier rounds are read and passed over.
-    results = consumer(settings, f"bench-{uuid.uuid4().hex[:8]}")
-    results.subscribe([settings.topic("results")])
+def send_and_wait(
+    settings: Settings, signer: Signer, results: Consumer, count: int, rate: float
+) -> float:
+    """Write `count` signed dispatches at `rate` a second, wait for every result; the seconds
+    from the first dispatch to the last result."""
     prod = producer(settings)
     topic = settings.dispatch_topic(AGENT)
-    ids = {uuid.uuid4().hex[:16] for _ in range(args.tasks)}
-    before = cpu(agent_pid)
+    ids = [uuid.uuid4().hex[:16] for _ in range(count)]
     start = time.monotonic()
-    for n, task_id in enumerate(sorted(ids)):
+    for n, task_id in enumerate(ids):
         # A steady rate: each dispatch at its time, none in a burst.
-        time.sleep(max(0.0, start + n / args.rate - time.monotonic()))
-        prod.produce(topic, key=task_id.encode(), value=sign_dispatch(settings, dispatch(task_id)))
+        time.sleep(max(0.0, start + n / rate - time.monotonic()))
+        sealed = signer.seal(dispatch(task_id), int(time.time() * 1000))
+        prod.produce(topic, key=task_id.encode(), value=sealed)
         prod.poll(0)
     prod.flush(10)
     left = set(ids)
-    deadline = time.monotonic() + 60 + args.tasks / args.rate
+    deadline = time.monotonic() + 60 + count / rate
     while left and time.monotonic() < deadline:
         msg = results.poll(0.2)
         if msg is None or msg.error() is not None:
@@ -85,10 +87,18 @@ def one_round(stack: Stack, agent_pid: int, args: argparse.Namespace) -> float:
         if isinstance(event, TaskResultReported):
             left.discard(event.task_id)
     elapsed = time.monotonic() - start
-    after = cpu(agent_pid)
-    results.close()
     if left:
-        raise SystemExit(f"{len(left)} of {args.tasks} results missing after {elapsed:.0f} s")
+        raise SystemExit(f"{len(left)} of {count} results missing after {elapsed:.0f} s")
+    return elapsed
+
+
+def one_round(
+    settings: Settings, signer: Signer, results: Consumer, agent_pid: int, args: argparse.Namespace
+) -> float:
+    """One measured round: prints each part's CPU a task; returns the agent daemon's."""
+    before = cpu(agent_pid)
+    elapsed = send_and_wait(settings, signer, results, args.tasks, args.rate)
+    after = cpu(agent_pid)
     per_task = {part: (after[part] - before[part]) * 1000 / args.tasks for part in after}
     total = sum(per_task.values())
     print(f"{args.tasks} tasks at {args.rate}/s in {elapsed:.1f} s; CPU a task, ms:")
@@ -119,20 +129,27 @@ def main() -> None:
         kafka("start", settings)
         try:
             ensure_topics(settings)
-            sign_dispatch(settings, dispatch("key"))  # makes the center's key the agent reads
+            signer = center_signer(settings)  # makes the center's key, which the agent reads
+            # Every result from the beginning, read once: a round passes over the earlier ones.
+            results = consumer(settings, f"bench-{uuid.uuid4().hex[:8]}")
+            results.subscribe([settings.topic("results")])
             stack = Stack(settings, client(settings, timeout=60))
             try:
                 workers = str(args.workers)
                 agent = stack.spawn_agent(AGENT, accept=False, ELVES_AGENT_WORKERS=workers)
-                wait_for("the agent's consumer", lambda: "consuming" in agent.tail(), timeout=60)
-                time.sleep(3)  # its consumer joins its group
+                # One task through first: the agent consumes, its fork server is warm.
+                send_and_wait(settings, signer, results, 1, args.rate)
                 print(f"idle, CPU ms a second: {idle(agent.popen.pid)}")
-                daemon = [one_round(stack, agent.popen.pid, args) for _ in range(args.rounds)]
+                pid = agent.popen.pid
+                daemon = [
+                    one_round(settings, signer, results, pid, args) for _ in range(args.rounds)
+                ]
                 rounds = ", ".join(f"{ms:.2f}" for ms in daemon)
                 median = statistics.median(daemon)
                 print(f"agent daemon, ms a task, by round: {rounds}; median {median:.2f}")
             finally:
                 stack.close()
+                results.close()
         finally:
             kafka("stop", settings, check=False)
 
