@@ -9,6 +9,7 @@ from typing import Any
 from elves.config import Settings
 from elves.errors import BadJson, MissingField, ParamsTooLarge, WrongType
 from elves.selectors import parse_selector
+from elves.streams.cron.state import CHANGEABLE
 
 MAX_TIMEOUT_S = 24 * 3600
 
@@ -164,16 +165,9 @@ class CronRequest:
     selector: str | None = None
 
 
-# An update's body names and the `UpdateCron` field each sets; anything else is refused.
-CRON_CHANGES = {
-    "rule": "rule",
-    "timezone": "timezone",
-    "params": "params",
-    "timeout": "timeout_s",
-    "misfire": "misfire",
-    "overlap": "overlap",
-    "name": "name",
-}
+# An update's body names and the `UpdateCron` field each sets (the fold's `CHANGEABLE`, under
+# the names an add's body uses); anything else is refused.
+CRON_CHANGES = {"timeout" if field == "timeout_s" else field: field for field in CHANGEABLE}
 
 
 def parse_cron_update(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
