@@ -281,9 +281,12 @@ class Runner:
         # select.poll, not a selectors object (its keys and maps, for every task): with
         # `_place`, the agent's side of a noop task went from 0.44 to 0.35 ms (bench/fork.py).
         poller = select.poll()
-        watched = {out_r, err_r, proc.exit_fd}
-        for fd in watched:
+        # Registered in this order, not a set's: poll answers in registration order, so stdout
+        # printed before stderr is read first when both are ready at once.
+        order = (out_r, err_r, proc.exit_fd)
+        for fd in order:
             poller.register(fd, select.POLLIN)
+        watched = set(order)
         try:
             while True:
                 now = time.monotonic()

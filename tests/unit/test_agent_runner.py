@@ -75,6 +75,30 @@ def test_non_zero_exit_is_flag_minus_1_with_stderr(runner: Runner, how: str, cod
     assert result.exit_code == code
 
 
+def test_stdout_printed_before_stderr_is_read_before_it_whatever_the_pipes_fds(
+    runner: Runner,
+) -> None:
+    """Both pipes readable at once are read stdout first, as printed. The fds are placed where a
+    set of them iterates stderr's first (15, 17 in a table of 8 slots): a task page once showed
+    the stderr line above the stdout one printed before it."""
+    held: list[int] = []
+    try:
+        while (fd := os.open(os.devnull, os.O_RDONLY)) % 8 != 7:
+            held.append(fd)
+        os.close(fd)  # the next pipe's read end takes it
+        for _ in range(5):
+            got: list[Part] = []
+            stream = OutputStream(OutputParts(1 << 20), got.extend)
+            runner.run(spec("crasher", "crash", {"stdout": "step 1\n"}), output=stream)
+            assert [(p.stream, p.data) for p in got] == [
+                ("stdout", "step 1\n"),
+                ("stderr", "crasher: going down\n"),
+            ]
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
 def test_exit_0_without_tags_is_flag_minus_1(runner: Runner) -> None:
     result = runner.run(spec("crasher", "crash", {"code": 0, "stdout": "hello"}))
     assert result.worker_flag == -1
