@@ -87,10 +87,13 @@ def parse(output: str) -> Numbers:
 
 
 def finish(run: subprocess.Popen[str], side: str) -> Numbers:
-    output, _ = run.communicate()
+    return judge(side, run.communicate()[0], run.returncode)
+
+
+def judge(side: str, output: str, returncode: int) -> Numbers:
     numbers = parse(output)
-    if run.returncode != 0 or not numbers["overhead"]:
-        sys.exit(f"side {side}: bench/queues.py failed ({run.returncode}):\n{output[-3000:]}")
+    if returncode != 0 or not numbers["overhead"]:
+        sys.exit(f"side {side}: bench/queues.py failed ({returncode}):\n{output[-3000:]}")
     loop = f", reference loop {numbers['loop']} ms" if numbers["loop"] else ""
     print(
         f"  {side}: overhead {numbers['overhead']} ms, CPU {numbers['all']} ms a task{loop}",
@@ -130,8 +133,11 @@ def main() -> None:
         print(f"round {n + 1} of {args.rounds}", flush=True)
         if args.together:
             runs = {s: start(trees[s], args.queues, PORTS[s]) for s in ("A", "B")}
+            # Both ended before either is judged: a failed side exits, and the other side's
+            # run (its broker and stack) would be left running on its port.
+            outputs = {s: run.communicate()[0] for s, run in runs.items()}
             for side, run in runs.items():
-                add(side, finish(run, side))
+                add(side, judge(side, outputs[side], run.returncode))
         else:
             for side in ("A", "B", "B", "A"):
                 add(side, finish(start(trees[side], args.queues, PORTS["A"]), side))
