@@ -468,6 +468,7 @@ class Agent:
             cancel = self._cancels.setdefault(key, threading.Event())
         if self._kill.is_set():
             cancel.set()
+        output = self._output(*key)
         try:
             if cancel.is_set():
                 return RunResult(FLAG_ERROR, CANCELLED, 0)
@@ -477,11 +478,12 @@ class Agent:
                 cancel=cancel,
                 still_running=still_running,
                 still_running_after_s=START_REPORT_S,
-                output=self._output(*key),
+                output=output,
             )
         except Exception as exc:  # noqa: BLE001 - an agent bug must still end in a result
             log.exception("task %s: the agent failed to run it", key[0])
-            return RunResult(FLAG_ERROR, f"agent error: {exc!r}", 0)
+            sent = output.sent if output is not None else 0  # what went out before it failed
+            return RunResult(FLAG_ERROR, f"agent error: {exc!r}", 0, output_parts=sent)
         else:
             if result.worker_message == STOPPING and not self._kill.is_set():
                 result = dataclasses.replace(result, worker_message=CANCELLED)
@@ -578,6 +580,7 @@ class Agent:
             timed_out=result.timed_out,
             started_at=started_at,
             pid=pid,
+            output_parts=result.output_parts,
         )
         return self.results_topic, dispatch.task_id.encode(), CODEC.encode(event)
 

@@ -152,6 +152,7 @@ class OutputStream:
     def __init__(self, parts: OutputParts, send: Callable[[list[Part]], None]) -> None:
         self.parts = parts
         self.send = send
+        self.sent = 0  # parts handed to `send`: the count the attempt's result reports
 
     def add(self, stream: str, chunk: bytes, now: float) -> None:
         self._send(self.parts.add(stream, chunk, now))
@@ -168,3 +169,4 @@ class OutputStream:
     def _send(self, parts: list[Part]) -> None:
         if parts:
             self.send(parts)
+            self.sent += len(parts)

@@ -82,6 +82,7 @@ class RunResult:
     exit_code: int | None = None
     forked: bool = False  # came from the fork server (for benchmarks and logs)
     timed_out: bool = False  # killed at the task's timeout (the task ends `timed_out`)
+    output_parts: int = 0  # parts of its output sent as it ran (`OutputStream.sent`)
 
 
 class _Process(Protocol):
@@ -336,8 +337,10 @@ class Runner:
         finally:
             os.close(out_r)
             os.close(err_r)
+        parts = 0
         if output is not None:
             output.finish()  # before the result is made: its parts go out first
+            parts = output.sent
         code: int | None = None
         if exited:
             try:
@@ -347,15 +350,19 @@ class Runner:
         cost = _ms(started)
         if killed is not None:
             return RunResult(
-                FLAG_ERROR, killed, cost, out.truncated, proc.pid, code, forked, timed_out
+                FLAG_ERROR, killed, cost, out.truncated, proc.pid, code, forked, timed_out, parts
             )
         if code != 0:
             reason = f"exit code {code}" if code and code > 0 else f"killed by {_signal(code)}"
             tail = err.text().strip()
             message = f"{reason}: {tail}" if tail else reason
-            return RunResult(FLAG_ERROR, message, cost, out.truncated, proc.pid, code, forked)
+            return RunResult(
+                FLAG_ERROR, message, cost, out.truncated, proc.pid, code, forked, output_parts=parts
+            )
         flag, message = parse_output(out.data())
-        return RunResult(flag, message, cost, out.truncated, proc.pid, code, forked)
+        return RunResult(
+            flag, message, cost, out.truncated, proc.pid, code, forked, output_parts=parts
+        )
 
 
 class _Capture:

@@ -21,7 +21,7 @@ from elves.api import agents, apps, crons, keys, output, permissions, queues, ta
 from elves.api.access import Target, allowed, guard, require_agents, who
 from elves.api.audit import AuditStore
 from elves.api.auth import Authenticator
-from elves.api.gateway import Gateway, gateway
+from elves.api.gateway import Gateway, Inserts, gateway
 from elves.api.listener import Listener
 from elves.api.openapi import OPENAPI
 from elves.api.requests import InstantRequest, parse_instant, parse_json_body
@@ -330,8 +330,9 @@ def create_app(settings: Settings) -> Starlette:
 
         auth = Authenticator(keyring, Sealer.open(settings.center_dir), accepted_key)
         await asyncio.to_thread(listener.start)
+        inserts = Inserts(watcher, asyncio.get_running_loop())
         watcher.start()
-        app.state.gateway = Gateway(settings, prod, listener, store, watcher, auth)
+        app.state.gateway = Gateway(settings, prod, listener, store, watcher, auth, inserts)
         try:
             yield
         finally:

@@ -339,6 +339,20 @@ class AuditStore:
             )
         return sorted(parts.values(), key=lambda part: part.offset)
 
+    def output_counts(self, task_id: str) -> dict[int, int]:
+        """How many of a task's output parts the audit holds, by attempt (a part two writers
+        left counts once: by event id)."""
+        try:
+            result = self._reader.query(
+                f"SELECT JSONExtractInt(payload, 'attempt') AS attempt, uniqExact(event_id) "
+                f"FROM {self.table} WHERE task_id = {{v:String}} AND type = 'TaskOutput' "
+                "GROUP BY attempt",
+                parameters={"v": task_id},
+            )
+        except ClickHouseError as exc:
+            raise Unavailable(f"audit lookup failed: {exc}") from exc
+        return {int(attempt): int(n) for attempt, n in result.result_rows}
+
     def queue_events(self, queue_id: str) -> list[dict[str, Any]]:
         """Every event naming a queue (its own, its tasks' outcomes, its commands), by time. The
         queue view folds them in the queue's log order instead (`api/queues.py`): times do not

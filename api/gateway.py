@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,29 @@ from elves.schemas.events import EVENT_TYPES, CronCommandRejected, Event, QueueC
 ANSWER_WAIT_S = 15.0
 
 
+class Inserts:
+    """The watcher's inserts, for the gateway's event loop: `next()` is set at the next one (the
+    audit may hold more then), so a reader of the audit waits for it rather than on a timer."""
+
+    def __init__(self, watcher: Watcher, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._next = asyncio.Event()
+        watcher.on_insert(self._from_watcher)
+
+    def next(self) -> asyncio.Event:
+        """The event the next insert sets. Take it before reading the audit: an insert made
+        while the audit is read sets it too, so waiting on it then does not miss that insert."""
+        return self._next
+
+    def _from_watcher(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: no reader waits any more
+            self._loop.call_soon_threadsafe(self._inserted)
+
+    def _inserted(self) -> None:
+        self._next.set()
+        self._next = asyncio.Event()
+
+
 @dataclass
 class Gateway:
     settings: Settings
@@ -30,6 +54,7 @@ class Gateway:
     store: AuditStore
     watcher: Watcher
     auth: Authenticator  # API keys: who signed a request
+    inserts: Inserts
 
 
 def gateway(request: Request) -> Gateway:

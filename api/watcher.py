@@ -190,6 +190,7 @@ class Watcher:
         self._written: dict[Position, int] = {}  # next offset to read, once stored
         self.flushes = 0
         self.rows_inserted = 0
+        self._on_insert: list[Callable[[], None]] = []
         self.failure: BaseException | None = None
 
     # ---- lifecycle -----------------------------------------------------
@@ -213,6 +214,10 @@ class Watcher:
         return self._thread is not None and self._thread.is_alive()
 
     # ---- waiting (tests and the gateway; no sleeps) --------------------
+
+    def on_insert(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every insert, from the watcher's thread: it must not block."""
+        self._on_insert.append(callback)
 
     def positions(self) -> dict[Position, int]:
         """Next offset per partition whose earlier messages are all in the store."""
@@ -331,4 +336,6 @@ class Watcher:
             self.flushes += 1
             self.rows_inserted += inserted
             self._changed.notify_all()
+        for callback in self._on_insert:
+            callback()
         return True

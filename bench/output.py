@@ -6,14 +6,19 @@ Starts its own broker and stack (one agent), then:
   (`GET /api/v1/tasks/{id}/output?follow=true`) reads them, and each line's lateness is the time
   it was read minus the time it was printed (one machine, one clock);
 - burst: a task prints `--lines` lines at once; the time from its submission to the follower
-  holding the last one, and the parts they came in.
+  holding the last one, and the parts they came in;
+- ends: `--execs` instant tasks that print three lines, each followed as `elves exec --output`
+  does (the CLI's own code) from the moment its reply came: how long after the result the
+  output and the task's end are all printed.
 
-    .venv/bin/python bench/output.py [--ticks 20] [--every 1.0] [--lines 50000]
+    .venv/bin/python bench/output.py [--ticks 20] [--every 1.0] [--lines 50000] [--execs 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import statistics
 import time
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from elves.local import Stack, bench_settings, own_stack, wait_for
+from elves.output_cli import print_before_result
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = "bencho-agent-1"
@@ -92,16 +98,40 @@ def burst(stack: Stack, lines: int) -> None:
     )
 
 
+def ends(stack: Stack, runs: int) -> None:
+    waits_ms = []
+    for _ in range(runs):
+        reply = stack.client.post(
+            "/api/v1/tasks/instant",
+            json={"agent": AGENT, "app": "sleeper", "func": "tick", "params": {"every": 0}},
+        )
+        reply.raise_for_status()
+        replied = time.perf_counter()
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
+            print_before_result(stack.client, reply.json()["task_id"])
+        waits_ms.append((time.perf_counter() - replied) * 1000)
+        if printed.getvalue() != "tick 1\ntick 2\ntick 3\n":
+            raise RuntimeError(f"printed {printed.getvalue()!r}")
+    print(
+        f"ends: {runs} instant tasks of three lines; from the result to the output printed "
+        f"whole, ms: p50 {statistics.median(waits_ms):.0f}  p90 {pct(waits_ms, 0.9):.0f}  "
+        f"max {max(waits_ms):.0f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ticks", type=int, default=20)
     parser.add_argument("--every", type=float, default=1.0)
     parser.add_argument("--lines", type=int, default=50000)
+    parser.add_argument("--execs", type=int, default=20)
     args = parser.parse_args()
     settings = bench_settings("bencho", ROOT, heartbeat_s=2.0)
     with own_stack(settings, [AGENT]) as stack:
         sparse(stack, args.ticks, args.every)
         burst(stack, args.lines)
+        ends(stack, args.execs)
 
 
 if __name__ == "__main__":

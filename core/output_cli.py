@@ -22,15 +22,21 @@ from elves.errors import NotFound
 from elves.queue_cli import AUDIT_LAG_S
 from elves.table import say_error
 
-RETRY_S = 0.5  # between asks for a task not in the audit yet
+# Between asks for a task not in the audit yet: often at first, since `elves exec --output`
+# asks the moment its task ended, and the watcher's next insert (0.5 s apart at most) brings it;
+# seldom after that, for a task id that may be wrong.
+RETRY_SOON_S = 0.1
+RETRY_LATER_S = 0.5
+SOON_S = 2.0
 
 
 class Printer:
     """Writes parts to the terminal: each stream to its own, a line when another attempt
     starts, and a note when the agent's cap left output out."""
 
-    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
-        self.out, self.err = out, err
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        # The streams of the moment it is made, not of the import: a redirect is followed.
+        self.out, self.err = out or sys.stdout, err or sys.stderr
         self.attempt: int | None = None
         self.mid_line = False  # stdout's last part did not end its line
 
@@ -90,7 +96,7 @@ def print_output(
                 return _page(signing, path, reply.json(), printer)
         if reply.status_code != NotFound.status or time.monotonic() - started > AUDIT_LAG_S:
             return say_error(reply.json())
-        time.sleep(RETRY_S)
+        time.sleep(RETRY_SOON_S if time.monotonic() - started < SOON_S else RETRY_LATER_S)
 
 
 def _follow(lines: Any, printer: Printer) -> int:

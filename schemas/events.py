@@ -219,6 +219,9 @@ class TaskResultReported:
     # task that ends within the agent's START_REPORT_S has no TaskStarted: this is its start.
     started_at: int | None = None
     pid: int | None = None
+    # Since v4: how many output parts (`TaskOutput`) the agent sent for this attempt before this
+    # result, so a reader of its output knows when it has them all (None: an older agent).
+    output_parts: int | None = None
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,12 @@ def test_a_running_task_s_output_is_read_as_it_prints_and_the_follow_ends_with_i
     assert first_read_at < ended_at(stack, task_id)
     assert sum(p["stream"] == "stdout" for p in parts) >= 3
 
-    # The output is not part of the task's lifecycle.
+    # The output is not part of the task's lifecycle; its result says how many parts went,
+    # which is how the follow knew it had them all.
     task = stack.client.get(f"/api/v1/tasks/{task_id}").json()
     assert "TaskOutput" not in {e["type"] for e in task["lifecycle"]}
+    [result] = [e for e in task["lifecycle"] if e["type"] == "TaskResultReported"]
+    assert result["payload"]["output_parts"] == len(parts)
     assert task["state"]["status"] == "succeeded"
 
     # Read again later: all of it, or what comes after a cursor.

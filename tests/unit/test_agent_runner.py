@@ -223,6 +223,7 @@ def test_what_a_task_prints_is_handed_on_while_it_runs_without_its_result(
     )
     assert ("stderr", "half way\n") in printed
     assert [p.seq for _, p in got] == list(range(len(got)))
+    assert result.output_parts == stream.sent == len(got) > 0  # the result says how many went
     # 'tick 1' came alone, about 1.1 s before the end (the ticks after it take 1.2 s).
     first_at, first = next((at, p) for at, p in got if p.stream == "stdout")
     assert first.data == "tick 1\n"

@@ -69,6 +69,7 @@ def test_an_older_writer_version_is_read_with_the_newest() -> None:
     assert event.truncated is False  # the v2 field's default
     assert event.worker_message == "toryzen"
     assert (event.started_at, event.pid) == (None, None)  # the v3 fields' defaults
+    assert event.output_parts is None  # v4's: an older agent did not count its output parts
 
 
 def test_a_result_without_a_process_keeps_its_start_null() -> None:
