@@ -377,7 +377,12 @@ class CronScheduler:
 
     def _claim(self, cron: CronDef, scheduled_at: int, now: int) -> Claim:
         lost = cronplan.ran(
-            self.agent_id, cron, scheduled_at, now, now, RunResult(FLAG_ERROR, LOST, 0)
+            self.agent_id,
+            cron,
+            scheduled_at,
+            now,
+            now,
+            RunResult(FLAG_ERROR, LOST, 0, output_parts=None),
         )
         return Claim(lost.task_id, cron.cron_id, scheduled_at, self.results_topic, lost)
 

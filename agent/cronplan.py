@@ -106,6 +106,7 @@ def ran(
         worker_costtime=result.worker_costtime,
         truncated=result.truncated,
         timed_out=result.timed_out,
+        output_parts=result.output_parts,
     )
 
 

@@ -82,7 +82,9 @@ class RunResult:
     exit_code: int | None = None
     forked: bool = False  # came from the fork server (for benchmarks and logs)
     timed_out: bool = False  # killed at the task's timeout (the task ends `timed_out`)
-    output_parts: int = 0  # parts of its output sent as it ran (`OutputStream.sent`)
+    # Parts of its output sent as it ran (`OutputStream.sent`); None: not known (a run the
+    # agent lost in a crash may have sent some).
+    output_parts: int | None = 0
 
 
 class _Process(Protocol):

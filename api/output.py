@@ -31,7 +31,7 @@ from elves.api.access import task_events
 from elves.api.audit import OutputRow
 from elves.api.gateway import Gateway, events_of, gateway
 from elves.errors import TaskNotFound, WrongType
-from elves.schemas.events import Event, TaskResultReported
+from elves.schemas.events import AgentCronRan, Event, TaskResultReported
 from elves.streams.tasks import model as tasks
 
 POLL_S = 0.5  # the longest a follow waits for the watcher's next insert before it looks anyway
@@ -82,12 +82,14 @@ def _end_of(task_id: str, state: tasks.TaskState | None) -> dict[str, Any]:
 
 def parts_sent(events: Sequence[Event], last_attempt: int) -> dict[int, int] | None:
     """How many output parts each attempt of an ended task sent, by attempt, from its agents'
-    results; None when an attempt's count is not known (no result, or one that does not say)."""
-    sent = {
-        e.attempt: e.output_parts
-        for e in events
-        if isinstance(e, TaskResultReported) and e.output_parts is not None
-    }
+    results (an agent's cron run is one attempt, reported whole); None when an attempt's count
+    is not known (no result, or one that does not say)."""
+    sent: dict[int, int] = {}
+    for e in events:
+        if isinstance(e, TaskResultReported) and e.output_parts is not None:
+            sent[e.attempt] = e.output_parts
+        elif isinstance(e, AgentCronRan) and e.output_parts is not None:
+            sent[1] = e.output_parts
     attempts = range(1, last_attempt + 1)  # none for a task rejected before its first attempt
     if any(a not in sent for a in attempts):
         return None

@@ -823,6 +823,8 @@ class AgentCronRan:
     worker_costtime: int
     truncated: bool = False
     timed_out: bool = False
+    # Since v2: how many output parts the run sent before this report (None: an older agent).
+    output_parts: int | None = None
 
 
 @dataclass(frozen=True)

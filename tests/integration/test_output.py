@@ -180,6 +180,12 @@ def test_an_agent_cron_run_s_output_reaches_the_center(stack: Stack, tmp_path: P
     parts = wait_for("the cron run's output in the audit", whole, 15)
     assert "".join(p["data"] for p in parts if p["stream"] == "stdout") == "tick 1\ntick 2\n"
     assert {(p["attempt"], p["agent_id"]) for p in parts} == {(1, agent.agent_id)}
+    # Its report counts them, and a follow of the run ends with all of them.
+    task = stack.client.get(f"/api/v1/tasks/{task_id}").json()
+    [ran] = [e for e in task["lifecycle"] if e["type"] == "AgentCronRan"]
+    assert ran["payload"]["output_parts"] == len(parts)
+    *followed, end = [record for _, record in follow(stack, task_id)]
+    assert [p["data"] for p in followed] == [p["data"] for p in parts] and end["ended"]
 
 
 def _ok(reply: Any) -> Any:

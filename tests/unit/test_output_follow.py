@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from elves.api.output import all_in, parts_sent
-from elves.schemas.events import Event, TaskResultReported, TaskTimedOut
+from elves.schemas.events import AgentCronRan, Event, TaskResultReported, TaskTimedOut
 
 
 def result(attempt: int, output_parts: int | None) -> TaskResultReported:
@@ -24,6 +24,17 @@ def test_an_attempt_without_a_counted_result_leaves_it_unknown() -> None:
     assert parts_sent([timed_out, result(2, 1)], 2) is None
     assert parts_sent([result(1, None)], 1) is None  # an agent too old to count
     assert parts_sent([result(1, 2)], 2) is None  # the last attempt's result is not in yet
+
+
+def test_an_agent_s_cron_run_is_one_attempt_reported_whole() -> None:
+    def ran(output_parts: int | None) -> AgentCronRan:
+        return AgentCronRan(
+            "e", 1, "t", "a", "c", "config", 1, 1, "app", "f", "{}", "AANP", 1, "ok", 2,
+            output_parts=output_parts,
+        )  # fmt: skip
+
+    assert parts_sent([ran(4)], 1) == {1: 4}
+    assert parts_sent([ran(None)], 1) is None  # lost in a crash, or an older agent
 
 
 def test_a_task_that_never_ran_sent_nothing() -> None:
