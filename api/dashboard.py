@@ -280,11 +280,19 @@ def task_page(task_id: str, part: Part, output: Part | None = None) -> str:
 
 
 def _output(data: dict[str, Any]) -> Markup:
-    """What the task printed, stderr in red; the first page of it (the CLI reads it all)."""
+    """What the task printed, stderr in red: a page of it (the gateway's, 1,000 parts), with
+    links to the next page and back to the first (`?after=`, the gateway's cursor)."""
+    later = data.get("after", -1) >= 0  # not the first page
     if not data["parts"]:
-        return Markup('<p class="plain">nothing printed (its result is above)</p>')
+        none = "nothing more printed" if later else "nothing printed (its result is above)"
+        return Markup(f'<p class="plain">{none}</p>')
     text = "".join(_printed(p["stream"], p["data"]) for p in data["parts"])
-    more = '<p class="plain">more: <code>elves output</code> has it all</p>' if data["more"] else ""
+    links = []
+    if later:
+        links.append('<a href="?">from the start</a>')
+    if data["more"]:
+        links.append(f'<a href="?after={int(data["next"])}">next parts</a>')
+    more = f'<p class="plain">{" · ".join(links)}</p>' if links else ""
     return Markup(f"<pre>{text}</pre>{more}")
 
 
@@ -384,8 +392,11 @@ def create_app(settings: Settings) -> Starlette:
 
     async def task_detail(request: Request) -> HTMLResponse:
         path = f"/api/v1/tasks/{quote(request.path_params['id'], safe='')}"
+        # A page of the output after a cursor; the gateway judges it (400 with its code).
+        after = request.query_params.get("after")
         part, output = await asyncio.gather(
-            fetch(gateway, "GET", path), fetch(gateway, "GET", f"{path}/output")
+            fetch(gateway, "GET", path),
+            fetch(gateway, "GET", f"{path}/output", params={"after": after} if after else None),
         )
         shown = output if part.status == 200 else None
         return HTMLResponse(task_page(request.path_params["id"], part, shown), part.status)

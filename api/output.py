@@ -56,6 +56,7 @@ async def task_output(request: Request) -> Response:
         {
             **_end(task_id, rows),
             "parts": [asdict(p) for p in parts],
+            "after": after,  # the cursor asked from (-1: the start)
             "next": parts[-1].offset if parts else after,  # the `after` of the next call
             "more": len(parts) == PAGE,
         }

@@ -79,8 +79,25 @@ def test_a_task_page_shows_what_the_task_printed(stack: Stack, dashboard: str) -
         page = httpx.get(f"{dashboard}/tasks/{data['task_id']}", timeout=10)
         return page.text if shown in page.text else None
 
-    html = wait_for("the output on the task's page", page_with_output, 15)
-    assert 'http-equiv="refresh"' not in html  # it ended: nothing more to come
+    wait_for("the output on the task's page", page_with_output, 15)
+
+    def ended_page() -> str | None:
+        # The parts reach the audit before the task's end may (the watcher's batches): the page
+        # reloads until the end is in too, and then no more.
+        page = page_with_output()
+        return page if page is not None and 'http-equiv="refresh"' not in page else None
+
+    wait_for("the page to stop reloading once the task has ended", ended_page, 15)
+
+    # A page after a cursor: after the first part, the second alone; a bad cursor is the
+    # gateway's 400 with its code, on the page.
+    path = f"/api/v1/tasks/{data['task_id']}/output"
+    first = stack.client.get(path).json()["parts"][0]["offset"]
+    later = httpx.get(f"{dashboard}/tasks/{data['task_id']}?after={first}", timeout=10).text
+    assert '<pre><span class="error">crasher: going down\n</span></pre>' in later
+    assert '<a href="?">from the start</a>' in later
+    bad = httpx.get(f"{dashboard}/tasks/{data['task_id']}?after=soon", timeout=10).text
+    assert "[403.2]" in bad
 
 
 def test_an_unknown_task_is_the_gateways_404_with_its_code(dashboard: str) -> None:

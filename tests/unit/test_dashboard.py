@@ -133,6 +133,26 @@ def test_a_task_page_shows_its_output_and_reloads_until_the_task_ends() -> None:
     assert "nothing printed" in ended and 'http-equiv="refresh"' not in ended
 
 
+def test_a_long_output_is_paged_with_the_gateway_s_cursor() -> None:
+    data = {"task_id": "t1", "state": {"status": "succeeded"}, "lifecycle": []}
+    part = {"stream": "stdout", "data": "line\n"}
+
+    def shown(after: int, more: bool, parts: list[dict[str, str]]) -> str:
+        output = {"parts": parts, "after": after, "next": 41, "more": more, "ended": True}
+        return task_page("t1", Part(data), Part(output))
+
+    first = shown(-1, True, [part])
+    assert '<a href="?after=41">next parts</a>' in first and "from the start" not in first
+    middle = shown(7, True, [part])
+    assert '<a href="?">from the start</a>' in middle and "?after=41" in middle
+    last = shown(7, False, [part])
+    assert "from the start" in last and "next parts" not in last
+    only = shown(-1, False, [part])
+    assert "next parts" not in only and "from the start" not in only
+    past = shown(41, False, [])
+    assert "nothing more printed" in past and "nothing printed (its result" not in past
+
+
 def test_a_queue_page_links_its_tasks_and_shows_causes() -> None:
     task = {
         "task_id": "b",
