@@ -23,7 +23,7 @@ from proc_cpu import children_of, own_and_reaped
 from elves.client import client
 from elves.config import Settings
 from elves.kafka import consumer, producer
-from elves.local import Stack, bench_settings, kafka, term_as_exit
+from elves.local import Stack, bench_settings, bench_state, kafka, term_as_exit
 from elves.schemas.codec import CODEC
 from elves.schemas.events import TaskDispatched, TaskResultReported
 from elves.signing import Signer, center_signer
@@ -125,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = bench_settings("bencha", ROOT)
-    with term_as_exit():
+    with term_as_exit(), bench_state(settings):
         kafka("start", settings)
         try:
             ensure_topics(settings)

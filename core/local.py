@@ -7,6 +7,7 @@ its settings passed through the environment and its output in <state>/logs/<part
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -290,14 +291,32 @@ def term_as_exit() -> Iterator[None]:
 
 
 @contextmanager
+def bench_state(settings: Settings) -> Iterator[None]:
+    """A benchmark's state dir (`bench_settings` made it: the broker's log, the audit, every
+    process's log), removed once the benchmark ran through; kept when it failed, or when
+    `BENCH_KEEP` is set, and then its place is printed. Every run used to leave its tens of MB
+    in the temp dir."""
+    kept = f"bench: its state and logs are kept in {settings.state_dir}\n"
+    try:
+        yield
+    except BaseException:
+        sys.stderr.write(kept)
+        raise
+    if os.environ.get("BENCH_KEEP"):
+        sys.stderr.write(kept)
+    else:
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+@contextmanager
 def own_stack(
     settings: Settings, agent_ids: list[str], workers: int | None = None
 ) -> Iterator[Stack]:
     """A broker and a whole stack of one's own (for benchmarks), stopped at the end, also when
-    the benchmark is interrupted or killed (SIGTERM)."""
+    the benchmark is interrupted or killed (SIGTERM); its state dir goes too (`bench_state`)."""
     if workers is not None:
         os.environ["ELVES_AGENT_WORKERS"] = str(workers)  # the agents inherit it
-    with term_as_exit():
+    with term_as_exit(), bench_state(settings):
         kafka("start", settings)
         try:
             ensure_topics(settings)
