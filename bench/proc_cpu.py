@@ -168,12 +168,18 @@ def machine_ticks() -> tuple[int, int, int]:
     return idle, steal, sum(fields[:8])
 
 
-def machine_share(before: tuple[int, int, int], after: tuple[int, int, int]) -> str:
+def machine_share(
+    before: tuple[int, int, int], after: tuple[int, int, int], stack_s: float | None = None
+) -> str:
     """`machine_ticks` between two readings, as a line: how idle the cores were and how much
-    of them the host took."""
+    of them the host took; with the stack's own CPU seconds meanwhile (`stack_s`), how much
+    went to everything else. That share should be small: a leftover broker (a hand-run test
+    session's) or a CI run beside the benchmark once skewed its numbers unseen."""
     idle, steal, total = (b - a for a, b in zip(before, after, strict=True))
     total = max(total, 1)
-    return (
-        f"cores idle {100 * idle / total:.0f}%, "
-        f"taken by the host (steal) {100 * steal / total:.0f}%"
-    )
+    line = f"cores idle {100 * idle / total:.0f}%, "
+    line += f"taken by the host (steal) {100 * steal / total:.0f}%"
+    if stack_s is not None:
+        others = max(0.0, (total - idle - steal) / TICK - stack_s)
+        line += f", used outside the stack (this script too) {100 * others * TICK / total:.0f}%"
+    return line

@@ -143,7 +143,8 @@ def one_queue(
     )
     print("CPU from the commit to the end, by part (two cores give 2 s each second):")
     print("\n".join(report(cpu_before, cpu_after, args.tasks)))
-    print(f"the machine meanwhile: {machine_share(machine_before, machine_after)}")
+    stack_s = sum(cpu_after.values()) - sum(cpu_before.values())
+    print(f"the machine meanwhile: {machine_share(machine_before, machine_after, stack_s)}")
 
     return overhead, speed
 
