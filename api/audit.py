@@ -426,11 +426,13 @@ class AuditStore:
         apps: Sequence[str] | None = None,
         agents: Sequence[str] | None = None,
         had: Sequence[str] = (),
+        lacked: Sequence[str] = (),
     ) -> list[str]:
         """The tasks made since `since_ms` (submitted, or run by an agent's own cron), newest
         first, `limit` of them after the first `offset`. `apps` and `agents`: only tasks of these
-        (None: any). `had`: only tasks with an event of one of these types, from `since_ms` on
-        (a status's necessary sign: the caller folds the tasks to know their status)."""
+        (None: any). `had`: only tasks with an event of one of these types, from `since_ms` on,
+        and `lacked`: only tasks with none of these (a status's necessary signs: the caller
+        folds the tasks to know their status)."""
         where = [
             "type IN ('TaskSubmitted', 'AgentCronRan')",
             "occurred_at >= fromUnixTimestamp64Milli({since:Int64})",
@@ -442,13 +444,15 @@ class AuditStore:
         if agents is not None:
             where.append("agent_id IN {agents:Array(String)}")
             params["agents"] = list(agents)
-        if had:
-            # An agent's clock may stamp an outcome before the center's submission: a margin.
-            where.append(
-                f"task_id IN (SELECT task_id FROM {self.table} WHERE type IN {{had:Array(String)}}"
-                " AND occurred_at >= fromUnixTimestamp64Milli({since:Int64}) - INTERVAL 1 HOUR)"
-            )
-            params["had"] = list(had)
+        for name, types, test in (("had", had, "IN"), ("lacked", lacked, "NOT IN")):
+            if types:
+                # An agent's clock may stamp an outcome before the center's submission: a margin.
+                where.append(
+                    f"task_id {test} (SELECT task_id FROM {self.table} "
+                    f"WHERE type IN {{{name}:Array(String)}} "
+                    "AND occurred_at >= fromUnixTimestamp64Milli({since:Int64}) - INTERVAL 1 HOUR)"
+                )
+                params[name] = list(types)
         sql = f"""
             SELECT task_id, min(occurred_at) AS made
             FROM {self.table}

@@ -23,6 +23,7 @@ STATUSES: tuple[str, ...] = get_args(tasks.Status)
 # The events a task in each status must have had (its fold may have moved on since): the audit
 # narrows a status's list to these tasks, then the fold decides.
 SIGNS: dict[str, tuple[str, ...]] = {
+    "accepted": ("TaskAccepted",),
     "rejected": ("TaskRejected",),
     "dispatched": ("TaskDispatched",),
     "running": ("TaskStarted", "AgentCronRan"),
@@ -30,6 +31,10 @@ SIGNS: dict[str, tuple[str, ...]] = {
     "failed": ("TaskFailed",),
     "timed_out": ("TaskTimedOut",),
 }
+# And the events it cannot have had: an accepted task was dispatched in the same breath (one
+# transaction), so one still accepted has no dispatch. Every task has its acceptance: without
+# this, asking for the accepted folded every task of the range to find none.
+LACKS: dict[str, tuple[str, ...]] = {"accepted": ("TaskDispatched",)}
 
 
 async def get_task(request: Request) -> JSONResponse:
@@ -67,6 +72,7 @@ async def list_tasks(request: Request) -> JSONResponse:
             apps,
             agents,
             SIGNS.get(asked.status or "", ()),
+            LACKS.get(asked.status or "", ()),
         )
         rows = await asyncio.to_thread(gw.store.tasks_events, ids)
         for task_id in ids:

@@ -140,6 +140,29 @@ def test_task_events_in_order_of_time_then_lifecycle(store: AuditStore) -> None:
     assert store.task_events("t-none") == []
 
 
+def test_task_ids_narrow_to_tasks_with_some_events_and_without_others(store: AuditStore) -> None:
+    store.insert(
+        [
+            row("nar-1s", "TaskSubmitted", "t-nar-accepted", T0),
+            row("nar-1a", "TaskAccepted", "t-nar-accepted", T0 + 1),
+            row("nar-2s", "TaskSubmitted", "t-nar-dispatched", T0 + 2),
+            row("nar-2a", "TaskAccepted", "t-nar-dispatched", T0 + 3),
+            row("nar-2d", "TaskDispatched", "t-nar-dispatched", T0 + 3),
+            row("nar-3s", "TaskSubmitted", "t-nar-rejected", T0 + 4),
+            row("nar-3r", "TaskRejected", "t-nar-rejected", T0 + 5),
+        ]
+    )
+
+    def ids(**signs: tuple[str, ...]) -> list[str]:
+        found = store.task_ids(T0 - 1, 100, **signs)
+        return [t for t in found if t.startswith("t-nar-")]
+
+    assert ids() == ["t-nar-rejected", "t-nar-dispatched", "t-nar-accepted"]  # newest first
+    assert ids(had=("TaskAccepted",)) == ["t-nar-dispatched", "t-nar-accepted"]
+    assert ids(had=("TaskAccepted",), lacked=("TaskDispatched",)) == ["t-nar-accepted"]
+    assert ids(lacked=("TaskAccepted",)) == ["t-nar-rejected"]
+
+
 @pytest.mark.parametrize(
     "sql",
     [
