@@ -37,6 +37,13 @@ class Inserts:
         while the audit is read sets it too, so waiting on it then does not miss that insert."""
         return self._next
 
+    async def passed(self, count: int, each_s: float) -> None:
+        """Return after `count` more inserts, or `each_s` without one for each: what was on
+        Kafka when it was called is then in the audit, but for an insert slower than that."""
+        for _ in range(count):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.next().wait(), each_s)
+
     def _from_watcher(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: no reader waits any more
             self._loop.call_soon_threadsafe(self._inserted)

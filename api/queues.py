@@ -46,6 +46,10 @@ from elves.streams.queues.state import QueueState, QueueStatus
 
 # Tasks one call may add: a fan-in of a thousand fits, and one reply stays small.
 MAX_BATCH = 1000
+# How long a rerun of a queue that the audit still has running gives the watcher to catch up:
+# the batch in flight when it asked, then the next (inserts are at most 0.5 s apart, by default).
+CATCH_UP_INSERTS = 2
+INSERT_WAIT_S = 1.0
 
 
 def _now() -> int:
@@ -287,6 +291,12 @@ async def rerun(request: Request) -> JSONResponse:
     if only not in reruns.ONLY:
         raise WrongType(f"only must be one of: {', '.join(reruns.ONLY)}", field="only")
     state = await folded(gw, old_id)
+    if state is not None and not state.final:
+        # It may have ended a moment ago: its end on Kafka, not yet in the audit (a reader of
+        # `queues` knows before the audit does). Two of the watcher's inserts bring what was
+        # on Kafka before this call.
+        await gw.inserts.passed(CATCH_UP_INSERTS, INSERT_WAIT_S)
+        state = await folded(gw, old_id)
     if state is None:
         raise CommandRejected("412.1", f"queue not found: {old_id}", queue_id=old_id)
     if not state.final:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from confluent_kafka import TopicPartition
+
+from elves.kafka import consumer
 from elves.local import Stack, wait_for
+from elves.schemas.codec import CODEC
+from elves.schemas.events import QueueFinished
 
 from .test_cli import elves
 from .test_queues import add, by_task, commit, create, final
@@ -63,3 +69,34 @@ def test_only_an_ended_queue_runs_again(stack: Stack) -> None:
     assert code(stack.client.post("/api/v1/queues/no-such-queue/rerun")) == (404, "412.1")
     bad = stack.client.post(f"/api/v1/queues/{q}/rerun", json={"only": "some"})
     assert bad.status_code == 400 and "only" in bad.json()["error"]["message"]
+
+
+def test_a_queue_runs_again_the_moment_its_end_is_on_kafka(stack: Stack) -> None:
+    """A reader of `queues` learns that a queue ended before the audit does. A rerun asked at
+    that moment waits for the audit to catch up, rather than say the queue still runs."""
+    topic = stack.settings.topic("queues")
+    reader = consumer(stack.settings, f"test-{time.monotonic_ns()}")
+    try:
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = [
+            TopicPartition(topic, p, reader.get_watermark_offsets(TopicPartition(topic, p))[1])
+            for p in partitions
+        ]
+        reader.assign(ends)
+        q = create(stack, "crasher")
+        add(stack, q, f"{q[:8]}-a", "noisy")
+        commit(stack, q)
+
+        def ended() -> bool:
+            msg = reader.poll(0.05)
+            if msg is None or msg.error():
+                return False
+            event = CODEC.decode(msg.value())
+            return isinstance(event, QueueFinished) and event.queue_id == q
+
+        wait_for(f"queue {q}'s end on Kafka", ended, 60)
+        reply = stack.client.post(f"/api/v1/queues/{q}/rerun")
+    finally:
+        reader.close()
+    assert reply.status_code == 201, reply.text
+    assert final(stack, reply.json()["queue_id"])["status"] == "succeeded"
