@@ -204,7 +204,10 @@ async def task_events(request: Request, task_id: str) -> list[dict[str, Any]]:
 
 async def _task(request: Request, task_id: str) -> list[Target]:
     rows = await task_events(request, task_id)
-    # Not in the audit: the handler answers 404 with nothing in it.
+    # Not in the audit: the handler answers 404 with nothing in it. Most often the task was
+    # made a moment ago (`elves exec --output` asks at once): the watcher's next insert hurries.
+    if not rows:
+        gateway(request).watcher.hurry()
     app = next((str(r["app"]) for r in rows if r["app"]), None)
     agent = next((str(r["agent_id"]) for r in rows if r["agent_id"]), None)
     return [Target(app, agent)] if rows else []

@@ -36,6 +36,7 @@ from elves.streams.tasks import model as tasks
 
 POLL_S = 0.5  # the longest a follow waits for the watcher's next insert before it looks anyway
 SETTLE_S = 1.5  # after an end whose parts are not counted: three of the watcher's flushes
+HURRY_FIRST_S = 2.0  # a follow's first seconds, when the watcher is asked to hurry
 PAGE = 1000  # parts a query
 
 
@@ -103,6 +104,7 @@ def all_in(sent: Mapping[int, int], stored: Mapping[int, int]) -> bool:
 
 
 async def _follow(gw: Gateway, task_id: str, after: int) -> AsyncIterator[bytes]:
+    began = time.monotonic()
     ended_at: float | None = None
     end: dict[str, Any] = {}  # the task's end, once the audit has it (an end does not change)
     sent: dict[int, int] | None = None  # what its attempts sent, once ended, if known
@@ -130,6 +132,11 @@ async def _follow(gw: Gateway, task_id: str, after: int) -> AsyncIterator[bytes]
                 sent = parts_sent(events, state.attempt)
                 if sent is not None:
                     continue  # its parts may all be in already
+        if ended_at is not None or time.monotonic() - began < HURRY_FIRST_S:
+            # What it waits for has happened (or it has just begun, as `elves exec --output`
+            # does once its task ended): the watcher hurries. A long follow of a running
+            # task's output does not keep the watcher's inserts small.
+            gw.watcher.hurry()
         with contextlib.suppress(TimeoutError):  # then it looks anyway
             await asyncio.wait_for(inserted.wait(), POLL_S)
 

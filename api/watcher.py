@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 Position = tuple[str, int]  # (topic, partition)
 _RETRY_S = 1.0  # pause after a failed insert; the batch is kept and retried
+# While a reader waits on the audit for what just happened (`hurry`), the watcher inserts
+# this often at most, not every ELVES_WATCHER_FLUSH; for HURRY_S after the last ask.
+HURRIED_FLUSH_S = 0.05
+HURRY_S = 1.0
 FETCH_MIN_BYTES = 64 * 1024
 FETCH_WAIT_MS = 100
 METADATA_REFRESH_MS = 2000
@@ -191,6 +195,7 @@ class Watcher:
         self.flushes = 0
         self.rows_inserted = 0
         self._on_insert: list[Callable[[], None]] = []
+        self._hurried_until = 0.0  # monotonic: until then, `HURRIED_FLUSH_S` between inserts
         self.failure: BaseException | None = None
 
     # ---- lifecycle -----------------------------------------------------
@@ -214,6 +219,13 @@ class Watcher:
         return self._thread is not None and self._thread.is_alive()
 
     # ---- waiting (tests and the gateway; no sleeps) --------------------
+
+    def hurry(self) -> None:
+        """Someone waits on the audit for what just happened (`elves exec --output`, a task
+        just made): insert what is read within `HURRIED_FLUSH_S`, for the next `HURRY_S`.
+        Inserts are batched for ClickHouse's sake, so this is for readers who wait, not for
+        every read."""
+        self._hurried_until = time.monotonic() + HURRY_S
 
     def on_insert(self, callback: Callable[[], None]) -> None:
         """Call `callback` after every insert, from the watcher's thread: it must not block."""
@@ -286,13 +298,16 @@ class Watcher:
 
     def _loop(self, cons: Consumer) -> None:
         batch = max(1, self.settings.watcher_batch)
-        flush_s = self.settings.watcher_flush_s
+        base_flush_s = self.settings.watcher_flush_s
         pending: list[AuditRow] = []
         ends: dict[Position, int] = {}
         first_at = 0.0
         while not self._stop.is_set():
+            now = time.monotonic()
+            hurried = now < self._hurried_until
+            flush_s = min(base_flush_s, HURRIED_FLUSH_S) if hurried else base_flush_s
             if len(pending) < batch:
-                wait = 0.1 if not ends else max(0.0, first_at + flush_s - time.monotonic())
+                wait = 0.1 if not ends else max(0.0, first_at + flush_s - now)
                 for msg in cons.consume(num_messages=batch - len(pending), timeout=min(wait, 0.1)):
                     err = msg.error()
                     if err is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Iterator
 
@@ -255,3 +256,27 @@ def test_restart_and_redelivery_add_no_row(settings: Settings, audit_store: Audi
     assert three.failure is None
     assert three.rows_inserted == 0
     assert stored(audit_store, settings) == after_two
+
+
+def test_a_hurried_watcher_inserts_before_its_flush_time(
+    settings: Settings, audit_store: AuditStore
+) -> None:
+    """Inserts wait up to ELVES_WATCHER_FLUSH for more rows; someone waiting on the audit for
+    what just happened (`hurry`) gets them within a tenth of that here."""
+    slow = dataclasses.replace(settings, watcher_flush_s=10.0)
+    ensure_topics(slow)
+
+    def submitted(task_id: str) -> list[tuple[str, bytes, dict[str, bytes] | None]]:
+        topic, event = task_events(task_id, "agent-h")[0]
+        return [(topic, encoded(slow, topic, event), None)]
+
+    w = Watcher(slow, audit_store)
+    w.start()
+    try:
+        assert w.wait_for_offsets(produce(slow, submitted("t-h1")), 15.0)  # after its 10 s
+        second = produce(slow, submitted("t-h2"))
+        w.hurry()
+        assert w.wait_for_offsets(second, 1.0)  # not another 10 s
+    finally:
+        w.stop()
+    assert w.failure is None
