@@ -47,7 +47,7 @@ from elves.streams.queues.state import QueueState, QueueStatus
 # Tasks one call may add: a fan-in of a thousand fits, and one reply stays small.
 MAX_BATCH = 1000
 # How long a rerun of a queue that the audit still has running gives the watcher to catch up:
-# the batch in flight when it asked, then the next (inserts are at most 0.5 s apart, by default).
+# the batch in flight when it asked, then the next (hurried: 50 ms apart while there is news).
 CATCH_UP_INSERTS = 2
 INSERT_WAIT_S = 1.0
 
@@ -291,10 +291,11 @@ async def rerun(request: Request) -> JSONResponse:
     if only not in reruns.ONLY:
         raise WrongType(f"only must be one of: {', '.join(reruns.ONLY)}", field="only")
     state = await folded(gw, old_id)
-    if state is not None and not state.final:
-        # It may have ended a moment ago: its end on Kafka, not yet in the audit (a reader of
-        # `queues` knows before the audit does). Two of the watcher's inserts bring what was
-        # on Kafka before this call.
+    if state is None or not state.final:
+        # It may have ended a moment ago (or been made, and ended): its end on Kafka, not yet in
+        # the audit (a reader of `queues` knows before the audit does). Two of the watcher's
+        # inserts, hurried, bring what was on Kafka before this call.
+        gw.watcher.hurry()
         await gw.inserts.passed(CATCH_UP_INSERTS, INSERT_WAIT_S)
         state = await folded(gw, old_id)
     if state is None:
