@@ -352,7 +352,15 @@ class Runner:
         cost = _ms(started)
         if killed is not None:
             return RunResult(
-                FLAG_ERROR, killed, cost, out.truncated, proc.pid, code, forked, timed_out, parts
+                FLAG_ERROR,
+                killed,
+                cost,
+                out.truncated,
+                proc.pid,
+                code,
+                forked,
+                timed_out,
+                output_parts=parts,
             )
         if code != 0:
             reason = f"exit code {code}" if code and code > 0 else f"killed by {_signal(code)}"

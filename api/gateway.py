@@ -28,6 +28,7 @@ class Inserts:
     audit may hold more then), so a reader of the audit waits for it rather than on a timer."""
 
     def __init__(self, watcher: Watcher, loop: asyncio.AbstractEventLoop) -> None:
+        self._watcher = watcher
         self._loop = loop
         self._next = asyncio.Event()
         watcher.on_insert(self._from_watcher)
@@ -38,8 +39,10 @@ class Inserts:
         return self._next
 
     async def passed(self, count: int, each_s: float) -> None:
-        """Return after `count` more inserts, or `each_s` without one for each: what was on
-        Kafka when it was called is then in the audit, but for an insert slower than that."""
+        """Hurry the watcher and return after `count` more inserts, or `each_s` without one for
+        each: what was on Kafka when it was called is then in the audit, but for an insert
+        slower than that."""
+        self._watcher.hurry()
         for _ in range(count):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.next().wait(), each_s)

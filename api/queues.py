@@ -295,7 +295,6 @@ async def rerun(request: Request) -> JSONResponse:
         # It may have ended a moment ago (or been made, and ended): its end on Kafka, not yet in
         # the audit (a reader of `queues` knows before the audit does). Two of the watcher's
         # inserts, hurried, bring what was on Kafka before this call.
-        gw.watcher.hurry()
         await gw.inserts.passed(CATCH_UP_INSERTS, INSERT_WAIT_S)
         state = await folded(gw, old_id)
     if state is None:
