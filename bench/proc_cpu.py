@@ -12,6 +12,8 @@ fork server and the apps) share two cores, so the fleet's CPU slows the center's
 from __future__ import annotations
 
 import os
+import platform
+import sys
 import threading
 import time
 import timeit
@@ -152,9 +154,18 @@ def _reference_loop() -> None:
 def machine_speed_ms() -> float:
     """CPU ms of a fixed pure-Python loop (`infra/setup.sh` times the same one to pick the
     interpreter), the best of three: how fast the machine is right now. This one has run it in
-    23 ms and, hours later, in 40 to 55 ms, and a run's CPU a task moves with it, so a
-    benchmark's numbers mean little without it."""
+    23 ms and, hours later, in 40 to 55 ms (pyenv's 3.11.7), and a run's CPU a task moves with
+    it, so a benchmark's numbers mean little without it. Its number is the interpreter's as much
+    as the machine's (Debian's 3.11.2 here: 17 to 30 ms, when pyenv's took 21 to 38): compare
+    it only between runs of one interpreter (`interpreter()` names it)."""
     return 1000 * min(timeit.repeat(_reference_loop, number=1, repeat=3, timer=time.process_time))
+
+
+def interpreter() -> str:
+    """Which Python runs the benchmark (and the stack it starts, from the same venv): builds of
+    one version differ by a third (`infra/setup.sh`), and a venv made before it chose keeps
+    the build it was made with."""
+    return f"python {platform.python_version()} ({os.path.realpath(sys.executable)})"
 
 
 def machine_ticks() -> tuple[int, int, int]:

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from proc_cpu import Sampler, machine_share, machine_speed_ms, machine_ticks, report, stack_parts
+from proc_cpu import (
+    Sampler,
+    interpreter,
+    machine_share,
+    machine_speed_ms,
+    machine_ticks,
+    report,
+    stack_parts,
+)
 
 from elves.config import Settings
 from elves.kafka import consumer
@@ -105,7 +113,7 @@ def one_queue(
     parts = stack_parts(stack, settings)
     reader = at_the_end(settings, settings.topic("queues"))
     speed = machine_speed_ms()
-    print(f"machine: the reference loop took {speed:.0f} ms of CPU (23 at its fastest here)")
+    print(f"machine: the reference loop took {speed:.0f} ms of CPU on {interpreter()}")
     with Sampler(parts) as cpu:
         started, machine_before = time.time(), machine_ticks()
         client.post(f"/api/v1/queues/{queue_id}/commit").raise_for_status()
