@@ -3,7 +3,7 @@
 # project and its dev tools, and the Kafka jars. Re-running is cheap: pip runs again only when
 # pyproject.toml or the set of packaged files changes.
 #   PYTHON  interpreter that creates the venv (default: the fastest python3.11 on PATH, see
-#           pick_python; python3 when there is none)
+#           timings; python3 when there is none)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,20 +15,31 @@ STAMP="$VENV/.elves-install"
 # distribution's python3.11 (a static, profile-optimized interpreter) ran a pure-Python loop a
 # third faster than pyenv's build of 3.11 (a shared libpython, no profile), and the stack is
 # mostly Python. So among the python3.11 interpreters on PATH that can make a venv, the one that
-# runs a short loop fastest makes it. A venv is made once: remove .venv to choose again.
-pick_python() {
-    local cand exe ms round best="" seen=()
-    local -A fastest=()
+# runs a short loop fastest makes it. The choice is made again only when that set changes
+# (below); remove .venv to choose again anyway.
+candidates() {
+    local cand exe
+    local -A seen=()
     for cand in $(type -a -p python3.11 2>/dev/null); do
         exe="$("$cand" -c 'import os, sys; print(os.path.realpath(sys.executable))' 2>/dev/null)" ||
             continue
-        [[ -v "fastest[$exe]" ]] && continue
-        "$exe" -c 'import ensurepip, venv' 2>/dev/null || continue
-        fastest[$exe]=""
+        [[ -v "seen[$exe]" ]] && continue
+        seen[$exe]=1
+        "$exe" -c 'import ensurepip, venv' 2>/dev/null && echo "$exe"
+    done
+}
+
+# Prints "<ms> <interpreter>" for each candidate, fastest first: the median of its best times
+# in five rounds taken in turn. The machine's speed drifts within seconds: a single best time let
+# a slow moment decide (one such run chose pyenv's build at 22 ms against Debian's 25, which beat
+# it in every round of a second run by a quarter), and the median of the rounds does not.
+timings() {
+    local exe ms round seen=()
+    local -A times=()
+    for exe in $(candidates); do
+        times[$exe]=""
         seen+=("$exe")
     done
-    # Rounds taken in turn, each interpreter's best kept: the machine's speed drifts within
-    # seconds, and a slow moment must not decide.
     for round in 1 2 3 4 5; do
         for exe in ${seen[@]+"${seen[@]}"}; do
             ms="$("$exe" -c '
@@ -39,25 +50,55 @@ def loop():
         d[i % 1000] = d.get(i % 1000, 0) + len(str(i))
 print(int(min(timeit.repeat(loop, number=1, repeat=5, timer=time.process_time)) * 1e6))')" ||
                 continue
-            if [[ -z "${fastest[$exe]}" || "$ms" -lt "${fastest[$exe]}" ]]; then
-                fastest[$exe]="$ms"
-            fi
+            times[$exe]+="$ms "
         done
     done
     for exe in ${seen[@]+"${seen[@]}"}; do
-        [[ -n "${fastest[$exe]}" ]] || continue
-        echo "setup: $exe ran the loop in $((fastest[$exe] / 1000)) ms" >&2
-        if [[ -z "$best" || "${fastest[$exe]}" -lt "${fastest[$best]}" ]]; then
-            best="$exe"
-        fi
-    done
-    echo "${best:-python3}"
+        [[ -n "${times[$exe]}" ]] || continue
+        # shellcheck disable=SC2086  # the times are words
+        ms="$(printf '%s\n' ${times[$exe]} | sort -n |
+            awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+        echo "setup: $exe ran the loop in $((ms / 1000)) ms (the median of its rounds' best)" >&2
+        echo "$ms $exe"
+    done | sort -n
 }
 
+# What the venv's interpreter was chosen from: `PYTHON=<path>` when given (kept from then on),
+# else the candidates. A venv made before the choice existed, or before another python3.11 came
+# on PATH, has another record (or none): the choice is made again, and the venv made anew if
+# another build wins clearly (a venv kept from before had the benchmarks run on the slower build
+# for days, unseen).
+CHOSEN="$VENV/.elves-python"
+if [[ -n "${PYTHON:-}" ]]; then
+    record="PYTHON=$PYTHON"
+else
+    record="$(candidates)"
+fi
+kept="$(cat "$CHOSEN" 2>/dev/null || true)"
+best=""
+if [[ -x "$VENV/bin/python" && -z "${PYTHON:-}" && "$kept" != PYTHON=* && "$kept" != "$record" ]]
+then
+    have="$("$VENV/bin/python" -c 'import os, sys; print(os.path.realpath(sys.executable))')"
+    ranked="$(timings)"
+    read -r best_ms best <<<"$ranked" || true
+    have_ms="$(awk -v exe="$have" '$2 == exe { print $1 }' <<<"$ranked")"
+    # Remade only for a clear gain (a tenth): a near tie must not make it anew at every change.
+    if [[ -n "$best" && "$best" != "$have" && -n "$have_ms" ]] &&
+        ((best_ms * 10 < have_ms * 9)); then
+        echo "setup: $VENV was made with $have; remaking it with $best, the faster build" >&2
+        rm -rf "$VENV"
+    else
+        echo "$record" >"$CHOSEN"
+    fi
+fi
 if [[ ! -x "$VENV/bin/python" ]]; then
-    python="${PYTHON:-$(pick_python)}"
+    if [[ -z "${PYTHON:-}" && -z "$best" ]]; then
+        read -r _ best <<<"$(timings)" || true
+    fi
+    python="${PYTHON:-${best:-python3}}"
     echo "setup: creating $VENV with $python" >&2
     "$python" -m venv "$VENV"
+    echo "$record" >"$CHOSEN"
 fi
 "$VENV/bin/python" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' ||
     { echo "setup: $VENV needs Python 3.11 or newer; remove it and set PYTHON" >&2; exit 1; }
