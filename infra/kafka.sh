@@ -18,6 +18,8 @@
 #   KAFKA_REQUEST_LOG  a file: the broker writes there every request it completes (its kind,
 #                    client, topics and where its time went), to count what a run asks of it;
 #                    it slows the broker, so not for timing
+#   KAFKA_PROPS      broker properties added after the ones written here (a later line wins),
+#                    one per line: to try a setting without editing this script
 set -euo pipefail
 
 INFRA="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -200,6 +202,9 @@ group.initial.rebalance.delay.ms=0
 broker.heartbeat.interval.ms=500
 broker.session.timeout.ms=2000
 EOF
+    if [[ -n "${KAFKA_PROPS:-}" ]]; then
+        printf '\n# KAFKA_PROPS\n%s\n' "$KAFKA_PROPS" >>"$PROPS"
+    fi
     # WARN and above to stdout, which start redirects to broker.log; start and stop at INFO.
     cat >"$LOG4J" <<'EOF'
 status = warn
