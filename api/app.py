@@ -13,9 +13,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from elves.api import agents, apps, crons, keys, output, permissions, queues, tasks
 from elves.api.access import Target, allowed, guard, require_agents, who
@@ -246,12 +248,41 @@ async def on_elves_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
 
 
-async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(
         {"error": {"code": "500", "message": f"internal error: {type(exc).__name__}"}},
         status_code=500,
     )
+
+
+class CatchUnexpected:
+    """Any exception a route did not turn into an error reply becomes a 500 with its code, logged
+    here. Not a Starlette handler for `Exception`: that one replies and then raises again, for
+    the server to log, and uvicorn then closes the connection, so a client's next request on it
+    failed ("server disconnected"). A reply already under way (a followed output) cannot become
+    a 500 any more: its exception goes on to the server, which ends the connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if started:
+                raise
+            await on_unexpected(Request(scope), exc)(scope, receive, send)
 
 
 async def on_not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -345,11 +376,11 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=guard(ROUTES),  # every route signed and in scope, but /health and /openapi.json
         lifespan=lifespan,
+        middleware=[Middleware(CatchUnexpected)],
         exception_handlers={
             ElvesError: on_elves_error,
             404: on_not_found,
             405: on_method,
-            Exception: on_unexpected,
         },
     )
 

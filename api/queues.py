@@ -75,10 +75,13 @@ async def create_queue(request: Request) -> JSONResponse:
 
 def _limits(body: dict[str, Any], default: int | None = 0) -> list[Any]:
     """The queue's `LIMITS` from a body, in `CreateQueue`'s order, checked before anything is
-    sent as the queue fold checks them; one the body leaves out is `default` (0: no limit)."""
+    sent as the queue fold checks them; one the body leaves out or gives as null is `default`
+    (0: no limit; None: unchanged, for a change of limits)."""
     limits = []
     for name, _ in queues.LIMITS:
-        limit = body.get(name, default)
+        limit = body.get(name)
+        if limit is None:
+            limit = default  # a null on a new queue went through as one, and failed to encode
         if limit is not None:
             if not isinstance(limit, int) or isinstance(limit, bool):
                 raise WrongType(f"{name} must be a whole number, 0 (no limit) or more", field=name)

@@ -270,6 +270,14 @@ def kafka(command: str, settings: Settings, check: bool = True) -> None:
     subprocess.run(["bash", str(KAFKA_SCRIPT), command], check=check, env=env_for(settings))
 
 
+def kafka_running(settings: Settings) -> bool:
+    """Does the broker these settings name run (`infra/kafka.sh status`)?"""
+    status = subprocess.run(
+        ["bash", str(KAFKA_SCRIPT), "status"], env=env_for(settings), capture_output=True
+    )
+    return status.returncode == 0
+
+
 def _exit_on_term(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 

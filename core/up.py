@@ -15,7 +15,7 @@ import time
 
 from elves.client import client
 from elves.config import Settings
-from elves.local import Stack, kafka
+from elves.local import Stack, kafka, kafka_running
 from elves.topics import ensure_topics
 
 # Lively local defaults: a heartbeat every 2 s, so a stopped agent is down within 6 s.
@@ -27,11 +27,41 @@ def _say(text: str) -> None:
     sys.stdout.flush()
 
 
+def taken(host: str, port: int) -> bool:
+    """Does something listen on host:port already?"""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def busy_ports(settings: Settings) -> list[str]:
+    """The gateway's and the dashboard's addresses that something already listens on."""
+    wanted = [
+        ("the gateway", settings.gateway_host, settings.gateway_port),
+        ("the dashboard", settings.dashboard_host, settings.dashboard_port),
+    ]
+    return [f"{what} ({host}:{port})" for what, host, port in wanted if taken(host, port)]
+
+
 def up(settings: Settings, agents: int = 1) -> int:
     if settings.heartbeat_s == Settings.heartbeat_s:
         settings = dataclasses.replace(settings, heartbeat_s=LOCAL_HEARTBEAT_S)
     settings = dataclasses.replace(settings, state_dir=settings.state_dir.resolve())
+    busy = busy_ports(settings)
+    if busy:
+        # Another `elves up` most likely: a second one started its processes beside the first's,
+        # saw them fail, and on its way out stopped the broker the first one was using.
+        _say(
+            f"something already listens where {' and '.join(busy)} would: is Elves up already?"
+            " Stop it first, or give this one other ports (ELVES_GATEWAY_PORT,"
+            " ELVES_DASHBOARD_PORT and ELVES_KAFKA)."
+        )
+        return 1
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # A broker that runs already (started by hand with infra/kafka.sh) is used, and left running.
+    ours = not kafka_running(settings)
     _say(f"kafka      starting on {settings.bootstrap} (data in {settings.state_dir}/kafka)")
     kafka("start", settings)
     ensure_topics(settings)
@@ -84,6 +114,9 @@ def up(settings: Settings, agents: int = 1) -> int:
             process.stop()
             _say(f"  stopped {process.name}")
         stack.client.close()
-        kafka("stop", settings)
-        _say("  stopped kafka")
+        if ours:
+            kafka("stop", settings)
+            _say("  stopped kafka")
+        else:
+            _say("  kafka left running: it was running before this started")
     return 0

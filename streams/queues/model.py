@@ -183,11 +183,14 @@ def decide_create(state: QueueState | None, cmd: CreateQueue, now: int) -> list[
     return [QueueCreated(created, now, cmd.queue_id, cmd.app, cmd.name, *limits)]
 
 
-# A queue's limits, in `CreateQueue`'s order, each with the most it may be (None: any count).
-# 100% of failures could never stop a queue: asking for it is a mistake.
+# The most a count may be: the events carry it as an Avro int (a larger one failed to encode,
+# and the gateway answered 500).
+MOST_COUNT = 2**31 - 1
+# A queue's limits, in `CreateQueue`'s order, each with the most it may be. 100% of failures
+# could never stop a queue: asking for it is a mistake.
 LIMITS = (
-    ("max_parallel", None),
-    ("max_failures", None),
+    ("max_parallel", MOST_COUNT),
+    ("max_failures", MOST_COUNT),
     ("max_failure_percent", 99),
     ("max_parallel_percent", 100),
 )
@@ -196,9 +199,8 @@ LIMITS = (
 def limit_error(name: str, value: int) -> str | None:
     """Why `value` is not a valid `name` (one of `LIMITS`), or None."""
     most = dict(LIMITS)[name]
-    if value < 0 or (most is not None and value > most):
-        allowed = "or more" if most is None else f"to {most}"
-        return f"{name} must be 0 (no limit) {allowed}, not {value}"
+    if not 0 <= value <= most:
+        return f"{name} must be 0 (no limit) to {most}, not {value}"
     return None
 
 

@@ -4,9 +4,15 @@ that share of its tasks failed stops the rest)."""
 
 from __future__ import annotations
 
+import pytest
+
+from elves.api.queues import _limits
+from elves.errors import WrongType
+from elves.schemas.codec import CODEC
 from elves.schemas.events import (
     AddQueueTask,
     CreateQueue,
+    QueueCreated,
     QueueFinished,
     QueueLimitsSet,
     QueueTaskAdded,
@@ -86,11 +92,13 @@ def test_without_a_limit_every_root_is_ready_at_once() -> None:
     assert run.state is not None and run.state.free_slots is None
 
 
-def test_a_negative_limit_is_rejected() -> None:
+def test_a_limit_out_of_range_is_rejected() -> None:
     run = Run()
     bad: list[dict[str, int]] = [
         {"max_parallel": -1},
         {"max_failures": -1},
+        {"max_parallel": 2**31},  # more than its event's Avro int holds
+        {"max_failures": 2**63},
         {"max_failure_percent": -1},
         {"max_failure_percent": 100},  # would never stop anything: a mistake, said so
         {"max_parallel_percent": -1},
@@ -99,6 +107,30 @@ def test_a_negative_limit_is_rejected() -> None:
     for limits in bad:
         cmd = CreateQueue("create-q1", NOW, "q1", "apptest", "", **limits)
         assert rejection(run.command(cmd)) == "403.2", limits
+
+
+def test_the_largest_count_a_limit_may_be_goes_through_the_codec() -> None:
+    run = Run()
+    most = model.MOST_COUNT
+    cmd = CreateQueue("create-q1", NOW, "q1", "apptest", "", max_parallel=most, max_failures=most)
+    [created] = run.command(cmd)
+    assert isinstance(created, QueueCreated), created
+    assert CODEC.decode(CODEC.encode(created)) == created
+    [changed] = run.command(set_limits(max_failures=most))
+    assert CODEC.decode(CODEC.encode(changed)) == changed
+
+
+def test_the_gateway_refuses_a_limit_its_events_cannot_carry_before_sending_anything() -> None:
+    for body in ({"max_parallel": 2**31}, {"max_failures": 2**63}, {"max_failures": "9"}):
+        with pytest.raises(WrongType) as refused:
+            _limits(body)
+        assert refused.value.code == "403.2"
+        assert refused.value.details["field"] == next(iter(body))
+
+
+def test_a_null_limit_is_no_limit_on_a_new_queue_and_unchanged_in_a_change() -> None:
+    assert _limits({"max_parallel": None, "max_failures": 3}) == [0, 3, 0, 0]
+    assert _limits({"max_parallel": None, "max_failures": 3}, default=None) == [None, 3, None, None]
 
 
 def test_the_limit_and_the_slots_survive_the_rows() -> None:
