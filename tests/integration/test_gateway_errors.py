@@ -78,3 +78,80 @@ def test_audit_is_read_only(stack: Stack) -> None:
 def test_openapi_is_served(stack: Stack) -> None:
     spec = stack.client.get("/openapi.json").json()
     assert "/api/v1/tasks/instant" in spec["paths"]
+
+
+# Each route's JSON body, as the OpenAPI document describes it, with one field at a time given
+# a value of the wrong kind or size: a reply with a code, never a 5xx. Names that exist nowhere
+# (an agent, an app, a key) keep what a value that happens to be valid does from touching what
+# other tests use; the queue and the cron are this test's own.
+WRONG: list[object] = [None, -1, 2**63, "", [], {"a": 1}]
+NOBODY = "fuzz-nobody"
+VALID = {
+    "agent": NOBODY,
+    "app": "fuzz-app",
+    "func": "f",
+    "params": {},
+    "timeout": 5,
+    "rule": "0 0 1 1 *",
+    "timezone": "UTC",
+    "mode": "NP",
+    "misfire": "skip",
+    "overlap": "skip",
+    "name": "fuzz",
+    "depends_on": [],
+    "run_if": "all_succeeded",
+    "max_attempts": 1,
+    "backoff_s": 1,
+    "max_parallel": 1,
+    "max_failures": 0,
+    "max_failure_percent": 0,
+    "max_parallel_percent": 0,
+    "task_id": "fuzz-task",
+    "proxy": "python3",
+    "only": "all",
+    "reason": "fuzz",
+    "tags": {"role": "fuzz"},
+    "version": "9.9.9",
+    "agents": [],
+    "selectors": [],
+    "anywhere": False,
+    "apps": [],
+    "operations": ["read"],
+    "tasks": [{"agent": NOBODY, "func": "f"}],
+}
+# Where a route takes a field otherwise: a cron's mode is one of the center's or an agent's.
+VALID_AT = {"/api/v1/crons": {"mode": "CANP"}}
+
+
+def _spec_bodies(stack: Stack) -> list[tuple[str, str, dict[str, object]]]:
+    """(method, path, a body of the fields the route takes) for every route with a JSON body."""
+    queue_id = stack.client.post("/api/v1/queues", json={"app": "fuzz-app"}).json()["queue_id"]
+    cron = {"agent": AGENT, "app": "apptest", "func": "helloword", "rule": "0 0 1 1 *"}
+    cron_id = stack.client.post("/api/v1/crons", json={**cron, "mode": "CANP"}).json()["cron_id"]
+    ids = {"queue_id": queue_id, "cron_id": cron_id, "agent_id": NOBODY, "app": "fuzz-app"}
+    ids |= {"version": "9.9.9", "key_id": "fuzz-key"}
+    routes = []
+    for path, operations in stack.client.get("/openapi.json").json()["paths"].items():
+        for method, operation in operations.items():
+            content = operation.get("requestBody", {}).get("content", {})
+            fields = content.get("application/json", {}).get("schema", {}).get("properties")
+            if not fields:
+                continue
+            valid = VALID | VALID_AT.get(path, {})
+            body = {name: valid[name] for name in fields if name != "selector"}
+            routes.append((method.upper(), path.format(**ids), body))
+    return routes
+
+
+def test_a_wrong_value_in_any_field_of_any_route_gets_a_code_not_a_500(stack: Stack) -> None:
+    routes = _spec_bodies(stack)
+    assert len(routes) >= 10, routes  # the document lists the routes' bodies
+    unanswered = []
+    for method, path, body in routes:
+        for field in body:
+            for wrong in WRONG:
+                reply = stack.client.request(method, path, json={**body, field: wrong})
+                coded = reply.status_code < 400 or "code" in (reply.json().get("error") or {})
+                if reply.status_code >= 500 or not coded:
+                    unanswered.append((method, path, field, wrong, reply.status_code, reply.text))
+    assert unanswered == []
