@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
+
+from elves.streams.queues.state import QueueStatus
+from elves.streams.tasks.model import Status as TaskStatus
 
 _ERROR = {
     "type": "object",
@@ -33,6 +36,27 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 def _ok(schema: dict[str, Any], description: str = "ok") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema, "description": description}
+
+
+_SINCE = {"type": "string", "example": "2026-11-25T10:00:00"}
+_TIME = "Unix milliseconds or an ISO time (UTC unless it says otherwise)"
+
+
+def _listing(statuses: tuple[str, ...], *more: dict[str, Any]) -> list[dict[str, Any]]:
+    """The query of a list (`api/listing.py`): what was made since, by status, how many."""
+    return [
+        _query("since", _SINCE, f"made at or after this time, {_TIME}; default a day ago"),
+        _query("status", {"type": "string", "enum": list(statuses)}, "only this status"),
+        _query(
+            "limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "at most"
+        ),
+        _query("app", {"type": "string"}, "only this app (within the key's apps)"),
+        *more,
+    ]
 
 
 OPENAPI: dict[str, Any] = {
@@ -97,6 +121,10 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Tasks made since `since` (default a day ago), newest first, of the "
                 "apps and agents in scope, each with its status: "
                 "`?since=&app=&agent=&status=&limit=`",
+                "parameters": _listing(
+                    get_args(TaskStatus),
+                    _query("agent", {"type": "string"}, "only this agent (within the key's)"),
+                ),
                 "responses": {"200": _ok({"type": "object"}), **_errors(400)},
             }
         },
@@ -171,13 +199,19 @@ OPENAPI: dict[str, Any] = {
 }
 
 
-def _op(summary: str, *codes: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _op(
+    summary: str,
+    *codes: int,
+    body: dict[str, Any] | None = None,
+    query: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """One operation: its path parameters come from the path, added below."""
     op: dict[str, Any] = {"summary": summary, "responses": {"200": _ok({"type": "object"})}}
     op["responses"].update(_errors(*codes))
     if body is not None:
         schema = {"type": "object", "properties": body}
         op["requestBody"] = {"content": {"application/json": {"schema": schema}}}
+    op["parameters"] = list(query or [])
     return op
 
 
@@ -213,6 +247,7 @@ _MORE: dict[str, dict[str, Any]] = {
             "Queues created since `since` (default a day ago), newest first, of the apps in "
             "scope: `?since=&app=&status=&limit=`",
             400,
+            query=_listing(get_args(QueueStatus)),
         ),
     },
     "/api/v1/queues/quick": {
@@ -224,7 +259,12 @@ _MORE: dict[str, dict[str, Any]] = {
         )
     },
     "/api/v1/queues/{queue_id}": {
-        "get": _op("A queue and every task's status (as_of: the state at a past time)", 404)
+        "get": _op(
+            "A queue and every task's status (as_of: the state at a past time)",
+            400,
+            404,
+            query=[_query("as_of", _SINCE, f"the queue as it was then, {_TIME}")],
+        )
     },
     "/api/v1/queues/{queue_id}/tasks": {
         "post": _op(
@@ -271,7 +311,10 @@ _MORE: dict[str, dict[str, Any]] = {
     },
     "/api/v1/crons": {
         "post": _op("Schedule a task by a cron rule", 400, 403, body=_CRON),
-        "get": _op("Every cron (deleted=1: deleted ones too)"),
+        "get": _op(
+            "Every cron (deleted=1: deleted ones too)",
+            query=[_query("deleted", {"type": "string", "enum": ["1", "true"]}, "deleted too")],
+        ),
     },
     "/api/v1/crons/{cron_id}": {
         "get": _op("A cron: rule, next fires, last fire and result, counts", 404),
@@ -307,7 +350,19 @@ _MORE: dict[str, dict[str, Any]] = {
     },
     "/api/v1/apps/{app}/versions/{version}": {
         "post": {
-            **_op("Publish a package (activate=false: store only)", 400, 409, 413),
+            **_op(
+                "Publish a package (activate=false: store only)",
+                400,
+                409,
+                413,
+                query=[
+                    _query(
+                        "activate",
+                        {"type": "boolean", "default": True},
+                        "make it the active version at once (false, 0 or no: store only)",
+                    )
+                ],
+            ),
             "requestBody": {
                 "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}
             },
@@ -348,7 +403,8 @@ for _path, _ops in _MORE.items():
     _names = [part[1:-1] for part in _path.split("/") if part.startswith("{")]
     for _operation in _ops.values():
         _operation["parameters"] = [
-            {"name": n, "in": "path", "required": True, "schema": _S} for n in _names
+            *({"name": n, "in": "path", "required": True, "schema": _S} for n in _names),
+            *_operation.get("parameters", []),
         ]
 OPENAPI["paths"].update(_MORE)
 

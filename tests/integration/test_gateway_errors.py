@@ -155,3 +155,26 @@ def test_a_wrong_value_in_any_field_of_any_route_gets_a_code_not_a_500(stack: St
                 if reply.status_code >= 500 or not coded:
                     unanswered.append((method, path, field, wrong, reply.status_code, reply.text))
     assert unanswered == []
+
+
+def test_a_wrong_value_in_any_query_parameter_gets_a_code_not_a_500(stack: Stack) -> None:
+    task_id = stack.exec(AGENT, "apptest", "helloword", {}).json()["task_id"]
+    queue_id = stack.client.post("/api/v1/queues", json={"app": "fuzz-app"}).json()["queue_id"]
+    ids = {"task_id": task_id, "queue_id": queue_id, "app": "fuzz-app", "version": "9.9.9"}
+    wrong = ["", "-1", "x", "9" * 30, "0001-01-01T00:00:00+14:00", "1e3", "%00"]
+    asked = 0
+    failures = []
+    for path, operations in stack.client.get("/openapi.json").json()["paths"].items():
+        for method, operation in operations.items():
+            names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "query"]
+            if method != "get" or not names:
+                continue  # the publish route's `activate` comes with a package: not here
+            for name in names:
+                for value in wrong:
+                    reply = stack.client.get(path.format(**ids), params={name: value})
+                    asked += 1
+                    coded = reply.status_code < 400 or "code" in reply.json().get("error", {})
+                    if reply.status_code >= 500 or not coded:
+                        failures.append((path, name, value, reply.status_code, reply.text))
+    assert asked >= 50  # the document declares the lists', the output's and the audit's
+    assert failures == []
