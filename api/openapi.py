@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
+from elves.api.listing import LIST_DEFAULT, LIST_MOST
 from elves.streams.queues.state import QueueStatus
 from elves.streams.tasks.model import Status as TaskStatus
 
@@ -52,7 +53,9 @@ def _listing(statuses: tuple[str, ...], *more: dict[str, Any]) -> list[dict[str,
         _query("since", _SINCE, f"made at or after this time, {_TIME}; default a day ago"),
         _query("status", {"type": "string", "enum": list(statuses)}, "only this status"),
         _query(
-            "limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "at most"
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": LIST_MOST, "default": LIST_DEFAULT},
+            "at most",
         ),
         _query("app", {"type": "string"}, "only this app (within the key's apps)"),
         *more,

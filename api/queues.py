@@ -84,7 +84,7 @@ def _limits(body: dict[str, Any], default: int | None = 0) -> list[Any]:
             limit = default  # a null on a new queue went through as one, and failed to encode
         if limit is not None:
             if not isinstance(limit, int) or isinstance(limit, bool):
-                raise WrongType(f"{name} must be a whole number, 0 (no limit) or more", field=name)
+                raise WrongType(f"{name} must be a whole number (0: no limit)", field=name)
             reason = queues.limit_error(name, limit)
             if reason is not None:
                 raise WrongType(reason, field=name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -22,6 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from elves.api.app import CatchUnexpected
+from elves.local import free_port, wait_for
 
 
 async def broken(request: Request) -> JSONResponse:
@@ -32,26 +32,17 @@ async def fine(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
     app = Starlette(
         routes=[Route("/broken", broken), Route("/fine", fine)],
         middleware=[Middleware(CatchUnexpected)],
     )
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
+    wait_for("uvicorn to start", lambda: server.started, 10)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from elves.config import Settings
+from elves.local import free_port
 from elves.up import busy_ports, up
 
 
@@ -22,14 +23,8 @@ def listening() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_busy_ports_names_what_listens(listening: int) -> None:
-    free = _free_port()
+    free = free_port()
     settings = Settings(gateway_port=listening, dashboard_port=free)
     assert busy_ports(settings) == [f"the gateway (127.0.0.1:{listening})"]
     assert busy_ports(Settings(gateway_port=free, dashboard_port=free)) == []
@@ -41,8 +36,8 @@ def test_up_refuses_to_start_beside_a_running_stack(
     # Nothing listens on this broker's port: had `up` gone on, starting Kafka would show.
     settings = Settings(
         state_dir=tmp_path / "state",
-        bootstrap=f"127.0.0.1:{_free_port()}",
-        gateway_port=_free_port(),
+        bootstrap=f"127.0.0.1:{free_port()}",
+        gateway_port=free_port(),
         dashboard_port=listening,
     )
     assert up(settings) == 1
