@@ -13,8 +13,12 @@ delivers it again, and a crash after means the claim makes the agent ignore it. 
 worker is busy the agent goes on reading, so that a cancel reaches what runs: dispatches wait
 in order in a backlog (`backlog.py`), and no offset past one of them is stored. Stored offsets
 are committed every second and at the end, not one request per task. A crash while a
-task runs loses that task's result; the center's deadline then times it out (no task stays
-running forever), rather than the agent running an ops action twice.
+task runs loses that task's result, and the agent does not run it again (an ops action twice):
+its fork server kills what the task started, and the agent's next start reports the attempt
+failed as lost (`LOST`), so its queue's retries and skips follow then. An agent that never comes
+back leaves it to the center's deadline, which times it out: no task stays running forever.
+The dispatch consumer is a static group member (its agent id), so an agent back from a crash
+takes its topic over at once instead of waiting out its dead self's session.
 
 The agent's own cron (`cron.py`) runs beside the consumer: it starts before the agent reaches
 Kafka and fires whether Kafka answers or not. Its runs share the worker slots and the runner
@@ -49,8 +53,9 @@ from elves.agent.heartbeat import Heartbeater
 from elves.agent.identity import agent_id as load_agent_id
 from elves.agent.identity import agent_key
 from elves.agent.install import packages_dir
-from elves.agent.outbox import Outbox, Row, default_path
+from elves.agent.outbox import Outbox, Row, Unended, default_path
 from elves.agent.output import OutputParts, OutputStream, Part
+from elves.agent.procs import identity, kill_group_if_same
 from elves.agent.rollout import Rollout, gateway_fetch
 from elves.agent.runner import FLAG_ERROR, STOPPING, Runner, RunResult, TaskSpec
 from elves.config import Settings
@@ -84,6 +89,7 @@ START_REPORT_S = 0.5
 DISPATCH_FETCH_WAIT_MS = 5000  # an idle agent's fetches: one each 5 s, not 2 a second
 TOPIC_RETRY_S = 2.0  # Kafka unreachable at the start: try again after this (the cron runs)
 CANCELLED = "cancelled: the center asked to stop it"
+LOST = "lost: the agent stopped while it ran"
 
 
 def _not_allowed(app: str, **details: object) -> DispatchAppNotAllowed:
@@ -146,6 +152,7 @@ class Agent:
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        self._report_lost()
         if self.forkserver is not None:
             try:
                 self.forkserver.start()
@@ -210,6 +217,9 @@ class Agent:
                 # to a task (its one partition is in every fetch); it is how often an idle agent
                 # asks. A fleet of idle agents is most of what a broker hears.
                 "fetch.wait.max.ms": DISPATCH_FETCH_WAIT_MS,
+                # A static member: an agent back from a crash takes its partition over at
+                # once, where a new member would wait out the dead one's session (45 s).
+                "group.instance.id": f"elves-agent-{self.agent_id}",
             },
         )
         consumer.subscribe([self.settings.dispatch_topic(self.agent_id)])
@@ -356,9 +366,7 @@ class Agent:
         log.warning("refused %s: [%s] %s", at, refused.code, refused.message)
         refusal = self.gate.refusal(refused, msg, _now_ms())
         ended = RunResult(FLAG_ERROR, f"[{refused.code}] {refused.message}", 0)
-        if not self.gate.claim(
-            opened, at, event.task_id, event.attempt, refusal, self._result_row(event, ended)
-        ):
+        if not self.gate.claim(opened, at, refusal, self._result_row(event, ended), ended=True):
             log.info("task %s attempt %s already run; ignored", event.task_id, event.attempt)
 
     def _app_allowed(self, app: str) -> bool:
@@ -371,7 +379,7 @@ class Agent:
     def _start(
         self, event: TaskDispatched, opened: Opened, at: str, pool: cf.ThreadPoolExecutor
     ) -> bool:
-        if not self.gate.claim(opened, at, event.task_id, event.attempt):
+        if not self.gate.claim(opened, at):
             log.info("task %s attempt %s already run; ignored", event.task_id, event.attempt)
             return False
         with self._cancel_lock:
@@ -420,6 +428,21 @@ class Agent:
         dead_letter(dlq, self.settings, msg, reason, self.origin)
         dlq.flush(5.0)  # before the offset is committed past it
 
+    def _report_lost(self) -> None:
+        """End every attempt this agent took on and never ended: it was running them when the
+        agent died (a `kill -9`, a crash, a power loss), and their results are gone with it.
+        Each is reported failed, as lost, at once, rather than timed out at its deadline, and
+        what is left of its process is killed. (The fork server kills its tasks when the agent
+        dies; a process it did not fork, or one left when both died, is found by the pid kept
+        once it had run START_REPORT_S.)"""
+        for lost in self.outbox.unended():
+            killed = bool(lost.pid and lost.process and kill_group_if_same(lost.pid, lost.process))
+            message = LOST + ("; its processes were killed" if killed else "")
+            with self.outbox.transaction() as txn:
+                txn.put(*self._result_row(lost, RunResult(FLAG_ERROR, message, 0), lost.pid))
+                txn.ended(lost.task_id, lost.attempt)
+            log.warning("task %s attempt %s: %s", lost.task_id, lost.attempt, message)
+
     # --- one task -----------------------------------------------------------------------------
 
     def _run_task(self, dispatch: TaskDispatched) -> None:
@@ -438,13 +461,19 @@ class Agent:
                 start.append((pid, _now_ms()))
 
             def still_running() -> None:
-                # Only informs (the result follows): no fsync on the task's way to its run.
-                self.outbox.put(*self._started_row(dispatch, *start[0]), durable=False)
+                pid, at = start[0]
+                # Only informs (the result follows): no fsync on the task's way to its run. The
+                # process is kept with it, for the agent's next start should this one die.
+                with self.outbox.transaction(durable=False) as txn:
+                    txn.put(*self._started_row(dispatch, pid, at))
+                    txn.running(dispatch.task_id, dispatch.attempt, pid, identity(pid))
 
             result = self._execute(
                 (dispatch.task_id, dispatch.attempt), spec, started, still_running
             )
-            self.outbox.put(*self._result_row(dispatch, result, *(start[0] if start else ())))
+            with self.outbox.transaction() as txn:
+                txn.put(*self._result_row(dispatch, result, *(start[0] if start else ())))
+                txn.ended(dispatch.task_id, dispatch.attempt)
             log.info(
                 "task %s attempt %s: flag %s in %s ms",
                 dispatch.task_id,
@@ -560,7 +589,7 @@ class Agent:
 
     def _result_row(
         self,
-        dispatch: TaskDispatched,
+        dispatch: TaskDispatched | Unended,
         result: RunResult,
         pid: int | None = None,
         started_at: int | None = None,

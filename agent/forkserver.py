@@ -13,7 +13,9 @@ no framing). The server sends {"ready": pid} once it has preloaded. Per task, th
 attached: a reply socket (its own new socketpair) and the write ends of the task's stdout and
 stderr pipes. On the reply socket the server answers {"pid": n} (or {"error": text}) at once, then
 {"status": code} when the child has exited (`os.waitstatus_to_exitcode`: negative for a signal).
-The server exits when the agent closes its end, and is single-threaded so that forking it is safe.
+The server exits when the agent closes its end, killing the process group of any task still
+running (the agent died: nothing else would end them), and is single-threaded so that forking it
+is safe.
 
 Every task's process pays for what the server has imported: a module that registers a fork
 handler runs it in each child (`threading`'s alone was a quarter of a noop task's CPU), and the
@@ -251,7 +253,20 @@ class _Server:
                 if fd != channel:
                     self._reap(fd)
                 elif not self._accept():
+                    self._orphaned()
                     return
+
+    def _orphaned(self) -> None:
+        """The agent is gone (it stops only after its tasks ended, so it died): kill the process
+        group of every task still running. Each is in a session of its own, which nothing would
+        end, and no one is left to read its result or kill it at its timeout."""
+        for pid, _reply in self.children.values():
+            try:
+                os.killpg(pid, signal.SIGKILL)  # the child's setsid made its pid the group's id
+            except OSError:
+                pass  # it has just ended
+        if self.children:
+            _warn(f"the agent is gone: killed {len(self.children)} running tasks")
 
     def _accept(self) -> bool:
         try:

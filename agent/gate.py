@@ -31,7 +31,7 @@ from elves.errors import (
     DispatchWrongAgent,
 )
 from elves.schemas.codec import CODEC
-from elves.schemas.events import DispatchRefused, derived_id
+from elves.schemas.events import DispatchRefused, TaskDispatched, derived_id
 from elves.signing import CenterKey, Opened
 
 PRUNE_EVERY = 1000  # remembered messages between two prunes of the expired ones
@@ -103,13 +103,23 @@ class Gate:
         with self.outbox.transaction() as txn:
             self._insert(txn, opened, at)
 
-    def claim(self, opened: Opened, at: str, task_id: str, attempt: int, *rows: Row) -> bool:
+    def claim(self, opened: Opened, at: str, *rows: Row, ended: bool = False) -> bool:
         """Remember the dispatch and claim its attempt, with `rows` for the outbox, in one
-        commit; False if the attempt was claimed before (the center sent it twice: ignored, as
-        before signing), and then `rows` are not written."""
+        commit (`ended`: the attempt's end is among them); False if the attempt was claimed
+        before (the center sent it twice: ignored, as before signing), and then `rows` are not
+        written."""
+        dispatch = opened.event
+        assert isinstance(dispatch, TaskDispatched)
         with self.outbox.transaction() as txn:
             self._insert(txn, opened, at)
-            if not txn.claim(task_id, attempt):
+            if not txn.claim(
+                dispatch.task_id,
+                dispatch.attempt,
+                dispatch_id=dispatch.event_id,
+                app=dispatch.app,
+                func=dispatch.func,
+                ended=ended,
+            ):
                 return False
             for row in rows:
                 txn.put(*row)

@@ -81,7 +81,7 @@ def test_the_same_bytes_elsewhere_are_a_replay_at_the_same_place_a_redelivery(
     opened = gate.open(data, NOW)
     first = where(place(5))
     assert gate.delivery(opened, first) == "new"
-    assert gate.claim(opened, first, "t1", 1)
+    assert gate.claim(opened, first)
     assert gate.delivery(opened, first) == "again"  # Kafka read it again after a crash
     with pytest.raises(DispatchReplayed) as replay:
         gate.delivery(gate.open(data, NOW), where(place(9)))
@@ -91,7 +91,7 @@ def test_the_same_bytes_elsewhere_are_a_replay_at_the_same_place_a_redelivery(
     resent = gate.open(signer.seal(dispatch(), NOW + 1), NOW)
     assert resent.digest != opened.digest
     assert gate.delivery(resent, where(place(12))) == "new"
-    assert not gate.claim(resent, where(place(12)), "t1", 1)
+    assert not gate.claim(resent, where(place(12)))
 
 
 def test_a_refusal_is_a_security_event_with_the_message_place(
@@ -117,7 +117,7 @@ def test_a_claim_writes_its_rows_with_it_and_only_the_first_time(
     result in the same commit: a redelivery after a crash reports nothing twice."""
     opened = gate.open(center_signer(settings).seal(dispatch(), NOW), NOW)
     rows = [("p.security", b"a1", b"refused"), ("p.results", b"t1", b"failed")]
-    assert gate.claim(opened, where(place(5)), "t1", 1, *rows)
-    assert not gate.claim(opened, where(place(5)), "t1", 1, *rows)
+    assert gate.claim(opened, where(place(5)), *rows, ended=True)
+    assert not gate.claim(opened, where(place(5)), *rows, ended=True)
     stored = gate.outbox.query("SELECT topic, key, value FROM outbox ORDER BY seq")
     assert [tuple(row) for row in stored] == rows

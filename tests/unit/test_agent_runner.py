@@ -260,6 +260,36 @@ def test_the_fork_server_comes_back_after_it_dies(tmp_path: Path) -> None:
         server.close()
 
 
+def test_the_fork_server_kills_what_runs_when_its_agent_dies(tmp_path: Path) -> None:
+    """A task's process is in a session of its own: once the agent is gone (its end of the
+    channel closed, as by a `kill -9`), only the server can end it and what it started."""
+    server = ForkServer()
+    server.start()
+    pidfile = tmp_path / "child.pid"
+    pids: list[int] = []
+    runner = Runner(SAMPLES, 1000, forkserver=server)
+    task = threading.Thread(
+        target=runner.run,
+        args=(spec("sleeper", "sleep", {"seconds": 120, "pidfile": str(pidfile)}),),
+        kwargs={"on_start": pids.append},
+        daemon=True,
+    )
+    task.start()
+    end = time.monotonic() + 10
+    while not pidfile.exists() and time.monotonic() < end:
+        time.sleep(0.01)
+    grandchild = int(pidfile.read_text())
+    assert server._channel is not None and server._proc is not None
+    server._channel.close()  # the agent's death, as the server sees it
+    server._proc.wait(timeout=10)
+    end = time.monotonic() + 5
+    while (alive(pids[0]) or alive(grandchild)) and time.monotonic() < end:
+        time.sleep(0.01)
+    assert not alive(pids[0]) and not alive(grandchild)
+    task.join(timeout=10)
+    assert not task.is_alive()
+
+
 @pytest.mark.parametrize(
     "request_",
     [{"argv": ["python"], "cwd": "/"}, {"argv": ["python", 7], "cwd": "/"}, {"argv": ["p", "s"]}],

@@ -1,0 +1,110 @@
+"""`kill -9` of an agent while a task runs on it: what is left of the task is killed, and the
+task ends failed as lost when the agent starts again, not timed out at its deadline.
+
+Two ways a task outlives its agent: the agent daemon alone is killed (its fork server then kills
+the task's process group), or the fork server goes too (the agent's next start kills the group,
+found by the pid it kept once the task had run half a second)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+from elves.local import Process, Stack, wait_for
+
+from .test_queues import by_task, final
+
+SLEEP = {"seconds": 60}
+TIMEOUT_S = 300  # far past the test: an end before it is the agent's report, not the deadline
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone, not yet reaped
+
+
+def _fork_server(agent: Process) -> int:
+    children = Path(f"/proc/{agent.popen.pid}/task/{agent.popen.pid}/children").read_text()
+    for pid in children.split():
+        if b"elves.agent.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return int(pid)
+    raise AssertionError(f"agent {agent.popen.pid} has no fork server")
+
+
+def _running_task(stack: Stack, agent_id: str, pidfile: Path) -> tuple[str, str, int]:
+    """A 60 s sleeper on the agent, in a queue of its own: (queue, task, the sleep's pid), once
+    the task runs (its start is reported: the agent has kept its process)."""
+    reply = stack.client.post(
+        "/api/v1/queues/quick",
+        json={
+            "app": "sleeper",
+            "agent": agent_id,
+            "func": "sleep",
+            "params": {**SLEEP, "pidfile": str(pidfile)},
+            "timeout": TIMEOUT_S,
+        },
+    )
+    assert reply.status_code == 201, reply.text
+    queue_id, task_id = reply.json()["queue_id"], reply.json()["task_id"]
+
+    def running() -> bool:
+        reply = stack.client.get(f"/api/v1/tasks/{task_id}")
+        state = reply.json().get("state") if reply.status_code == 200 else None
+        return bool(state and state["status"] == "running")
+
+    wait_for(f"task {task_id} to run", running, 30)
+    return queue_id, task_id, int(wait_for("the sleep's pid", pidfile.read_text, 10))
+
+
+def _killed(stack: Stack, agent: Process, *others: int) -> None:
+    for pid in others:
+        os.kill(pid, signal.SIGKILL)
+    agent.stop(signal.SIGKILL)
+    stack.processes.remove(agent)
+
+
+def _lost(stack: Stack, queue_id: str, task_id: str) -> dict[str, Any]:
+    queue = final(stack, queue_id, timeout=60)
+    assert queue["status"] == "failed", queue
+    task: dict[str, Any] = by_task(queue)[task_id]
+    return task
+
+
+def test_a_task_outlives_neither_its_agent_nor_its_agents_restart(
+    stack: Stack, tmp_path: Path
+) -> None:
+    agent_id = f"it-lost-{uuid.uuid4().hex[:6]}"
+    agent = stack.spawn_agent(agent_id)
+    stack.wait_agent(agent_id, "up")
+
+    # The daemon alone: its fork server kills the task at once.
+    queue_id, task_id, sleep = _running_task(stack, agent_id, tmp_path / "first.pid")
+    _killed(stack, agent)
+    wait_for("the task's processes to be killed", lambda: not _alive(sleep), 10)
+    agent = stack.spawn_agent(agent_id, accept=False)
+    task = _lost(stack, queue_id, task_id)
+    assert (task["status"], task["worker_message"]) == (
+        "failed",
+        "lost: the agent stopped while it ran",
+    )
+
+    # Its fork server too: the task is left running, and the agent's next start kills it.
+    stack.wait_agent(agent_id, "up")
+    queue_id, task_id, sleep = _running_task(stack, agent_id, tmp_path / "second.pid")
+    _killed(stack, agent, _fork_server(agent))
+    assert _alive(sleep)
+    agent = stack.spawn_agent(agent_id, accept=False)
+    task = _lost(stack, queue_id, task_id)
+    assert (task["status"], task["worker_message"]) == (
+        "failed",
+        "lost: the agent stopped while it ran; its processes were killed",
+    )
+    wait_for("the task's processes to be killed", lambda: not _alive(sleep), 10)
+    agent.stop()
+    stack.processes.remove(agent)
