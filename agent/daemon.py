@@ -43,7 +43,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from elves.agent.backlog import Backlog
 from elves.agent.cron import CronScheduler
@@ -134,6 +141,7 @@ class Agent:
             settings, self.agent_id, gateway_fetch(settings, self.agent_id, self.key)
         )
         self.ready = threading.Event()  # set once the consumer is subscribed (for tests, CLI)
+        self.fenced = False  # another process took this agent's id: it stopped (`_consume`)
         self._kill = threading.Event()  # set when running tasks must be killed
         # One event per claimed attempt: set by the agent stopping or a TaskCancelRequested.
         self._cancels: dict[tuple[str, int], threading.Event] = {}
@@ -264,8 +272,20 @@ class Agent:
                 msg = consumer.poll(0)
             if msg is None:
                 continue
-            if msg.error() is not None:
-                log.warning("consumer error: %s", msg.error())
+            error = msg.error()
+            if error is not None:
+                if error.fatal() or error.code() == KafkaError._FATAL:
+                    # A static member's consumer is fenced when another joins with its id: a
+                    # second agent runs as this one, and it has the dispatch topic now. (The
+                    # message's error is the generic _FATAL, whose fatal() says False.)
+                    log.error(
+                        "agent %s stops: %s (is another agent running with this id?)",
+                        self.agent_id,
+                        error,
+                    )
+                    self.fenced = True
+                    return
+                log.warning("consumer error: %s", error)
                 continue
             self._read(consumer, msg, dlq, pool)
 
@@ -659,9 +679,12 @@ class Agent:
         log.info("agent %s stopped", self.agent_id)
 
 
-def run(settings: Settings, stop: threading.Event) -> None:
-    """Run an agent with these settings until `stop` is set."""
-    Agent(settings, workers=settings.agent_workers).run(stop)
+def run(settings: Settings, stop: threading.Event) -> bool:
+    """Run an agent with these settings until `stop` is set; False if it had to stop first
+    (another process took its id)."""
+    agent = Agent(settings, workers=settings.agent_workers)
+    agent.run(stop)
+    return not agent.fenced
 
 
 def main(settings: Settings) -> int:
@@ -680,5 +703,4 @@ def main(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    run(settings, stop)
-    return 0
+    return 0 if run(settings, stop) else 1

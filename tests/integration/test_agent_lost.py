@@ -3,7 +3,11 @@ task ends failed as lost when the agent starts again, not timed out at its deadl
 
 Two ways a task outlives its agent: the agent daemon alone is killed (its fork server then kills
 the task's process group), or the fork server goes too (the agent's next start kills the group,
-found by the pid it kept once the task had run half a second)."""
+found by the pid it kept once the task had run half a second).
+
+An agent back from a crash takes its dispatch topic over at once, as a static member of its
+group; so a second process started with a running agent's id takes it over too, and the first
+stops with a clear error rather than idling on as an agent that gets nothing."""
 
 from __future__ import annotations
 
@@ -108,3 +112,20 @@ def test_a_task_outlives_neither_its_agent_nor_its_agents_restart(
     wait_for("the task's processes to be killed", lambda: not _alive(sleep), 10)
     agent.stop()
     stack.processes.remove(agent)
+
+
+def test_an_agent_whose_id_another_process_takes_stops_with_a_clear_error(stack: Stack) -> None:
+    agent_id = f"it-twin-{uuid.uuid4().hex[:6]}"
+    first = stack.spawn_agent(agent_id)
+    stack.wait_agent(agent_id, "up")
+    second = stack.spawn_agent(agent_id, accept=False)
+    try:
+        assert first.popen.wait(timeout=60) == 1, first.tail()
+        assert "is another agent running with this id?" in first.tail()
+        stack.processes.remove(first)
+        # The one that took the id over runs its tasks.
+        reply = stack.exec(agent_id, "apptest", "helloword", {"my": "twin"})
+        assert reply.json()["worker_message"] == "twin", reply.text
+    finally:
+        second.stop()
+        stack.processes.remove(second)
