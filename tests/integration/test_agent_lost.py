@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from elves.agent.procs import identity
 from elves.local import Process, Stack, wait_for
 
 from .test_queues import by_task, final
@@ -26,11 +27,7 @@ TIMEOUT_S = 300  # far past the test: an end before it is the agent's report, no
 
 
 def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone, not yet reaped
+    return identity(pid) is not None  # a zombie counts as gone: it ended, unreaped
 
 
 def _fork_server(agent: Process) -> int:
