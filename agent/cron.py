@@ -26,7 +26,7 @@ from elves.agent import cronplan
 from elves.agent.cronfile import CronDef, cron_from_set, parse_cron_file
 from elves.agent.cronstore import Claim, CronStore
 from elves.agent.outbox import Outbox, Row
-from elves.agent.runner import FLAG_ERROR, RunResult, TaskSpec
+from elves.agent.runner import FLAG_ERROR, LOST, RunResult, TaskSpec
 from elves.config import Settings
 from elves.errors import BadRequest
 from elves.schemas.codec import CODEC
@@ -39,7 +39,6 @@ ERROR_PAUSE_S = 1.0  # after an unexpected error in a round, before the next
 PRUNE_S = 3600.0  # how often ended runs are forgotten
 NOT_RUN_STOPPING = "not run: the agent stopped before its turn"
 NOT_RUN_REMOVED = "not run: the cron was paused or removed before its turn"
-LOST = "the agent stopped before this run ended; its outcome is unknown"
 
 # (spec, task id, give up waiting for a worker slot, on_start(pid)) -> result; None: not run.
 Execute = Callable[[TaskSpec, str, threading.Event, Callable[[int], None]], RunResult | None]

@@ -64,7 +64,7 @@ from elves.agent.outbox import Outbox, Row, Unended, default_path
 from elves.agent.output import OutputParts, OutputStream, Part
 from elves.agent.procs import identity, kill_group_if_same
 from elves.agent.rollout import Rollout, gateway_fetch
-from elves.agent.runner import FLAG_ERROR, STOPPING, Runner, RunResult, TaskSpec
+from elves.agent.runner import FLAG_ERROR, LOST, STOPPING, Runner, RunResult, TaskSpec
 from elves.config import Settings
 from elves.errors import BadRequest, BadSelector, DispatchAppNotAllowed, DispatchRefusal
 from elves.kafka import consumer as make_consumer
@@ -96,7 +96,6 @@ START_REPORT_S = 0.5
 DISPATCH_FETCH_WAIT_MS = 5000  # an idle agent's fetches: one each 5 s, not 2 a second
 TOPIC_RETRY_S = 2.0  # Kafka unreachable at the start: try again after this (the cron runs)
 CANCELLED = "cancelled: the center asked to stop it"
-LOST = "lost: the agent stopped while it ran"
 
 
 def _not_allowed(app: str, **details: object) -> DispatchAppNotAllowed:

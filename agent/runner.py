@@ -47,6 +47,9 @@ EXIT_DRAIN_S = 0.2  # after the worker exits, how long its leftover children may
 KILL_WAIT_S = 5.0  # SIGKILL is prompt; past this the process is stuck in the kernel
 CANCEL_POLL_S = 0.1
 STOPPING = "killed: the agent is stopping"
+# A run the agent's next start found not ended: the agent died while it ran (a dispatched
+# attempt's or a cron fire's), and nothing tells how it went.
+LOST = "lost: the agent stopped before it ended; its outcome is unknown"
 _APP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a Python module and class name
 _FLAG = re.compile(rb"<ElvesWFlag>\s*(.*?)\s*</ElvesWFlag>", re.DOTALL)
 _RESULT_OPEN = b"<ElvesWResult>"

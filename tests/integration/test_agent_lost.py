@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from elves.agent.procs import identity
+from elves.agent.runner import LOST
 from elves.local import Process, Stack, wait_for
 
 from .test_queues import by_task, final
@@ -90,10 +91,7 @@ def test_a_task_outlives_neither_its_agent_nor_its_agents_restart(
     wait_for("the task's processes to be killed", lambda: not _alive(sleep), 10)
     agent = stack.spawn_agent(agent_id, accept=False)
     task = _lost(stack, queue_id, task_id)
-    assert (task["status"], task["worker_message"]) == (
-        "failed",
-        "lost: the agent stopped while it ran",
-    )
+    assert (task["status"], task["worker_message"]) == ("failed", LOST)
 
     # Its fork server too: the task is left running, and the agent's next start kills it.
     stack.wait_agent(agent_id, "up")
@@ -104,7 +102,7 @@ def test_a_task_outlives_neither_its_agent_nor_its_agents_restart(
     task = _lost(stack, queue_id, task_id)
     assert (task["status"], task["worker_message"]) == (
         "failed",
-        "lost: the agent stopped while it ran; its processes were killed",
+        f"{LOST}; its processes were killed",
     )
     wait_for("the task's processes to be killed", lambda: not _alive(sleep), 10)
     agent.stop()

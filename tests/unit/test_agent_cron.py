@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from elves.agent.cron import LOST, NOT_RUN_REMOVED, NOT_RUN_STOPPING, CronScheduler
+from elves.agent.cron import NOT_RUN_REMOVED, NOT_RUN_STOPPING, CronScheduler
 from elves.agent.cronplan import run_task_id
 from elves.agent.outbox import Outbox, default_path
-from elves.agent.runner import RunResult, TaskSpec
+from elves.agent.runner import LOST, RunResult, TaskSpec
 from elves.config import Settings
 from elves.errors import BadRequest
 from elves.schemas.codec import CODEC
