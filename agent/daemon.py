@@ -211,9 +211,12 @@ class Agent:
         self._rollout_thread.start()
         log.info("agent %s: heartbeats every %ss", self.agent_id, self.settings.heartbeat_s)
         pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="task")
+        # Named under the stack's prefix, as its topics are: stacks that share a broker may
+        # have agents of one id, and a static member's id must be this agent's alone.
+        group = self.settings.topic(f"agent.{self.agent_id}")
         consumer = make_consumer(
             self.settings,
-            f"elves-agent-{self.agent_id}",
+            group,
             **{
                 # What `store_offsets` marked, committed in the background: a commit per task
                 # was a broker request per task.
@@ -226,7 +229,7 @@ class Agent:
                 "fetch.wait.max.ms": DISPATCH_FETCH_WAIT_MS,
                 # A static member: an agent back from a crash takes its partition over at
                 # once, where a new member would wait out the dead one's session (45 s).
-                "group.instance.id": f"elves-agent-{self.agent_id}",
+                "group.instance.id": group,
             },
         )
         consumer.subscribe([self.settings.dispatch_topic(self.agent_id)])
