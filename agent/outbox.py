@@ -9,9 +9,10 @@ settle, then starts again from the oldest row, so order is kept and nothing is l
 may deliver a row twice; consumers drop repeats by `event_id`.
 
 The same database keeps the `(task_id, attempt)` pairs the agent has taken on (`claim`), so a
-dispatch that Kafka delivers again is not run again, and whether each has ended: its result is
-put in the commit that marks it ended (`Transaction.ended`). An attempt that never ended was
-running when the agent died; the agent reports it lost at its next start (`unended`).
+dispatch that Kafka delivers again is not run again, and the ones that have not ended yet
+(`running`): an attempt leaves it in the commit that puts its result (`Transaction.ended`), so
+one still there at a start was running when the agent died, and the agent reports it lost
+(`unended`).
 """
 
 from __future__ import annotations
@@ -51,18 +52,18 @@ CREATE TABLE IF NOT EXISTS ran (
     claimed_at INTEGER NOT NULL,
     PRIMARY KEY (task_id, attempt)
 );
+CREATE TABLE IF NOT EXISTS running (
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    claimed_at INTEGER NOT NULL,
+    dispatch_id TEXT NOT NULL,  -- the dispatch's event id: a lost result's id derives from it
+    app TEXT NOT NULL,
+    func TEXT NOT NULL,
+    pid INTEGER,  -- the task's process, once it has run START_REPORT_S
+    process TEXT,  -- that process's identity (agent/procs.py): a reused pid is not it
+    PRIMARY KEY (task_id, attempt)
+) WITHOUT ROWID;
 """
-# Added to `ran` since its first version (`_add_columns` adds them to an older database). A row
-# from before them counts as ended (`ended` defaults to 1): nothing says it was lost.
-_RAN_COLUMNS = {
-    "ended": "INTEGER NOT NULL DEFAULT 1",
-    "dispatch_id": "TEXT",  # the dispatch's event id: a lost result's id derives from it
-    "app": "TEXT",
-    "func": "TEXT",
-    "pid": "INTEGER",  # the task's process, once it has run START_REPORT_S
-    "process": "TEXT",  # that process's identity (`agent/procs.py`): a reused pid is not it
-}
-_RAN_OPEN = "CREATE INDEX IF NOT EXISTS ran_open ON ran (ended) WHERE ended = 0"
 
 Row = tuple[str, bytes | None, bytes]  # topic, key, value
 
@@ -91,15 +92,6 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     return conn
-
-
-def _add_columns(conn: sqlite3.Connection) -> None:
-    """Bring an older database's `ran` table to this version's columns."""
-    have = {row[1] for row in conn.execute("PRAGMA table_info(ran)")}
-    for name, kind in _RAN_COLUMNS.items():
-        if name not in have:
-            conn.execute(f"ALTER TABLE ran ADD COLUMN {name} {kind}")
-    conn.execute(_RAN_OPEN)
 
 
 class Transaction:
@@ -131,28 +123,36 @@ class Transaction:
         func: str = "",
         ended: bool = False,
     ) -> bool:
-        """Record that the agent takes on (task_id, attempt), with what its lost result would
-        need; `ended` when its end is in this commit too. False if it was taken on before."""
+        """Record that the agent takes on (task_id, attempt), and that it runs, with what its
+        lost result would need; `ended` when its end is in this commit too. False if it was
+        taken on before."""
+        claimed_at = self._now // 1000
         cur = self._conn.execute(
-            "INSERT OR IGNORE INTO ran"
-            " (task_id, attempt, claimed_at, ended, dispatch_id, app, func)"
-            " VALUES (?,?,?,?,?,?,?)",
-            (task_id, attempt, self._now // 1000, int(ended), dispatch_id, app, func),
+            "INSERT OR IGNORE INTO ran (task_id, attempt, claimed_at) VALUES (?,?,?)",
+            (task_id, attempt, claimed_at),
         )
-        return cur.rowcount > 0
+        if cur.rowcount <= 0:
+            return False
+        if not ended:
+            self._conn.execute(
+                "INSERT INTO running (task_id, attempt, claimed_at, dispatch_id, app, func)"
+                " VALUES (?,?,?,?,?,?)",
+                (task_id, attempt, claimed_at, dispatch_id, app, func),
+            )
+        return True
 
     def running(self, task_id: str, attempt: int, pid: int, process: str | None) -> None:
         """The attempt's process, kept so that the agent's next start can kill what is left of
         it, should the agent die first."""
         self._conn.execute(
-            "UPDATE ran SET pid = ?, process = ? WHERE task_id = ? AND attempt = ?",
+            "UPDATE running SET pid = ?, process = ? WHERE task_id = ? AND attempt = ?",
             (pid, process, task_id, attempt),
         )
 
     def ended(self, task_id: str, attempt: int) -> None:
         """The attempt's end (its result) is in this commit."""
         self._conn.execute(
-            "UPDATE ran SET ended = 1 WHERE task_id = ? AND attempt = ?", (task_id, attempt)
+            "DELETE FROM running WHERE task_id = ? AND attempt = ?", (task_id, attempt)
         )
 
 
@@ -173,7 +173,6 @@ class Outbox:
         # only means one more delivery, which consumers drop by event_id).
         self._writer = _connect(self.path, "FULL")
         self._writer.executescript(_SCHEMA)
-        _add_columns(self._writer)
         self._writer.execute(
             "DELETE FROM ran WHERE claimed_at < ?", (int(time.time()) - RAN_KEEP_S,)
         )
@@ -247,13 +246,10 @@ class Outbox:
         died."""
         with self._lock:
             rows = self._writer.execute(
-                "SELECT task_id, attempt, dispatch_id, app, func, pid, process FROM ran"
-                " WHERE ended = 0 ORDER BY claimed_at, task_id, attempt"
+                "SELECT task_id, attempt, dispatch_id, app, func, pid, process FROM running"
+                " ORDER BY claimed_at, task_id, attempt"
             ).fetchall()
-        return [
-            Unended(task, attempt, dispatch or "", app or "", func or "", pid, process)
-            for task, attempt, dispatch, app, func, pid, process in rows
-        ]
+        return [Unended(*row) for row in rows]
 
     def has_run(self, task_id: str, attempt: int) -> bool:
         with self._lock:

@@ -9,7 +9,8 @@ take that out:
   the machine (their overheads are then those of a shared machine: compare their CPU).
 
 Each revision gets a git worktree of its own under `--work` with its own venv (made by
-`infra/setup.sh`, kept for the next comparison). What moves less than the spread between runs
+`infra/setup.sh` with the Python this script runs on, so that both sides run one build; kept
+for the next comparison). What moves less than the spread between runs
 of one side is noise: the per-run lines are printed so that can be judged.
 
     .venv/bin/python bench/compare.py REV_A REV_B [--rounds 2] [--queues 3] [--together]
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,13 +48,26 @@ def worktree(work: Path, rev: str) -> Path:
         text=True,
     ).stdout.strip()
     tree = work / sha[:12]
-    if not (tree / ".venv" / "bin" / "python").exists():
+    venv_python = tree / ".venv" / "bin" / "python"
+    python = os.path.realpath(sys.executable)
+    if venv_python.exists() and os.path.realpath(venv_python) != python:
+        # Made with another build: setup's own choice is a timing, which this machine's noise
+        # can tip (it once chose pyenv's build, a fifth slower, for one side only).
+        print(f"{tree}'s venv runs {os.path.realpath(venv_python)}: making it anew", flush=True)
+        shutil.rmtree(tree / ".venv")
+    if not venv_python.exists():
         if not tree.exists():
             subprocess.run(
                 ["git", "worktree", "add", "--detach", str(tree), sha], cwd=ROOT, check=True
             )
-        print(f"setting up {rev} ({sha[:12]}) in {tree}", flush=True)
-        subprocess.run(["bash", "infra/setup.sh"], cwd=tree, check=True, stdout=subprocess.DEVNULL)
+        print(f"setting up {rev} ({sha[:12]}) in {tree} with {python}", flush=True)
+        subprocess.run(
+            ["bash", "infra/setup.sh"],
+            cwd=tree,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "PYTHON": python},  # both sides on the build this runs on
+        )
     return tree
 
 

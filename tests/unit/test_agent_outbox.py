@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from pathlib import Path
 
 from elves.agent.identity import agent_id, new_agent_id
-from elves.agent.outbox import Outbox, Unended, default_path
+from elves.agent.outbox import Outbox, Unended
 from elves.config import Settings
 
 
@@ -71,29 +69,5 @@ def test_an_attempt_not_ended_is_listed_with_its_dispatch_and_process(tmp_path: 
         with box.transaction() as txn:
             txn.ended("t2", 1)
         assert box.unended() == [Unended("t1", 1, "d1", "sleeper", "sleep", 4242, "boot:123")]
-    finally:
-        box.close(timeout=0)
-
-
-def test_an_older_database_gets_the_new_columns_and_its_attempts_count_as_ended(
-    tmp_path: Path,
-) -> None:
-    """Nothing says an attempt of before was lost: an upgrade must not report them all."""
-    settings = Settings(state_dir=tmp_path)
-    path = default_path(settings)
-    path.parent.mkdir(parents=True)
-    old = sqlite3.connect(path)
-    old.executescript(
-        "CREATE TABLE ran (task_id TEXT NOT NULL, attempt INTEGER NOT NULL,"
-        " claimed_at INTEGER NOT NULL, PRIMARY KEY (task_id, attempt));"
-        f"INSERT INTO ran VALUES ('old', 1, {int(time.time())});"
-    )
-    old.close()
-    box = Outbox(settings)
-    try:
-        assert box.has_run("old", 1)
-        assert box.unended() == []
-        assert box.claim("new", 1)
-        assert [u.task_id for u in box.unended()] == ["new"]
     finally:
         box.close(timeout=0)
