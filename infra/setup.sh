@@ -32,7 +32,9 @@ candidates() {
 # Prints "<ms> <interpreter>" for each candidate, fastest first: the median of its best times
 # in five rounds taken in turn. The machine's speed drifts within seconds: a single best time let
 # a slow moment decide (one such run chose pyenv's build at 22 ms against Debian's 25, which beat
-# it in every round of a second run by a quarter), and the median of the rounds does not.
+# it in every round of a second run by a quarter), and the median of the rounds less often: it
+# still chose pyenv's once since (22 ms against 27, where the next run gave 42 against 28). The
+# venv's interpreter is named in bench/queues.py's output; PYTHON= settles it.
 timings() {
     local exe ms round seen=()
     local -A times=()

@@ -21,7 +21,7 @@ from elves.agent.procs import identity
 from elves.agent.runner import LOST
 from elves.local import Process, Stack, wait_for
 
-from .test_queues import by_task, final
+from .test_queues import by_task, final, quick
 
 SLEEP = {"seconds": 60}
 TIMEOUT_S = 300  # far past the test: an end before it is the agent's report, not the deadline
@@ -42,18 +42,15 @@ def _fork_server(agent: Process) -> int:
 def _running_task(stack: Stack, agent_id: str, pidfile: Path) -> tuple[str, str, int]:
     """A 60 s sleeper on the agent, in a queue of its own: (queue, task, the sleep's pid), once
     the task runs (its start is reported: the agent has kept its process)."""
-    reply = stack.client.post(
-        "/api/v1/queues/quick",
-        json={
-            "app": "sleeper",
-            "agent": agent_id,
-            "func": "sleep",
-            "params": {**SLEEP, "pidfile": str(pidfile)},
-            "timeout": TIMEOUT_S,
-        },
+    made = quick(
+        stack,
+        agent_id,
+        "sleeper",
+        "sleep",
+        params={**SLEEP, "pidfile": str(pidfile)},
+        timeout=TIMEOUT_S,
     )
-    assert reply.status_code == 201, reply.text
-    queue_id, task_id = reply.json()["queue_id"], reply.json()["task_id"]
+    queue_id, task_id = made["queue_id"], made["task_id"]
 
     def running() -> bool:
         reply = stack.client.get(f"/api/v1/tasks/{task_id}")

@@ -19,6 +19,7 @@ from elves.topics import ensure_topics
 from .conftest import AGENT, stack_settings
 from .test_agent_cron import CronAgent, entry, write_crons
 from .test_cli import elves
+from .test_queues import quick
 
 TICKS = 8
 EVERY_S = 0.5  # a tick task runs TICKS * EVERY_S, about 3.5 s
@@ -26,17 +27,7 @@ EVERY_S = 0.5  # a tick task runs TICKS * EVERY_S, about 3.5 s
 
 def tick_task(stack: Stack) -> str:
     """A queue task that prints a line every half second (and one on stderr half way)."""
-    reply = stack.client.post(
-        "/api/v1/queues/quick",
-        json={
-            "app": "sleeper",
-            "agent": AGENT,
-            "func": "tick",
-            "params": {"n": TICKS, "every": EVERY_S},
-        },
-    )
-    assert reply.status_code == 201, reply.text
-    return str(reply.json()["task_id"])
+    return quick(stack, AGENT, "sleeper", "tick", params={"n": TICKS, "every": EVERY_S})["task_id"]
 
 
 def follow(stack: Stack, task_id: str) -> list[tuple[int, dict[str, Any]]]:

@@ -23,6 +23,15 @@ def add(stack: Stack, queue_id: str, task_id: str, func: str, **extra: Any) -> A
     return stack.client.post(f"/api/v1/queues/{queue_id}/tasks", json=body)
 
 
+def quick(stack: Stack, agent: str, app: str, func: str, **extra: Any) -> dict[str, str]:
+    """A quick queue (one task, committed): its `queue_id` and `task_id`."""
+    body = {"app": app, "agent": agent, "func": func, **extra}
+    reply = stack.client.post("/api/v1/queues/quick", json=body)
+    assert reply.status_code == 201, reply.text
+    made: dict[str, str] = reply.json()
+    return made
+
+
 def commit(stack: Stack, queue_id: str) -> None:
     reply = stack.client.post(f"/api/v1/queues/{queue_id}/commit")
     assert reply.status_code == 200, reply.text
@@ -285,14 +294,10 @@ def test_the_as_of_view_is_the_state_at_that_moment(stack: Stack) -> None:
 
 
 def test_quick_queue(stack: Stack) -> None:
-    reply = stack.client.post(
-        "/api/v1/queues/quick",
-        json={"app": "apptest", "agent": AGENT, "func": "helloword", "params": {"my": "q"}},
-    )
-    assert reply.status_code == 201, reply.text
-    queue = final(stack, reply.json()["queue_id"])
+    made = quick(stack, AGENT, "apptest", "helloword", params={"my": "q"})
+    queue = final(stack, made["queue_id"])
     assert queue["status"] == "succeeded"
-    assert by_task(queue)[reply.json()["task_id"]]["worker_message"] == "q"
+    assert by_task(queue)[made["task_id"]]["worker_message"] == "q"
 
 
 def test_stop_kills_the_running_task_on_its_agent_and_cancels_the_pending(

@@ -18,6 +18,7 @@ from elves.agent.forkclient import ForkServer
 from elves.agent.forkserver import recv, send
 from elves.agent.output import OutputParts, OutputStream, Part
 from elves.agent.runner import STOPPING, Runner, TaskSpec, parse_output
+from elves.local import wait_for
 
 SAMPLES = Path(__file__).resolve().parents[2] / "apps" / "samples"
 
@@ -275,17 +276,12 @@ def test_the_fork_server_kills_what_runs_when_its_agent_dies(tmp_path: Path) -> 
         daemon=True,
     )
     task.start()
-    end = time.monotonic() + 10
-    while not pidfile.exists() and time.monotonic() < end:
-        time.sleep(0.01)
+    wait_for("the sleep's pid", pidfile.exists, 10)  # written whole (os.replace)
     grandchild = int(pidfile.read_text())
     assert server._channel is not None and server._proc is not None
     server._channel.close()  # the agent's death, as the server sees it
     server._proc.wait(timeout=10)
-    end = time.monotonic() + 5
-    while (alive(pids[0]) or alive(grandchild)) and time.monotonic() < end:
-        time.sleep(0.01)
-    assert not alive(pids[0]) and not alive(grandchild)
+    wait_for("the task to be killed", lambda: not alive(pids[0]) and not alive(grandchild), 5)
     task.join(timeout=10)
     assert not task.is_alive()
 
