@@ -14,9 +14,10 @@ STAMP="$VENV/.elves-install"
 # Builds of one Python version differ more than versions do. On the development machine the
 # distribution's python3.11 (a static, profile-optimized interpreter) ran a pure-Python loop a
 # third faster than pyenv's build of 3.11 (a shared libpython, no profile), and the stack is
-# mostly Python. So among the python3.11 interpreters on PATH that can make a venv, the one that
-# runs a short loop fastest makes it. The choice is made again only when that set changes
-# (below); remove .venv to choose again anyway.
+# mostly Python. So among the python3.11 interpreters on PATH that can make a venv, a static one
+# (no libpython mapped: a shared libpython's calls go through its symbol table) comes first, and
+# among those alike the one that runs a short loop fastest makes it. The choice is made again
+# only when that set changes (below); remove .venv to choose again anyway.
 candidates() {
     local cand exe
     local -A seen=()
@@ -29,17 +30,24 @@ candidates() {
     done
 }
 
-# Prints "<ms> <interpreter>" for each candidate, fastest first: the median of its best times
-# in five rounds taken in turn. The machine's speed drifts within seconds: a single best time let
-# a slow moment decide (one such run chose pyenv's build at 22 ms against Debian's 25, which beat
-# it in every round of a second run by a quarter), and the median of the rounds less often: it
-# still chose pyenv's once since (22 ms against 27, where the next run gave 42 against 28). The
-# venv's interpreter is named in bench/queues.py's output; PYTHON= settles it.
+# Prints "<shared> <ms> <interpreter>" for each candidate, best first: static builds (shared 0)
+# before shared ones, then by the median of its best times in five rounds taken in turn. The loop
+# alone could not be trusted to tell the builds apart: the machine's speed drifts within seconds,
+# and even the median of the rounds chose pyenv's shared build twice (22 ms against Debian's 25,
+# then 22 against 27), where the next runs gave Debian's the lead by a quarter and more. Whether a
+# build is shared is a fact of it, not a moment of the machine. The venv's interpreter is named in
+# bench/queues.py's output; PYTHON= settles it.
 timings() {
     local exe ms round seen=()
-    local -A times=()
+    local -A times=() shared=()
     for exe in $(candidates); do
         times[$exe]=""
+        # /proc/self/maps: no /proc (not Linux) counts every build as static, and the loop decides.
+        shared[$exe]="$("$exe" -c 'import sys
+try:
+    print(int(any("libpython" in line for line in open("/proc/self/maps"))))
+except OSError:
+    print(0)' 2>/dev/null || echo 1)"
         seen+=("$exe")
     done
     for round in 1 2 3 4 5; do
@@ -60,9 +68,10 @@ print(int(min(timeit.repeat(loop, number=1, repeat=5, timer=time.process_time)) 
         # shellcheck disable=SC2086  # the times are words
         ms="$(printf '%s\n' ${times[$exe]} | sort -n |
             awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
-        echo "setup: $exe ran the loop in $((ms / 1000)) ms (the median of its rounds' best)" >&2
-        echo "$ms $exe"
-    done | sort -n
+        echo "setup: $exe ran the loop in $((ms / 1000)) ms (the median of its rounds' best)," \
+            "$( ((shared[$exe])) && echo "a shared libpython" || echo "static")" >&2
+        echo "${shared[$exe]} $ms $exe"
+    done | sort -k1,1n -k2,2n
 }
 
 # What the venv's interpreter was chosen from: `PYTHON=<path>` when given (kept from then on),
@@ -84,12 +93,13 @@ if [[ -x "$VENV/bin/python" && -z "${PYTHON:-}" && "$kept" != PYTHON=* && "$kept
 then
     have="$("$VENV/bin/python" -c 'import os, sys; print(os.path.realpath(sys.executable))')"
     ranked="$(timings)"
-    read -r best_ms best <<<"$ranked" || true
-    have_ms="$(awk -v exe="$have" '$2 == exe { print $1 }' <<<"$ranked")"
-    # Remade only for a clear gain (a tenth): a near tie must not make it anew at every change.
+    read -r best_shared best_ms best <<<"$ranked" || true
+    read -r have_shared have_ms <<<"$(awk -v exe="$have" '$3 == exe { print $1, $2 }' <<<"$ranked")"
+    # Remade for a static build in place of a shared one, or else only for a clear gain (a tenth):
+    # a near tie must not make it anew at every change.
     if [[ -n "$best" && "$best" != "$have" && -n "$have_ms" ]] &&
-        ((best_ms * 10 < have_ms * 9)); then
-        echo "setup: $VENV was made with $have; remaking it with $best, the faster build" >&2
+        ((best_shared < have_shared || best_ms * 10 < have_ms * 9)); then
+        echo "setup: $VENV was made with $have; remaking it with $best (static where it was shared, or clearly faster)" >&2
         rm -rf "$VENV"
     else
         echo "$record" >"$CHOSEN"
@@ -97,7 +107,7 @@ then
 fi
 if [[ ! -x "$VENV/bin/python" ]]; then
     if [[ -z "${PYTHON:-}" && -z "$best" ]]; then
-        read -r _ best <<<"$(timings)" || true
+        read -r _ _ best <<<"$(timings)" || true
     fi
     python="${PYTHON:-${best:-python3}}"
     echo "setup: creating $VENV with $python" >&2
