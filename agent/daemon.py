@@ -62,7 +62,7 @@ from elves.agent.identity import agent_key
 from elves.agent.install import packages_dir
 from elves.agent.outbox import Outbox, Row, Unended, default_path
 from elves.agent.output import OutputParts, OutputStream, Part
-from elves.agent.procs import identity, kill_group_if_same
+from elves.agent.procs import Left, Tracked
 from elves.agent.rollout import Rollout, gateway_fetch
 from elves.agent.runner import FLAG_ERROR, LOST, STOPPING, Runner, RunResult, TaskSpec
 from elves.config import Settings
@@ -127,6 +127,7 @@ class Agent:
         self.output_topic = settings.topic("output")
         self.origin = f"agent:{self.agent_id}"
         self.outbox = Outbox(settings, default_path(settings, self.agent_id))
+        self.procs = Tracked(self.outbox.path.parent / "processes")  # its running tasks'
         self.key = agent_key(settings, self.agent_id)
         self.gate = Gate(settings, self.agent_id, self.outbox)
         self.forkserver = ForkServer() if use_forkserver else None
@@ -159,7 +160,7 @@ class Agent:
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        self._report_lost()
+        self._report_lost(self.procs.kill_left())
         if self.forkserver is not None:
             try:
                 self.forkserver.start()
@@ -450,18 +451,18 @@ class Agent:
         dead_letter(dlq, self.settings, msg, reason, self.origin)
         dlq.flush(5.0)  # before the offset is committed past it
 
-    def _report_lost(self) -> None:
+    def _report_lost(self, left: dict[tuple[str, int], Left]) -> None:
         """End every attempt this agent took on and never ended: it was running them when the
         agent died (a `kill -9`, a crash, a power loss), and their results are gone with it.
-        Each is reported failed, as lost, at once, rather than timed out at its deadline, and
-        what is left of its process is killed. (The fork server kills its tasks when the agent
-        dies; a process it did not fork, or one left when both died, is found by the pid kept
-        once it had run START_REPORT_S.)"""
+        Each is reported failed, as lost, at once, rather than timed out at its deadline. `left`:
+        the processes of the tasks it ran, and whether a group was still there to kill."""
         for lost in self.outbox.unended():
-            killed = bool(lost.pid and lost.process and kill_group_if_same(lost.pid, lost.process))
+            process = left.get((lost.task_id, lost.attempt))
+            killed = process is not None and process.killed
             message = LOST + ("; its processes were killed" if killed else "")
+            pid = process.pid if process is not None else None
             with self.outbox.transaction() as txn:
-                txn.put(*self._result_row(lost, RunResult(FLAG_ERROR, message, 0), lost.pid))
+                txn.put(*self._result_row(lost, RunResult(FLAG_ERROR, message, 0), pid))
                 txn.ended(lost.task_id, lost.attempt)
             log.warning("task %s attempt %s: %s", lost.task_id, lost.attempt, message)
 
@@ -483,12 +484,8 @@ class Agent:
                 start.append((pid, _now_ms()))
 
             def still_running() -> None:
-                pid, at = start[0]
-                # Only informs (the result follows): no fsync on the task's way to its run. The
-                # process is kept with it, for the agent's next start should this one die.
-                with self.outbox.transaction(durable=False) as txn:
-                    txn.put(*self._started_row(dispatch, pid, at))
-                    txn.running(dispatch.task_id, dispatch.attempt, pid, identity(pid))
+                # Only informs (the result follows): no fsync on the task's way to its run.
+                self.outbox.put(*self._started_row(dispatch, *start[0]), durable=False)
 
             result = self._execute(
                 (dispatch.task_id, dispatch.attempt), spec, started, still_running
@@ -520,12 +517,19 @@ class Agent:
         if self._kill.is_set():
             cancel.set()
         output = self._output(*key)
+        pids: list[int] = []
+
+        def on_start(pid: int) -> None:
+            self.procs.add(pid, *key)  # for the next start, should the agent die first
+            pids.append(pid)
+            started(pid)
+
         try:
             if cancel.is_set():
                 return RunResult(FLAG_ERROR, CANCELLED, 0)
             result = self.runner.run(
                 spec,
-                on_start=started,
+                on_start=on_start,
                 cancel=cancel,
                 still_running=still_running,
                 still_running_after_s=START_REPORT_S,
@@ -540,6 +544,8 @@ class Agent:
                 result = dataclasses.replace(result, worker_message=CANCELLED)
             return result
         finally:
+            for pid in pids:
+                self.procs.remove(pid)
             with self._cancel_lock:
                 self._cancels.pop(key, None)
 
@@ -676,6 +682,7 @@ class Agent:
         self._stop_tasks()
         self._cron_pool.shutdown(wait=True)
         self.outbox.close(timeout=5.0)
+        self.procs.close()  # every task has ended: its threads are done
         if self.forkserver is not None:
             self.forkserver.close()
         log.info("agent %s stopped", self.agent_id)

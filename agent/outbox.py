@@ -59,8 +59,6 @@ CREATE TABLE IF NOT EXISTS running (
     dispatch_id TEXT NOT NULL,  -- the dispatch's event id: a lost result's id derives from it
     app TEXT NOT NULL,
     func TEXT NOT NULL,
-    pid INTEGER,  -- the task's process, once it has run START_REPORT_S
-    process TEXT,  -- that process's identity (agent/procs.py): a reused pid is not it
     PRIMARY KEY (task_id, attempt)
 ) WITHOUT ROWID;
 """
@@ -77,8 +75,6 @@ class Unended:
     event_id: str  # its dispatch's, as on `TaskDispatched`
     app: str
     func: str
-    pid: int | None
-    process: str | None
 
 
 def default_path(settings: Settings, agent_id: str = "") -> Path:
@@ -140,14 +136,6 @@ class Transaction:
                 (task_id, attempt, claimed_at, dispatch_id, app, func),
             )
         return True
-
-    def running(self, task_id: str, attempt: int, pid: int, process: str | None) -> None:
-        """The attempt's process, kept so that the agent's next start can kill what is left of
-        it, should the agent die first."""
-        self._conn.execute(
-            "UPDATE running SET pid = ?, process = ? WHERE task_id = ? AND attempt = ?",
-            (pid, process, task_id, attempt),
-        )
 
     def ended(self, task_id: str, attempt: int) -> None:
         """The attempt's end (its result) is in this commit."""
@@ -246,7 +234,7 @@ class Outbox:
         died."""
         with self._lock:
             rows = self._writer.execute(
-                "SELECT task_id, attempt, dispatch_id, app, func, pid, process FROM running"
+                "SELECT task_id, attempt, dispatch_id, app, func FROM running"
                 " ORDER BY claimed_at, task_id, attempt"
             ).fetchall()
         return [Unended(*row) for row in rows]

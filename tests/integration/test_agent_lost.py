@@ -3,7 +3,7 @@ task ends failed as lost when the agent starts again, not timed out at its deadl
 
 Two ways a task outlives its agent: the agent daemon alone is killed (its fork server then kills
 the task's process group), or the fork server goes too (the agent's next start kills the group,
-found by the pid it kept once the task had run half a second).
+found by the pid it kept from the moment the task started).
 
 An agent back from a crash takes its dispatch topic over at once, as a static member of its
 group; so a second process started with a running agent's id takes it over too, and the first
@@ -39,9 +39,12 @@ def _fork_server(agent: Process) -> int:
     raise AssertionError(f"agent {agent.popen.pid} has no fork server")
 
 
-def _running_task(stack: Stack, agent_id: str, pidfile: Path) -> tuple[str, str, int]:
+def _running_task(
+    stack: Stack, agent_id: str, pidfile: Path, *, reported: bool = True
+) -> tuple[str, str, int]:
     """A 60 s sleeper on the agent, in a queue of its own: (queue, task, the sleep's pid), once
-    the task runs (its start is reported: the agent has kept its process)."""
+    the sleep runs, and with `reported` once the agent has reported its start (half a second
+    in; without, the test can kill the agent before it has)."""
     made = quick(
         stack,
         agent_id,
@@ -57,8 +60,10 @@ def _running_task(stack: Stack, agent_id: str, pidfile: Path) -> tuple[str, str,
         state = reply.json().get("state") if reply.status_code == 200 else None
         return bool(state and state["status"] == "running")
 
-    wait_for(f"task {task_id} to run", running, 30)
-    return queue_id, task_id, int(wait_for("the sleep's pid", pidfile.read_text, 10))
+    sleep = int(wait_for("the sleep's pid", lambda: pidfile.exists() and pidfile.read_text(), 30))
+    if reported:
+        wait_for(f"task {task_id} to be reported running", running, 30)
+    return queue_id, task_id, sleep
 
 
 def _killed(stack: Stack, agent: Process, *others: int) -> None:
@@ -90,9 +95,12 @@ def test_a_task_outlives_neither_its_agent_nor_its_agents_restart(
     task = _lost(stack, queue_id, task_id)
     assert (task["status"], task["worker_message"]) == ("failed", LOST)
 
-    # Its fork server too: the task is left running, and the agent's next start kills it.
+    # Its fork server too, within the task's first half second: the task is left running, and
+    # the agent's next start kills it.
     stack.wait_agent(agent_id, "up")
-    queue_id, task_id, sleep = _running_task(stack, agent_id, tmp_path / "second.pid")
+    queue_id, task_id, sleep = _running_task(
+        stack, agent_id, tmp_path / "second.pid", reported=False
+    )
     _killed(stack, agent, _fork_server(agent))
     assert _alive(sleep)
     agent = stack.spawn_agent(agent_id, accept=False)

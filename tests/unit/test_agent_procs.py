@@ -1,4 +1,5 @@
-"""A task's process named for good (pid, start time, boot), and killed only while it is that one."""
+"""A task's process named for good (pid, start time, boot), kept while it runs, and killed at the
+agent's next start only while it is that one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from elves.agent.procs import identity, kill_group_if_same
+from elves.agent.procs import Left, Tracked, identity, kill_group_if_same
 
 
 def _gone(popen: subprocess.Popen[bytes]) -> bool:
@@ -64,3 +65,57 @@ def test_only_the_same_process_has_its_group_killed() -> None:
     finally:
         popen.kill()
         popen.wait()
+
+
+def test_the_processes_left_by_a_dead_agent_are_killed_once_and_the_ended_ones_not(
+    tmp_path: Path,
+) -> None:
+    running = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    ended = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    removed = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    later = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    path = tmp_path / "processes"
+    try:
+        tracked = Tracked(path)
+        tracked.add(running.pid, "t1", 2)
+        tracked.add(ended.pid, "t2", 1)
+        tracked.add(removed.pid, "t3", 1)
+        tracked.remove(removed.pid)  # its task ended: it is not the next start's to kill
+        tracked.add(later.pid, "t4", 1)  # in the place `removed` left
+        ended.kill()  # as if its process had ended when the agent died
+        ended.wait()
+        assert path.stat().st_size == 3 * Tracked.RECORD
+        tracked.close()  # the agent dies
+
+        again = Tracked(path)  # its next start
+        left = again.kill_left()
+
+        assert left == {
+            ("t1", 2): Left(running.pid, True),
+            ("t2", 1): Left(ended.pid, False),
+            ("t4", 1): Left(later.pid, True),
+        }
+        assert _gone(running) and running.returncode == -9
+        assert _gone(later) and later.returncode == -9
+        assert removed.poll() is None
+        assert path.stat().st_size == 0
+        assert again.kill_left() == {}
+        again.close()
+    finally:
+        for popen in (running, removed, later):
+            popen.kill()
+            popen.wait()
+
+
+def test_a_process_ended_before_it_is_kept_or_a_broken_record_leaves_nothing_to_kill(
+    tmp_path: Path,
+) -> None:
+    popen = subprocess.Popen(["true"])
+    popen.wait()
+    tracked = Tracked(tmp_path / "processes")
+    tracked.add(popen.pid, "t1", 1)
+    tracked.remove(popen.pid)
+    assert (tmp_path / "processes").stat().st_size == 0
+    (tmp_path / "processes").write_bytes(b"not a record".ljust(Tracked.RECORD, b"\0"))
+    assert tracked.kill_left() == {}
+    tracked.close()
