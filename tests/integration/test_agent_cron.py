@@ -59,9 +59,10 @@ class CronAgent:
         self.cron_file = tmp_path / "cron.json"
         self.process: Process | None = None
 
-    def start(self, **env: str) -> None:
+    def start(self, *, accept: bool = True, **env: str) -> None:
         self.process = self.stack.spawn_agent(
             self.agent_id,
+            accept,
             ELVES_STATE_DIR=str(self.state),
             ELVES_AGENT_CRON_FILE=str(self.cron_file),
             **env,

@@ -3,7 +3,8 @@ task ends failed as lost when the agent starts again, not timed out at its deadl
 
 Two ways a task outlives its agent: the agent daemon alone is killed (its fork server then kills
 the task's process group), or the fork server goes too (the agent's next start kills the group,
-found by the pid it kept from the moment the task started).
+found by the pid it kept from the moment the task started). The same holds for a run of the
+agent's own cron.
 
 An agent back from a crash takes its dispatch topic over at once, as a static member of its
 group; so a second process started with a running agent's id takes it over too, and the first
@@ -21,6 +22,7 @@ from elves.agent.procs import identity
 from elves.agent.runner import LOST
 from elves.local import Process, Stack, wait_for
 
+from .test_agent_cron import CronAgent, entry, write_crons
 from .test_queues import by_task, final, quick
 
 SLEEP = {"seconds": 60}
@@ -112,6 +114,32 @@ def test_a_task_outlives_neither_its_agent_nor_its_agents_restart(
     wait_for("the task's processes to be killed", lambda: not _alive(sleep), 10)
     agent.stop()
     stack.processes.remove(agent)
+
+
+def test_a_run_of_the_agents_own_cron_is_killed_at_its_restart_too(
+    stack: Stack, tmp_path: Path
+) -> None:
+    cron = CronAgent(stack, tmp_path)
+    pidfile = tmp_path / "cron.pid"
+    params = {**SLEEP, "pidfile": str(pidfile)}
+    write_crons(
+        cron.cron_file, entry("sleeps", app="sleeper", func="sleep", params=params, timeout=300)
+    )
+    try:
+        cron.start()
+        stack.wait_agent(cron.agent_id, "up")
+        sleep = int(
+            wait_for("the run's sleep", lambda: pidfile.exists() and pidfile.read_text(), 30)
+        )
+        assert cron.process is not None
+        _killed(stack, cron.process, _fork_server(cron.process))
+        cron.process = None
+        assert _alive(sleep)
+        write_crons(cron.cron_file)  # no run after the restart: the old one alone is tested
+        cron.start(accept=False)
+        wait_for("the run's processes to be killed", lambda: not _alive(sleep), 30)
+    finally:
+        cron.stop()
 
 
 def test_an_agent_whose_id_another_process_takes_stops_with_a_clear_error(stack: Stack) -> None:
