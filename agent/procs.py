@@ -92,6 +92,8 @@ class Tracked:
         self._places: dict[int, int] = {}  # pid -> its place
 
     def add(self, pid: int, task_id: str, attempt: int) -> None:
+        """Keep `pid` as the attempt's process. Never raises for the file: a task is not
+        failed for want of what only a crash would need."""
         process = identity(pid, self.proc)
         if process is None:
             return  # it has ended already: nothing to kill
@@ -102,7 +104,10 @@ class Tracked:
         with self._lock:
             place = self._free.pop() if self._free else self._take()
             self._places[pid] = place
-        os.pwrite(self._fd, record.ljust(self.RECORD, b"\0"), place * self.RECORD)
+        try:
+            os.pwrite(self._fd, record.ljust(self.RECORD, b"\0"), place * self.RECORD)
+        except OSError as exc:  # a full disk, say: the task runs all the same, unkept
+            log.warning("task %s: its process %s is not kept (%s)", task_id, pid, exc)
 
     def _take(self) -> int:
         self._used += 1
@@ -111,10 +116,15 @@ class Tracked:
     def remove(self, pid: int) -> None:
         with self._lock:
             place = self._places.pop(pid, None)
-        if place is not None:
+        if place is None:
+            return
+        try:
             os.pwrite(self._fd, b"\0", place * self.RECORD)
-            with self._lock:
-                self._free.append(place)
+        except OSError as exc:  # its place stays taken: a next start may find a gone process
+            log.warning("process %s: its record is not cleared (%s)", pid, exc)
+            return
+        with self._lock:
+            self._free.append(place)
 
     def kill_left(self) -> dict[tuple[str, int], Left]:
         """At a start, before any task runs: kill the group of each task process kept, if it is

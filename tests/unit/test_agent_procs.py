@@ -119,3 +119,16 @@ def test_a_process_ended_before_it_is_kept_or_a_broken_record_leaves_nothing_to_
     (tmp_path / "processes").write_bytes(b"not a record".ljust(Tracked.RECORD, b"\0"))
     assert tracked.kill_left() == {}
     tracked.close()
+
+
+def test_a_record_that_cannot_be_written_leaves_the_task_to_run() -> None:
+    popen = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        tracked = Tracked(Path("/dev/full"))  # every write fails with ENOSPC, as on a full disk
+        tracked.add(popen.pid, "t1", 1)
+        tracked.remove(popen.pid)
+        tracked.close()
+        assert popen.poll() is None
+    finally:
+        popen.kill()
+        popen.wait()
