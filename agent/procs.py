@@ -1,6 +1,6 @@
 """What lets the agent, at its next start, kill what is left of the tasks it was running when it
-died, and nothing else: each task's process kept in a file of its own while it runs (`Tracked`),
-and told apart from a later process that got its pid (`identity`).
+died, and nothing else: each task's process kept in a record while it runs (`Tracked`), and
+told apart from a later process that got its pid (`identity`).
 
 A pid alone is not enough: once its process is gone the kernel may give the number to another.
 Its start time (in clock ticks since boot) and the boot's id name one process for good.
@@ -87,9 +87,10 @@ class Tracked:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._lock = threading.Lock()
-        self._free: list[int] = []  # places of ended tasks, to reuse
-        self._used = 0  # places ever taken since the start
+        # Every place taken since the start is either a running task's or free, so a new one
+        # is the count of those running when none is free.
         self._places: dict[int, int] = {}  # pid -> its place
+        self._free: list[int] = []  # places of ended tasks, to reuse
 
     def add(self, pid: int, task_id: str, attempt: int) -> None:
         """Keep `pid` as the attempt's process. Never raises for the file: a task is not
@@ -102,16 +103,12 @@ class Tracked:
             log.warning("task %s: its id is too long to keep its process", task_id[:64])
             return
         with self._lock:
-            place = self._free.pop() if self._free else self._take()
+            place = self._free.pop() if self._free else len(self._places)
             self._places[pid] = place
         try:
             os.pwrite(self._fd, record.ljust(self.RECORD, b"\0"), place * self.RECORD)
         except OSError as exc:  # a full disk, say: the task runs all the same, unkept
             log.warning("task %s: its process %s is not kept (%s)", task_id, pid, exc)
-
-    def _take(self) -> int:
-        self._used += 1
-        return self._used - 1
 
     def remove(self, pid: int) -> None:
         with self._lock:
@@ -120,11 +117,10 @@ class Tracked:
             return
         try:
             os.pwrite(self._fd, b"\0", place * self.RECORD)
-        except OSError as exc:  # its place stays taken: a next start may find a gone process
+        except OSError as exc:  # a next start finds the process gone: nothing is killed
             log.warning("process %s: its record is not cleared (%s)", pid, exc)
-            return
         with self._lock:
-            self._free.append(place)
+            self._free.append(place)  # a next task's record overwrites it whole
 
     def kill_left(self) -> dict[tuple[str, int], Left]:
         """At a start, before any task runs: kill the group of each task process kept, if it is

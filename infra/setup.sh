@@ -18,15 +18,23 @@ STAMP="$VENV/.elves-install"
 # (no libpython mapped: a shared libpython's calls go through its symbol table) comes first, and
 # among those alike the one that runs a short loop fastest makes it. The choice is made again
 # only when that set changes (below); remove .venv to choose again anyway.
+
+# Prints "<interpreter> <shared>" for each python3.11 on PATH that can make a venv: its path, and
+# 1 if it maps a shared libpython (its own /proc/self/maps; with no /proc, not Linux, every
+# build counts as static and the loop decides).
 candidates() {
-    local cand exe
+    local cand exe shared
     local -A seen=()
     for cand in $(type -a -p python3.11 2>/dev/null); do
         exe="$("$cand" -c 'import os, sys; print(os.path.realpath(sys.executable))' 2>/dev/null)" ||
             continue
         [[ -v "seen[$exe]" ]] && continue
         seen[$exe]=1
-        "$exe" -c 'import ensurepip, venv' 2>/dev/null && echo "$exe"
+        shared="$("$exe" -c 'import ensurepip, venv
+try:
+    print(int(any("libpython" in line for line in open("/proc/self/maps"))))
+except OSError:
+    print(0)' 2>/dev/null)" && echo "$exe $shared"
     done
 }
 
@@ -38,18 +46,13 @@ candidates() {
 # build is shared is a fact of it, not a moment of the machine. The venv's interpreter is named in
 # bench/queues.py's output; PYTHON= settles it.
 timings() {
-    local exe ms round seen=()
+    local exe is_shared ms round seen=()
     local -A times=() shared=()
-    for exe in $(candidates); do
+    while read -r exe is_shared; do
         times[$exe]=""
-        # /proc/self/maps: no /proc (not Linux) counts every build as static, and the loop decides.
-        shared[$exe]="$("$exe" -c 'import sys
-try:
-    print(int(any("libpython" in line for line in open("/proc/self/maps"))))
-except OSError:
-    print(0)' 2>/dev/null || echo 1)"
+        shared[$exe]="$is_shared"
         seen+=("$exe")
-    done
+    done < <(candidates)
     for round in 1 2 3 4 5; do
         for exe in ${seen[@]+"${seen[@]}"}; do
             ms="$("$exe" -c '

@@ -62,10 +62,17 @@ def _running_task(
         state = reply.json().get("state") if reply.status_code == 200 else None
         return bool(state and state["status"] == "running")
 
-    sleep = int(wait_for("the sleep's pid", lambda: pidfile.exists() and pidfile.read_text(), 30))
+    sleep = _pid_in(pidfile)
     if reported:
         wait_for(f"task {task_id} to be reported running", running, 30)
     return queue_id, task_id, sleep
+
+
+def _pid_in(pidfile: Path) -> int:
+    """The pid the sleeper app writes (whole, by a rename) once its sleep runs."""
+    return int(
+        wait_for(f"a pid in {pidfile}", lambda: pidfile.exists() and pidfile.read_text(), 30)
+    )
 
 
 def _killed(stack: Stack, agent: Process, *others: int) -> None:
@@ -128,9 +135,7 @@ def test_a_run_of_the_agents_own_cron_is_killed_at_its_restart_too(
     try:
         cron.start()
         stack.wait_agent(cron.agent_id, "up")
-        sleep = int(
-            wait_for("the run's sleep", lambda: pidfile.exists() and pidfile.read_text(), 30)
-        )
+        sleep = _pid_in(pidfile)
         assert cron.process is not None
         _killed(stack, cron.process, _fork_server(cron.process))
         cron.process = None
