@@ -67,8 +67,8 @@ from elves.agent.rollout import Rollout, gateway_fetch
 from elves.agent.runner import FLAG_ERROR, LOST, STOPPING, Runner, RunResult, TaskSpec
 from elves.config import Settings
 from elves.errors import BadRequest, BadSelector, DispatchAppNotAllowed, DispatchRefusal
+from elves.kafka import QUIET_FETCH_WAIT_MS, dead_letter
 from elves.kafka import consumer as make_consumer
-from elves.kafka import dead_letter
 from elves.kafka import producer as make_producer
 from elves.schemas.codec import CODEC
 from elves.schemas.events import (
@@ -93,7 +93,6 @@ BACKLOG_MOST = 1000  # dispatches kept while the workers are busy; beyond, readi
 # A task's start is reported once it has run this long; one that ends sooner reports its start
 # only inside its result (DECISIONS.md has what each step measured).
 START_REPORT_S = 0.5
-DISPATCH_FETCH_WAIT_MS = 5000  # an idle agent's fetches: one each 5 s, not 2 a second
 TOPIC_RETRY_S = 2.0  # Kafka unreachable at the start: try again after this (the cron runs)
 CANCELLED = "cancelled: the center asked to stop it"
 
@@ -227,7 +226,7 @@ class Agent:
                 # The broker answers as soon as a dispatch lands, so a long wait adds no latency
                 # to a task (its one partition is in every fetch); it is how often an idle agent
                 # asks. A fleet of idle agents is most of what a broker hears.
-                "fetch.wait.max.ms": DISPATCH_FETCH_WAIT_MS,
+                "fetch.wait.max.ms": QUIET_FETCH_WAIT_MS,
                 # A static member: an agent back from a crash takes its partition over at
                 # once, where a new member would wait out the dead one's session (45 s).
                 "group.instance.id": group,

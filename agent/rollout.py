@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping
 
 import httpx
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from elves import app_versions
@@ -31,7 +31,7 @@ from elves.agent.install import activate, install, installed_versions, packages_
 from elves.client import agent_client
 from elves.config import Settings
 from elves.errors import DecodeError, ElvesError
-from elves.kafka import consumer
+from elves.kafka import QUIET_FETCH_WAIT_MS, consumer
 from elves.permissions import allowed
 from elves.schemas.codec import CODEC
 from elves.schemas.events import AgentAccepted, AgentTagsSet, Event
@@ -174,7 +174,11 @@ class Rollout:
     def run(self, stop: threading.Event) -> None:
         """Read `apps` (and this agent's admin tags on `enrolments`) and install, until `stop`
         is set."""
-        c = consumer(self.settings, f"{self.settings.topic_prefix}rollout-{uuid.uuid4().hex[:8]}")
+        c = consumer(
+            self.settings,
+            f"{self.settings.topic_prefix}rollout-{uuid.uuid4().hex[:8]}",
+            **{"fetch.wait.max.ms": QUIET_FETCH_WAIT_MS},  # one per agent: a fleet's worth
+        )
         try:
             c.assign(self._partitions(c))
             dirty = False
@@ -210,7 +214,7 @@ class Rollout:
                 partitions = [0] if name == "apps" else []
             else:
                 partitions = list(meta.partitions)
-            parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+            parts += [TopicPartition(topic, p, _beginning(c, topic, p)) for p in partitions]
         return parts
 
     def _enrolment(self, data: bytes | None) -> None:
@@ -230,3 +234,13 @@ class Rollout:
             with self._lock:
                 self._retry_at = dict.fromkeys(self._retry_at, 0.0)
                 self._retry_delay.clear()
+
+
+def _beginning(c: Consumer, topic: str, partition: int) -> int:
+    """Where a partition begins now, as a number: librdkafka fetches nothing for half a second
+    while it looks OFFSET_BEGINNING up itself. A topic not made yet begins where it will."""
+    try:
+        low, _ = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    except KafkaException:
+        return OFFSET_BEGINNING
+    return int(low)

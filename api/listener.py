@@ -20,7 +20,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from elves import app_versions
 from elves.config import Settings
@@ -216,12 +216,12 @@ class Listener:
             time.sleep(0.2)  # topics made a moment ago may not be in the metadata yet
             meta = c.list_topics(timeout=10).topics
         parts = []
-        for topic in from_end:
+        for topic in from_end + whole:
             for p in meta[topic].partitions:
-                _, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                parts.append(TopicPartition(topic, p, high))
-        for topic in whole:
-            parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta[topic].partitions]
+                low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                # Numbers, not OFFSET_END or OFFSET_BEGINNING: librdkafka fetches nothing for
+                # 0.5 s while it looks those up.
+                parts.append(TopicPartition(topic, p, high if topic in from_end else low))
         return parts
 
     def _run(self) -> None:

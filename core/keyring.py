@@ -12,12 +12,12 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from elves import apikeys
 from elves.config import Settings
 from elves.errors import DecodeError, Unavailable
-from elves.kafka import consumer
+from elves.kafka import QUIET_FETCH_WAIT_MS, consumer
 from elves.schemas.codec import CODEC
 from elves.schemas.events import ApiKeyCreated, ApiKeyRevoked
 
@@ -65,7 +65,7 @@ class KeyRing:
         topic = self.settings.topic("keys")
         try:
             group = f"{self.settings.topic_prefix}keyring-{uuid.uuid4().hex[:8]}"
-            c = consumer(self.settings, group)
+            c = consumer(self.settings, group, **{"fetch.wait.max.ms": QUIET_FETCH_WAIT_MS})
         except Exception as exc:  # noqa: BLE001 - reported to start()
             self._failure = exc
             self._ready.set()
@@ -98,11 +98,13 @@ class KeyRing:
         if meta is None or meta.error is not None:
             raise Unavailable(f"no topic {topic}")
         ends = {}
+        starts = []
         for p in meta.partitions:
             low, high = _watermarks(c, TopicPartition(topic, p), deadline)
             if high > low:
                 ends[p] = high
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+            starts.append(TopicPartition(topic, p, low))  # a number: OFFSET_BEGINNING waits 0.5 s
+        c.assign(starts)
         return ends
 
     def _on_message(self, value: bytes | None) -> None:

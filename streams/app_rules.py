@@ -15,11 +15,11 @@ import threading
 import uuid
 from collections.abc import Mapping
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from elves.config import Settings
 from elves.errors import DecodeError
-from elves.kafka import consumer
+from elves.kafka import QUIET_FETCH_WAIT_MS, consumer
 from elves.permissions import Permits, Rule, allowed, rule_of
 from elves.schemas.codec import CODEC
 from elves.schemas.events import AppPermissionSet
@@ -60,11 +60,15 @@ class AppRules:
 
     def _run(self) -> None:
         s = self.settings
-        c = consumer(s, f"{s.topic_prefix}app-rules-{uuid.uuid4().hex[:8]}")
-        tp = TopicPartition(s.topic("apps"), 0, OFFSET_BEGINNING)
-        c.assign([tp])
+        c = consumer(
+            s,
+            f"{s.topic_prefix}app-rules-{uuid.uuid4().hex[:8]}",
+            **{"fetch.wait.max.ms": QUIET_FETCH_WAIT_MS},
+        )
+        tp = TopicPartition(s.topic("apps"), 0)
         try:
             low, high = self._ends(c, tp)
+            c.assign([TopicPartition(tp.topic, 0, low)])  # a number: OFFSET_BEGINNING waits 0.5 s
             if high <= low:
                 self._ready.set()
             while not self._stop.is_set():

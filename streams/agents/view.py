@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Mapping
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from elves.config import Settings
 from elves.errors import BadSelector, DecodeError
@@ -148,13 +148,15 @@ class AgentView:
         s = self.settings
         c = consumer(s, f"{s.topic_prefix}agent-view-{uuid.uuid4().hex[:8]}")
         names = ("agents", "heartbeats", "enrolments")
-        parts = [TopicPartition(s.topic(n), 0, OFFSET_BEGINNING) for n in names]
-        c.assign(parts)
         behind: dict[str, int] = {}  # topic -> the end it had at start, until read up to it
-        for tp in parts:
-            low, high = c.get_watermark_offsets(tp, timeout=10)
+        starts = []
+        for name in names:
+            low, high = c.get_watermark_offsets(TopicPartition(s.topic(name), 0), timeout=10)
             if high > low:
-                behind[tp.topic] = high
+                behind[s.topic(name)] = high
+            # A number: librdkafka fetches nothing for 0.5 s while it looks OFFSET_BEGINNING up.
+            starts.append(TopicPartition(s.topic(name), 0, low))
+        c.assign(starts)
         if not behind:
             self._ready.set()
         enrolments = s.topic("enrolments")
