@@ -233,6 +233,7 @@ class Runner:
             os.close(out_r)
             os.close(err_r)
             return RunResult(FLAG_ERROR, f"cannot start {argv[0]!r}: {exc}", _ms(started))
+        collecting = False  # from then on `_collect` closes the pipes
         try:
             if on_start is not None:
                 on_start(proc.pid)
@@ -240,8 +241,19 @@ class Runner:
             report = None
             if still_running is not None:
                 report = (started + still_running_after_s, still_running)
+            collecting = True
             return self._collect(spec, proc, forked, out_r, err_r, started, cancel, report, output)
+        except BaseException:
+            # A caller's callback failed (an agent bug, a full disk): the task must not run on
+            # with no one left to time it out, cancel it or read its pipes.
+            _kill_group(proc.pid)
+            with contextlib.suppress(Exception):  # the error to raise is the callback's
+                proc.wait()  # reaped, as `_collect` would have
+            raise
         finally:
+            if not collecting:
+                os.close(out_r)
+                os.close(err_r)
             proc.close()
 
     def _start(

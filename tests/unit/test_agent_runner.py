@@ -192,6 +192,27 @@ def test_still_running_is_called_once_a_task_has_run_that_long(runner: Runner) -
     assert (done.worker_flag, quick) == (1, [])
 
 
+@pytest.mark.parametrize("when", ["on_start", "still_running"])
+def test_a_failing_callback_kills_the_task_it_was_called_for(runner: Runner, when: str) -> None:
+    """The error reaches the caller, and the task is not left running unwatched."""
+    pids: list[int] = []
+
+    def fail(*pid: int) -> None:
+        pids.extend(pid)
+        raise OSError("the disk is full")
+
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError, match="the disk is full"):
+        runner.run(
+            spec("sleeper", "sleep", {"seconds": 120}, timeout=60),
+            on_start=fail if when == "on_start" else pids.append,
+            still_running=fail if when == "still_running" else None,
+            still_running_after_s=0.5,
+        )
+    wait_for("the task killed", lambda: not alive(pids[0]), timeout=5)
+    assert set(os.listdir("/proc/self/fd")) <= before  # its pipes and socket closed
+
+
 @pytest.mark.parametrize("how", ["plain", "forked"])
 def test_what_a_task_prints_is_handed_on_while_it_runs_without_its_result(
     how: str, monkeypatch: pytest.MonkeyPatch
