@@ -109,11 +109,15 @@ def wire_queues(
     signer: Signer,
 ) -> None:
     """Declare the queue table, agent and clock on `app`."""
+    queues_topic = app.topic(
+        settings.topic("queues"), partitions=4, key_type=bytes, value_type=bytes
+    )
     inputs_topic = app.topic(
         settings.topic("queue-inputs"), partitions=4, key_type=bytes, value_type=bytes
     )
-    queues_name, inputs_name = settings.topic("queues"), settings.topic("queue-inputs")
-    commands_name = settings.topic("commands")
+    commands_topic = app.topic(
+        settings.topic("commands"), partitions=4, key_type=bytes, value_type=bytes
+    )
     as_json: Any = faust.Schema(key_serializer="json", value_serializer="json")
     # A queue's rows are written while its own events are processed, so they share its partition.
     table = app.Table("queue_rows", partitions=4, schema=as_json)
@@ -152,19 +156,12 @@ def wire_queues(
             await dead_letter(event, f"[{exc.code}] {exc.message}")
             return None
 
-    async def send(topic: str, key: str, value: bytes) -> None:
-        # Faust's producer itself, not `Topic.send`: a topic's send wraps each message in its
-        # own objects and callbacks, about 100 us a send here (bench/faust_ceiling.py, each
-        # way), and a queue task makes three. The producer, its partitioner and its order are
-        # the same; the topics are made by `elves.topics`, not declared to Faust.
-        await app.producer.send(topic, key.encode(), value, None, None, None)
-
     async def emit(state: queues.QueueState | None, event: Event) -> None:
         queue_id = str(getattr(event, "queue_id", ""))
-        await send(queues_name, queue_id, CODEC.encode(event))
+        await queues_topic.send(key=queue_id.encode(), value=CODEC.encode(event))
         if isinstance(event, QueueTaskReady) and state is not None:
             command = submission(state, event.task_id, event.attempt, event.occurred_at)
-            await send(commands_name, command.task_id, CODEC.encode(command))
+            await commands_topic.send(key=command.task_id.encode(), value=CODEC.encode(command))
         if isinstance(event, QueueTaskCancelled) and event.was_running and state is not None:
             # Stop kills what runs: the agent of the task gets the order on its own topic.
             agent_id = state.tasks[event.task_id].agent_id
@@ -176,8 +173,8 @@ def wire_queues(
                 agent_id=agent_id,
                 reason=f"queue {state.queue_id} stopped",
             )
-            sealed = signer.seal(kill, now_ms())
-            await send(settings.dispatch_topic(agent_id), event.task_id, sealed)
+            target = app.topic(settings.dispatch_topic(agent_id), key_type=bytes, value_type=bytes)
+            await target.send(key=event.task_id.encode(), value=signer.seal(kill, now_ms()))
 
     async def handle(decoded: Event, message: faust.EventT[bytes]) -> None:
         """Fold one command or input into its queue; called inside the processing of the event
@@ -196,7 +193,7 @@ def wire_queues(
             # (the view folds by it: `api/queues.py`). The task lifecycle sent it there itself
             # once, in a transaction whose partitions librdkafka may write in any order: the
             # end of a queue landed before the outcome that ended it.
-            await send(queues_name, queue_id, message.value)
+            await queues_topic.send(key=queue_id.encode(), value=message.value)
         else:
             queue_id = decoded.queue_id
         load()
@@ -247,12 +244,12 @@ def wire_queues(
         if taken_over:
             taken_over = False
             for command in resubmit(list(states.values()), now):
-                await send(commands_name, command.task_id, CODEC.encode(command))
+                await commands_topic.send(key=command.task_id.encode(), value=CODEC.encode(command))
         due_now: set[str] = set()
         for state in list(states.values()):
             for fact in queues.due_retries(state, now):
                 due_now.add(fact.event_id)
                 if fact.event_id not in announced:
                     announced.add(fact.event_id)
-                    await send(inputs_name, fact.queue_id, CODEC.encode(fact))
+                    await inputs_topic.send(key=fact.queue_id.encode(), value=CODEC.encode(fact))
         announced.intersection_update(due_now)
