@@ -177,7 +177,8 @@ class Rollout:
         c = consumer(
             self.settings,
             f"{self.settings.topic_prefix}rollout-{uuid.uuid4().hex[:8]}",
-            **{"fetch.wait.max.ms": QUIET_FETCH_WAIT_MS},  # one per agent: a fleet's worth
+            # Every agent has one: at 500 ms, an idle fleet's rollouts were most of its asking.
+            **{"fetch.wait.max.ms": QUIET_FETCH_WAIT_MS},
         )
         try:
             c.assign(self._partitions(c))
