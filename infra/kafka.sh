@@ -16,8 +16,8 @@
 #                    used when it imports, else a stdlib probe, so no venv is needed
 #   JAVA             java executable (default $JAVA_HOME/bin/java, else java)
 #   KAFKA_REQUEST_LOG  a file: the broker writes there every request it completes (its kind,
-#                    client, topics and where its time went), to count what a run asks of it;
-#                    it slows the broker, so not for timing
+#                    client, topics and where its time went), to count what a run asks of it
+#                    (bench/broker_requests.py sums it up); it slows the broker, so not for timing
 #   KAFKA_PROPS      broker properties added after the ones written here (a later line wins),
 #                    one per line: to try a setting without editing this script
 set -euo pipefail
