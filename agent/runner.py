@@ -245,8 +245,10 @@ class Runner:
             return self._collect(spec, proc, forked, out_r, err_r, started, cancel, report, output)
         except BaseException:
             # A caller's callback failed (an agent bug, a full disk): the task must not run on
-            # with no one left to time it out, cancel it or read its pipes.
-            _kill_group(proc.pid)
+            # with no one left to time it out, cancel it or read its pipes. One known to have
+            # ended is not signalled: its pid may be another process's by now.
+            if not _ended(proc):
+                _kill_group(proc.pid)
             with contextlib.suppress(Exception):  # the error to raise is the callback's
                 proc.wait()  # reaped, as `_collect` would have
             raise
@@ -441,6 +443,13 @@ def parse_output(stdout: bytes) -> tuple[int, str]:
     if value == "false":
         return FLAG_FALSE, message
     return FLAG_ERROR, f"bad ElvesWFlag {value!r}: {message}"
+
+
+def _ended(proc: _Process) -> bool:
+    """Is the process's end known (its exit fd readable, or closed), without waiting?"""
+    poller = select.poll()
+    poller.register(proc.exit_fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _kill_group(pid: int) -> None:

@@ -11,9 +11,7 @@ from elves.config import Settings
 # The fetch wait of a consumer whose topics are written rarely (an agent's dispatches, app
 # versions, API keys, permission rules): the broker answers a fetch as soon as a record lands,
 # so the wait adds no latency; it is how often such a consumer asks when nothing comes. Every
-# agent has two (dispatches, rollout), so a fleet multiplies it. Every consumer assigned from a
-# partition's beginning asks where that is (its low watermark) and assigns the number:
-# librdkafka fetches nothing for the first 0.5 s while it looks OFFSET_BEGINNING up itself.
+# agent has two (dispatches, rollout), so a fleet multiplies it.
 QUIET_FETCH_WAIT_MS = 5000
 
 
@@ -35,6 +33,9 @@ def producer(settings: Settings, client_id: str = "producer", **extra: Any) -> P
 
 
 def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
+    """A consumer of this stack's. One assigned a partition from its beginning should ask where
+    that is (its low watermark) and assign the number: librdkafka fetches nothing for the first
+    0.5 s while it looks OFFSET_BEGINNING up itself."""
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap,
         "group.id": group,
